@@ -1,0 +1,195 @@
+//! The chain's two actors on the `near-async` actor system: the client produces blocks,
+//! the view client answers queries from the stored chain.
+
+use mpc_store::StoreHolder;
+use near_async::futures::{DelayedActionRunner, DelayedActionRunnerExt};
+use near_async::messaging::{Actor, Handler};
+use near_indexer_primitives::types::Finality;
+use near_indexer_primitives::views::BlockView;
+use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutcomeWithReceipt};
+
+use crate::chain_store::{read_block, read_chunk, read_contract_view, read_outcomes, write_block};
+use crate::config::ChainConfig;
+
+/// Blocks produced per actor message while catching up history: enough for speed, few
+/// enough that a stop request is seen within milliseconds.
+const HISTORY_BLOCKS_PER_MESSAGE: u64 = 32;
+
+/// Heads behind the latest block that count as final, like NEAR's doomslug finality.
+pub const FINALITY_LAG: u64 = 2;
+
+/// Produces blocks into the chain store: history as fast as possible, then one block per
+/// interval. Each block is one batch.
+pub struct ClientActor {
+    store: StoreHolder,
+    config: ChainConfig,
+    head: u64,
+    history_target: u64,
+    failure: Option<String>,
+}
+
+impl ClientActor {
+    /// A client continuing from `head`; history is produced up to `history_target`.
+    pub(crate) fn new(store: StoreHolder, config: ChainConfig, head: u64, history_target: u64) -> Self {
+        ClientActor { store, config, head, history_target, failure: None }
+    }
+
+    fn schedule(ctx: &mut dyn DelayedActionRunner<Self>, delay: std::time::Duration) {
+        let delay = near_async::time::Duration::try_from(delay).unwrap_or(near_async::time::Duration::ZERO);
+        ctx.run_later("produce_blocks", delay, |actor, ctx| actor.produce(ctx));
+    }
+
+    fn produce(&mut self, ctx: &mut dyn DelayedActionRunner<Self>) {
+        let syncing = self.head < self.history_target;
+        let count = if syncing { (self.history_target - self.head).min(HISTORY_BLOCKS_PER_MESSAGE) } else { 1 };
+        for _ in 0..count {
+            let height = self.head + 1;
+            if let Err(err) = write_block(&self.store, &self.config, height) {
+                tracing::error!(height, error = %err, "sandbox chain failed to store a block; block production stopped");
+                self.failure = Some(err.to_string());
+                return;
+            }
+            self.head = height;
+        }
+        let delay = if self.head < self.history_target { std::time::Duration::ZERO } else { self.config.block_interval };
+        Self::schedule(ctx, delay);
+    }
+}
+
+impl Actor for ClientActor {
+    fn start_actor(&mut self, ctx: &mut dyn DelayedActionRunner<Self>) {
+        Self::schedule(ctx, std::time::Duration::ZERO);
+    }
+}
+
+/// Asks the client for the chain's status.
+#[derive(Debug)]
+pub struct GetStatus;
+
+/// The chain's status, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainStatus {
+    /// Height of the latest stored block.
+    pub head_height: u64,
+    /// Height of the latest final block.
+    pub final_height: u64,
+    /// True while history is still being produced (the node is catching up).
+    pub syncing: bool,
+    /// Height the history phase ends at.
+    pub history_target: u64,
+    /// Why block production stopped, if it did.
+    pub failure: Option<String>,
+}
+
+impl Handler<GetStatus, ChainStatus> for ClientActor {
+    fn handle(&mut self, _: GetStatus) -> ChainStatus {
+        ChainStatus {
+            head_height: self.head,
+            final_height: self.head.saturating_sub(FINALITY_LAG),
+            syncing: self.head < self.history_target,
+            history_target: self.history_target,
+            failure: self.failure.clone(),
+        }
+    }
+}
+
+/// Why a view query could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    /// No block at that height (yet).
+    #[error("unknown block at height {0}")]
+    UnknownBlock(u64),
+    /// No chunk with that hash.
+    #[error("unknown chunk {0}")]
+    UnknownChunk(CryptoHash),
+    /// The outcomes of a shard of a stored block are missing.
+    #[error("execution outcomes of shard {shard} at height {height} are missing")]
+    MissingOutcomes { height: u64, shard: usize },
+    /// The contract has no such view method.
+    #[error("unknown contract view method `{0}`")]
+    UnknownMethod(String),
+    /// The store failed.
+    #[error("chain store error: {0}")]
+    Store(String),
+}
+
+impl From<mpc_store::StoreError> for ViewError {
+    fn from(err: mpc_store::StoreError) -> Self {
+        ViewError::Store(err.to_string())
+    }
+}
+
+/// A block by height or by finality.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockQuery {
+    /// The block at this height.
+    Height(u64),
+    /// The latest block with this finality.
+    Finality(Finality),
+}
+
+/// A chunk by hash.
+#[derive(Debug, Clone, Copy)]
+pub struct GetChunk(pub CryptoHash);
+
+/// The receipt execution outcomes of one shard of a block.
+#[derive(Debug, Clone, Copy)]
+pub struct GetOutcomes {
+    /// Block height.
+    pub height: u64,
+    /// Shard index.
+    pub shard: usize,
+}
+
+/// A view call on the MPC contract (`state`, `allowed_docker_image_hashes`,
+/// `get_tee_accounts`, `migration_info`).
+#[derive(Debug, Clone)]
+pub struct ContractView(pub String);
+
+/// Answers queries from the chain store.
+pub struct ViewClientActor {
+    store: StoreHolder,
+}
+
+impl ViewClientActor {
+    pub(crate) fn new(store: StoreHolder) -> Self {
+        ViewClientActor { store }
+    }
+
+    fn head(&self) -> Result<u64, ViewError> {
+        crate::chain_store::chain_head(&self.store)?.ok_or(ViewError::UnknownBlock(0))
+    }
+}
+
+impl Actor for ViewClientActor {}
+
+impl Handler<BlockQuery, Result<BlockView, ViewError>> for ViewClientActor {
+    fn handle(&mut self, query: BlockQuery) -> Result<BlockView, ViewError> {
+        let height = match query {
+            BlockQuery::Height(height) => height,
+            BlockQuery::Finality(Finality::Final) => self.head()?.saturating_sub(FINALITY_LAG),
+            BlockQuery::Finality(Finality::DoomSlug) => self.head()?.saturating_sub(1),
+            BlockQuery::Finality(Finality::None) => self.head()?,
+        };
+        read_block(&self.store, height)?.ok_or(ViewError::UnknownBlock(height))
+    }
+}
+
+impl Handler<GetChunk, Result<IndexerChunkView, ViewError>> for ViewClientActor {
+    fn handle(&mut self, query: GetChunk) -> Result<IndexerChunkView, ViewError> {
+        read_chunk(&self.store, &query.0)?.ok_or(ViewError::UnknownChunk(query.0))
+    }
+}
+
+impl Handler<GetOutcomes, Result<Vec<IndexerExecutionOutcomeWithReceipt>, ViewError>> for ViewClientActor {
+    fn handle(&mut self, query: GetOutcomes) -> Result<Vec<IndexerExecutionOutcomeWithReceipt>, ViewError> {
+        read_outcomes(&self.store, query.height, query.shard)?
+            .ok_or(ViewError::MissingOutcomes { height: query.height, shard: query.shard })
+    }
+}
+
+impl Handler<ContractView, Result<serde_json::Value, ViewError>> for ViewClientActor {
+    fn handle(&mut self, query: ContractView) -> Result<serde_json::Value, ViewError> {
+        read_contract_view(&self.store, &query.0)?.ok_or(ViewError::UnknownMethod(query.0))
+    }
+}

@@ -1,0 +1,27 @@
+//! An embedded sandbox chain: a small NEAR-like chain node on the real `near-async`
+//! actor system, producing blocks with the real `near-indexer-primitives` view types
+//! into its own RocksDB hot store.
+//!
+//! Why it exists: the real `near-indexer`/`nearcore` cannot be built here, yet the
+//! node's lifecycle must be exercised against the same shape of system it meets in
+//! production: an actor system, a store written block by block, a view client the
+//! indexer polls. The chain is deterministic from a seed, so tests can compare what the
+//! indexer recorded with what the chain produced.
+
+mod actors;
+mod chain_store;
+mod config;
+mod node;
+mod views;
+pub mod workload;
+
+pub use actors::{
+    BlockQuery, FINALITY_LAG, ChainStatus, ClientActor, ContractView, GetChunk, GetOutcomes, GetStatus, ViewClientActor, ViewError,
+};
+#[cfg(feature = "test-faults")]
+pub use chain_store::delete_outcomes_for_test;
+pub use chain_store::{
+    CHAIN_SCHEMA_VERSION, ChainStoreError, chain_head, chain_schema, open_chain_store, stored_streamer_message,
+};
+pub use config::{ChainConfig, DEFAULT_IMAGE_HASH, ImageHashRevocation, NEXT_IMAGE_HASH, default_contract_id};
+pub use node::{ChainError, ChainNode, ClientHandle, ViewClientHandle};

@@ -1,0 +1,65 @@
+//! Starting the chain node on an actor system.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mpc_store::StoreOptions;
+use near_async::ActorSystem;
+use near_async::tokio::TokioRuntimeHandle;
+
+use crate::actors::{ClientActor, ViewClientActor};
+use crate::chain_store::{ChainStoreError, chain_head, open_chain_store};
+use crate::config::ChainConfig;
+
+/// Handle for messages to the client actor.
+pub type ClientHandle = Arc<TokioRuntimeHandle<ClientActor>>;
+/// Handle for queries to the view-client actor.
+pub type ViewClientHandle = Arc<TokioRuntimeHandle<ViewClientActor>>;
+
+/// Why the chain could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// Settings the chain cannot honour.
+    #[error("invalid sandbox chain settings: {0}")]
+    Config(String),
+    /// The chain store could not be opened or initialised.
+    #[error(transparent)]
+    Store(#[from] ChainStoreError),
+}
+
+/// A running sandbox chain: handles to its actors. The actors, not these handles, hold
+/// the chain store, so stopping the actor system is what closes it.
+#[derive(Clone)]
+pub struct ChainNode {
+    /// The block producer.
+    pub client: ClientHandle,
+    /// The query endpoint.
+    pub view_client: ViewClientHandle,
+    /// Settings the chain runs with.
+    pub config: ChainConfig,
+}
+
+impl ChainNode {
+    /// Opens (or creates) the chain store at `data_dir` and starts the client and
+    /// view-client actors on `actor_system`. The store is counted in tracker group
+    /// `store_group`, so a restart of this subsystem can wait for it alone.
+    pub fn start(
+        config: &ChainConfig,
+        data_dir: &Path,
+        store_group: &str,
+        actor_system: &ActorSystem,
+    ) -> Result<ChainNode, ChainError> {
+        config.validate().map_err(ChainError::Config)?;
+        let store = open_chain_store(data_dir, config, &StoreOptions::new("chain", store_group))?;
+        let head = chain_head(&store).map_err(ChainStoreError::from)?.unwrap_or(0);
+        // History is produced once, at first start: a restarted chain only resumes.
+        let history_target = config.history_blocks.max(head);
+        tracing::info!(head, history_target, path = %data_dir.display(), "sandbox chain starting");
+        let client = ClientActor::new(store.holder("client_actor"), config.clone(), head, history_target);
+        let view_client = ViewClientActor::new(store.holder("view_client_actor"));
+        drop(store);
+        let client = actor_system.spawn_tokio_actor(client).sender();
+        let view_client = actor_system.spawn_tokio_actor(view_client).sender();
+        Ok(ChainNode { client, view_client, config: config.clone() })
+    }
+}

@@ -1,0 +1,63 @@
+//! The upstream-shaped entry points: start the chain node, build an indexer on it, get
+//! a stream of blocks.
+
+use mpc_chain::{ChainError, ChainNode};
+use mpc_lifecycle::Supervisor;
+use mpc_migrations::layout::Cursor;
+use near_async::ActorSystem;
+use near_indexer_primitives::StreamerMessage;
+use tokio::sync::mpsc;
+
+use crate::INDEXER_STORE_GROUP;
+use crate::config::{IndexerConfig, SyncModeEnum};
+use crate::streamer::{latest_final_height, run_streamer};
+
+/// The running chain node the indexer reads from (upstream: `NearNode`, the client and
+/// view-client actor handles).
+pub type NearNode = ChainNode;
+
+/// An indexer bound to a running chain node.
+pub struct Indexer {
+    config: IndexerConfig,
+    node: NearNode,
+    resume_after: Option<Cursor>,
+    tasks: Supervisor,
+}
+
+impl Indexer {
+    /// Opens the chain store under `config.home_dir` and starts the chain's actors on
+    /// `actor_system` (upstream: starts `neard` in-process).
+    pub fn start_near_node(config: &IndexerConfig, actor_system: &ActorSystem) -> Result<NearNode, ChainError> {
+        ChainNode::start(&config.chain, &config.chain_data_dir(), INDEXER_STORE_GROUP, actor_system)
+    }
+
+    /// An indexer over `node`. `resume_after` is the node store's committed cursor, used
+    /// by [`SyncModeEnum::FromInterruption`]. Unlike upstream, the indexer's tasks are
+    /// spawned on `tasks`, so they are named, cancellable and awaited at shutdown.
+    pub fn from_near_node(config: IndexerConfig, node: &NearNode, resume_after: Option<Cursor>, tasks: Supervisor) -> Self {
+        Indexer { config, node: node.clone(), resume_after, tasks }
+    }
+
+    /// The chain node this indexer reads from.
+    pub fn node(&self) -> &NearNode {
+        &self.node
+    }
+
+    /// Starts the streamer task and returns its bounded channel. The streamer stops when
+    /// the supervisor's token is cancelled or the receiver is dropped.
+    pub fn streamer(&self) -> mpsc::Receiver<StreamerMessage> {
+        let (sender, receiver) = mpsc::channel(self.config.streamer_buffer.max(1));
+        let node = self.node.clone();
+        let config = self.config.clone();
+        let resume_after = self.resume_after;
+        self.tasks.spawn("streamer", move |cancel| async move {
+            let start = match config.sync_mode {
+                SyncModeEnum::FromInterruption => resume_after.map_or(1, |cursor| cursor.height + 1),
+                SyncModeEnum::BlockHeight(height) => height,
+                SyncModeEnum::LatestSynced => latest_final_height(&node, &config.finality).await?,
+            };
+            run_streamer(node, config, start, sender, cancel).await
+        });
+        receiver
+    }
+}

@@ -1,0 +1,222 @@
+//! The indexer thread: its own `std::thread` and multi-thread tokio runtime, like
+//! upstream's embedding of `near-indexer`, but cancellable.
+//!
+//! Design note. Upstream's caller blocked until the node was synced and then ran
+//! `block_on(listen_blocks)` forever; its monitor tasks held `Arc<IndexerState>` (and
+//! through it RocksDB) and nothing cancelled them, so `block_on` never returned and
+//! `block_until_all_instances_are_dropped()` hung. Here:
+//!
+//! 1. [`spawn_indexer_thread`] returns at once with watch receivers (starting as
+//!    "unknown") and the thread handle; nothing blocks the caller during sync, so the
+//!    run loop keeps handling signals.
+//! 2. When `token` is cancelled: `listen_blocks` finishes the block it is committing and
+//!    returns; the supervisor's token (a child) stops the streamer and the monitors,
+//!    which finish their current write and drop their `Arc<IndexerState>`; the
+//!    supervisor is awaited; `block_on` returns; the runtime is shut down.
+//! 3. The chain store is held by the chain's actors, not by this thread: it closes when
+//!    the caller stops the actor system, after joining the thread.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mpc_chain::ChainError;
+use mpc_lifecycle::{ShutdownSender, Supervisor};
+use mpc_migrations::layout::read_cursor;
+use mpc_store::{Store, StoreError};
+use near_async::ActorSystem;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::IndexerConfig;
+use crate::indexer::Indexer;
+use crate::listen_blocks::{ListenError, listen_blocks};
+use crate::monitors::{MonitorIntervals, MonitorSenders, Observed, monitor_channels, spawn_monitors};
+use crate::state::{IndexerState, IndexerStats};
+
+/// How long the thread's runtime may take to shut down after `block_on` returned (all
+/// tasks are already finished or aborted by then; this only bounds stray timers).
+const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Why the indexer thread ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexerError {
+    /// The chain node could not start.
+    #[error("chain node: {0}")]
+    Chain(#[from] ChainError),
+    /// The node store failed.
+    #[error("node store: {0}")]
+    Store(#[from] StoreError),
+    /// `listen_blocks` failed.
+    #[error("listen_blocks: {0}")]
+    Listen(#[from] ListenError),
+    /// The thread's runtime could not be built.
+    #[error("indexer runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// Everything the indexer thread needs.
+pub struct IndexerThreadParams {
+    /// Indexer settings.
+    pub config: IndexerConfig,
+    /// The node store (already opened and migrated by the caller). The thread keeps
+    /// only named holders of it, never the caller's `Arc`.
+    pub node_store: Arc<Store>,
+    /// The actor system the chain's actors run on; the caller stops it after the join.
+    pub actor_system: ActorSystem,
+    /// Monitor poll intervals.
+    pub intervals: MonitorIntervals,
+    /// Where supervised-task failures are reported.
+    pub failures: ShutdownSender,
+}
+
+/// The caller's handle: watch receivers and the thread.
+pub struct IndexerHandle {
+    /// Contract state as last observed.
+    pub contract_state: watch::Receiver<Observed<serde_json::Value>>,
+    /// Allowed image hashes as last observed.
+    pub allowed_image_hashes: watch::Receiver<Observed<Vec<String>>>,
+    /// TEE accounts as last observed.
+    pub tee_accounts: watch::Receiver<Observed<serde_json::Value>>,
+    /// Migration info as last observed.
+    pub migration_info: watch::Receiver<Observed<serde_json::Value>>,
+    /// Height of the last committed block.
+    pub indexed_height: watch::Receiver<Option<u64>>,
+    /// The indexer's supervised tasks (streamer, monitors), for reports and escalation.
+    pub tasks: Supervisor,
+    state_probe: Arc<Mutex<Weak<IndexerState>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl IndexerHandle {
+    /// A weak reference to the thread's `IndexerState`: after the join its strong count
+    /// must be 0. Used by tests and by the shutdown report.
+    pub fn state_strong_count(&self) -> usize {
+        self.state_probe.lock().map(|weak| weak.strong_count()).unwrap_or(0)
+    }
+
+    /// True once the thread has returned.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|thread| thread.is_finished())
+    }
+
+    /// Waits up to `timeout` for the thread to end and joins it; false on time-out (the
+    /// handle stays joinable). Polls, so it can be awaited from any runtime.
+    pub async fn join(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("indexer thread panicked");
+        }
+        true
+    }
+}
+
+/// Starts the indexer thread. Returns at once; the thread's result arrives on
+/// `exit_sender` (`Ok` only when it stopped because `token` was cancelled).
+pub fn spawn_indexer_thread(
+    params: IndexerThreadParams,
+    token: CancellationToken,
+    exit_sender: oneshot::Sender<Result<(), IndexerError>>,
+) -> std::io::Result<IndexerHandle> {
+    let (senders, receivers) = monitor_channels();
+    let (indexed_height_sender, indexed_height) = watch::channel(None);
+    let tasks = Supervisor::new("indexer", token.child_token(), params.failures.clone());
+    let state_probe = Arc::new(Mutex::new(Weak::new()));
+    let thread = {
+        let tasks = tasks.clone();
+        let state_probe = state_probe.clone();
+        std::thread::Builder::new().name("indexer".into()).spawn(move || {
+            let result = run_thread(params, token, tasks, senders, indexed_height_sender, state_probe);
+            if let Err(err) = &result {
+                tracing::error!(error = %err, "indexer thread ended with an error");
+            }
+            let _ = exit_sender.send(result);
+        })?
+    };
+    Ok(IndexerHandle {
+        contract_state: receivers.contract_state,
+        allowed_image_hashes: receivers.allowed_image_hashes,
+        tee_accounts: receivers.tee_accounts,
+        migration_info: receivers.migration_info,
+        indexed_height,
+        tasks,
+        state_probe,
+        thread: Some(thread),
+    })
+}
+
+fn run_thread(
+    params: IndexerThreadParams,
+    token: CancellationToken,
+    tasks: Supervisor,
+    senders: MonitorSenders,
+    indexed_height: watch::Sender<Option<u64>>,
+    state_probe: Arc<Mutex<Weak<IndexerState>>>,
+) -> Result<(), IndexerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("indexer-worker")
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run_indexer(params, token, tasks, senders, indexed_height, state_probe));
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
+    tracing::info!("indexer thread: runtime shut down");
+    result
+}
+
+async fn run_indexer(
+    params: IndexerThreadParams,
+    token: CancellationToken,
+    tasks: Supervisor,
+    senders: MonitorSenders,
+    indexed_height: watch::Sender<Option<u64>>,
+    state_probe: Arc<Mutex<Weak<IndexerState>>>,
+) -> Result<(), IndexerError> {
+    let IndexerThreadParams { config, node_store, actor_system, intervals, failures: _ } = params;
+    let node = Indexer::start_near_node(&config, &actor_system)?;
+    let cursor = read_cursor(&node_store)?;
+    let state = Arc::new(IndexerState {
+        client: node.client.clone(),
+        view_client: node.view_client.clone(),
+        contract_id: config.chain.contract_id.clone(),
+        stats: Mutex::new(IndexerStats {
+            started: Instant::now(),
+            first_height: None,
+            last_height: None,
+            blocks_indexed: 0,
+            requests_indexed: 0,
+            chain_head: 0,
+        }),
+        node_store: node_store.holder("listen_blocks"),
+        indexed_height,
+    });
+    drop(node_store);
+    if let Ok(mut probe) = state_probe.lock() {
+        *probe = Arc::downgrade(&state);
+    }
+    spawn_monitors(&tasks, &state, senders, &intervals);
+    let indexer = Indexer::from_near_node(config, &node, cursor, tasks.clone());
+    let stream = indexer.streamer();
+    tracing::info!(resume_after = cursor.map(|cursor| cursor.height), "indexer thread: listening for blocks");
+
+    let listened = listen_blocks(stream, state.clone(), token.clone()).await;
+    tracing::info!(cancelled = token.is_cancelled(), "indexer thread: listen_blocks returned");
+
+    // Stop the streamer and monitors (also when listen_blocks failed on its own) and wait
+    // for each to drop its Arc<IndexerState>. The caller bounds this wait by aborting
+    // tasks that ignore cancellation.
+    tasks.cancel();
+    tasks.wait(Duration::MAX).await;
+    drop(indexer);
+    drop(state);
+    tracing::info!("indexer thread: supervised tasks drained");
+    listened.map_err(IndexerError::from)
+}

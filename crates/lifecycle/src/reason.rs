@@ -1,0 +1,73 @@
+//! Why the node stops.
+
+/// The operator signals the node honours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum OperatorSignal {
+    /// SIGTERM: what Docker, Kubernetes and systemd send first.
+    Terminate,
+    /// SIGINT: Ctrl-C in a terminal.
+    Interrupt,
+}
+
+impl OperatorSignal {
+    /// Conventional name ("SIGTERM").
+    pub fn name(self) -> &'static str {
+        match self {
+            OperatorSignal::Terminate => "SIGTERM",
+            OperatorSignal::Interrupt => "SIGINT",
+        }
+    }
+
+    /// Signal number (15, 2).
+    pub fn number(self) -> i32 {
+        match self {
+            OperatorSignal::Terminate => 15,
+            OperatorSignal::Interrupt => 2,
+        }
+    }
+}
+
+/// Why a shutdown began. Sent into the shutdown channel by whoever detects it; the run
+/// loop receives the first one, and it decides the exit code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ShutdownReason {
+    /// An operator signal.
+    Signal { signal: OperatorSignal },
+    /// The contract stopped allowing this node's image hash.
+    ImageHashRevoked { image_hash: String },
+    /// The indexer thread ended on its own (always an error while the node runs).
+    IndexerExited { error: String },
+    /// A supervised task returned an error or panicked.
+    TaskFailed { task: String, error: String },
+    /// An authenticated admin request.
+    AdminRequest,
+    /// Start-up failed before the node was running (store, config).
+    StartupFailed { error: String, exit_code: i32 },
+}
+
+impl ShutdownReason {
+    /// The exit code this reason ends the process with, when shutdown meets its deadline.
+    pub fn exit_code(&self) -> crate::ExitCode {
+        match self {
+            ShutdownReason::Signal { .. } | ShutdownReason::AdminRequest => crate::ExitCode::GRACEFUL,
+            ShutdownReason::StartupFailed { exit_code, .. } => crate::ExitCode(*exit_code),
+            ShutdownReason::ImageHashRevoked { .. }
+            | ShutdownReason::IndexerExited { .. }
+            | ShutdownReason::TaskFailed { .. } => crate::ExitCode::FATAL,
+        }
+    }
+}
+
+impl std::fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShutdownReason::Signal { signal } => write!(f, "operator signal {}", signal.name()),
+            ShutdownReason::ImageHashRevoked { image_hash } => write!(f, "own image hash {image_hash} revoked"),
+            ShutdownReason::IndexerExited { error } => write!(f, "indexer exited: {error}"),
+            ShutdownReason::TaskFailed { task, error } => write!(f, "task {task} failed: {error}"),
+            ShutdownReason::AdminRequest => write!(f, "admin request"),
+            ShutdownReason::StartupFailed { error, .. } => write!(f, "start-up failed: {error}"),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Operator signals into the shutdown channel.
+//!
+//! Why a listener task and not a handler: the handler's only job is to turn a signal into
+//! a [`ShutdownReason`] on the same channel every other stop reason uses, so the run
+//! loop stays the one place that decides. The listener is installed before anything is
+//! opened, so a signal in any phase is honoured. A second SIGTERM/SIGINT means the
+//! operator will not wait: the `on_second_signal` callback logs what is still running
+//! and exits at once. SIGHUP asks for an in-process restart of the indexer and never
+//! terminates the process.
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
+
+use crate::{OperatorSignal, ShutdownReason, ShutdownSender};
+
+/// The running listener; dropping it does not stop it, [`SignalListener::stop`] does.
+pub struct SignalListener {
+    task: JoinHandle<()>,
+}
+
+impl SignalListener {
+    /// Stops listening (the default disposition is *not* restored: tokio keeps its
+    /// handler, so late signals are ignored rather than fatal).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+fn log_first(signal: OperatorSignal) {
+    // Exact, stable messages: operators grep for them to confirm the graceful path.
+    match signal {
+        OperatorSignal::Terminate => tracing::warn!("SIGTERM received, initiating graceful shutdown"),
+        OperatorSignal::Interrupt => tracing::warn!("SIGINT received, initiating graceful shutdown"),
+    }
+}
+
+/// Installs SIGTERM, SIGINT and SIGHUP listeners on the current runtime. Registration
+/// happens before this returns, so no signal sent after it can take the default
+/// (terminating) action.
+pub fn install_signal_listener(
+    sender: ShutdownSender,
+    on_second_signal: impl Fn(OperatorSignal) + Send + Sync + 'static,
+) -> std::io::Result<SignalListener> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let task = tokio::spawn(async move {
+        let mut shutdown_requested = false;
+        loop {
+            let received = tokio::select! {
+                Some(()) = terminate.recv() => OperatorSignal::Terminate,
+                Some(()) = interrupt.recv() => OperatorSignal::Interrupt,
+                Some(()) = hangup.recv() => {
+                    tracing::warn!("SIGHUP received, restarting the indexer subsystem");
+                    sender.restart_indexer("SIGHUP");
+                    continue;
+                }
+                else => return,
+            };
+            if shutdown_requested {
+                tracing::error!(signal = received.name(), "second signal received during shutdown, forcing exit");
+                on_second_signal(received);
+                continue;
+            }
+            shutdown_requested = true;
+            log_first(received);
+            sender.shutdown(ShutdownReason::Signal { signal: received });
+        }
+    });
+    Ok(SignalListener { task })
+}

@@ -1,0 +1,191 @@
+//! `mpc-node check`: verifies the stores of a stopped node against each other.
+//!
+//! The node store must be at the latest schema, its cursor must be the last of a
+//! gap-free run of indexed blocks, every indexed block must match the chain's own record
+//! of that block (hash, request ids), and the applied-requests counter must equal the
+//! number of stored requests (a block applied twice would push it past). The chain hot
+//! store must be at a block boundary: the head block and all its pieces are stored and
+//! nothing lies beyond it.
+
+use std::path::Path;
+
+use mpc_chain::{chain_head, stored_streamer_message};
+use mpc_indexer::extract_block_effects;
+use mpc_migrations::layout::{
+    IndexedBlockRecord, read_applied_requests, read_cursor, request_key, request_key_height,
+};
+use mpc_migrations::{NODE_SCHEMA_VERSION, layout::SignRequestRecord};
+use mpc_store::migration::read_version;
+use mpc_store::{Column, Store, StoreError, StoreOptions};
+
+use crate::startup::node_store_path;
+
+/// What `check` found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct CheckSummary {
+    /// Node store schema version.
+    pub schema_version: Option<u32>,
+    /// Height of the committed cursor.
+    pub last_indexed_height: Option<u64>,
+    /// First indexed height.
+    pub first_indexed_height: Option<u64>,
+    /// Number of indexed blocks.
+    pub indexed_blocks: u64,
+    /// Requests stored.
+    pub requests: u64,
+    /// Responses stored.
+    pub responses: u64,
+    /// Chain head height.
+    pub chain_head: Option<u64>,
+    /// Every inconsistency found; empty means consistent.
+    pub problems: Vec<String>,
+}
+
+/// Checks the stores under `home`. `Err` only when a store cannot be read at all.
+pub fn check_home(home: &Path) -> Result<CheckSummary, StoreError> {
+    let mut summary = CheckSummary::default();
+    let node = Store::open_read_only(&node_store_path(home), &StoreOptions::new("node", "check"))?;
+    let chain = Store::open_read_only(&home.join("data"), &StoreOptions::new("chain", "check"))?;
+    summary.schema_version = read_version(&node)?;
+    if summary.schema_version != Some(NODE_SCHEMA_VERSION) {
+        summary.problems.push(format!(
+            "node store schema is {:?}, expected {NODE_SCHEMA_VERSION}; run `mpc-node migrate`",
+            summary.schema_version
+        ));
+        return Ok(summary);
+    }
+    check_chain_boundary(&chain, &mut summary)?;
+    check_indexed_blocks(&node, &chain, &mut summary)?;
+    Ok(summary)
+}
+
+fn check_chain_boundary(chain: &Store, summary: &mut CheckSummary) -> Result<(), StoreError> {
+    summary.chain_head = chain_head(chain)?;
+    let Some(head) = summary.chain_head else {
+        summary.problems.push("chain store has no head".into());
+        return Ok(());
+    };
+    if stored_streamer_message(chain, head)?.is_none() {
+        summary.problems.push(format!("chain head block {head} is incomplete in the chain store"));
+    }
+    if let Some((key, _)) = chain.last(Column::Blocks)? {
+        let last = request_key_height(&key).unwrap_or(0);
+        if last != head {
+            summary.problems.push(format!("chain store has block {last} beyond its head {head}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_indexed_blocks(node: &Store, chain: &Store, summary: &mut CheckSummary) -> Result<(), StoreError> {
+    let cursor = read_cursor(node)?;
+    summary.last_indexed_height = cursor.map(|cursor| cursor.height);
+    let mut previous: Option<u64> = None;
+    let mut stored_requests = 0u64;
+    for item in node.iter(Column::IndexedBlocks, None)? {
+        let (key, value) = item?;
+        let Some(height) = request_key_height(&key) else {
+            summary.problems.push("malformed indexed-block key".into());
+            continue;
+        };
+        let record: IndexedBlockRecord = match serde_json::from_slice(&value) {
+            Ok(record) => record,
+            Err(err) => {
+                summary.problems.push(format!("block {height}: unreadable record: {err}"));
+                continue;
+            }
+        };
+        if let Some(previous) = previous
+            && height != previous + 1
+        {
+            summary.problems.push(format!("gap: block {} missing (after {previous}, next {height})", previous + 1));
+        }
+        summary.first_indexed_height.get_or_insert(height);
+        previous = Some(height);
+        summary.indexed_blocks += 1;
+        summary.requests += u64::from(record.requests);
+        summary.responses += u64::from(record.responses);
+        stored_requests += check_block_against_chain(node, chain, height, &record, summary)?;
+    }
+    match (cursor, previous) {
+        (Some(cursor), Some(last)) if cursor.height != last => {
+            summary.problems.push(format!("cursor at {} but last indexed block is {last}", cursor.height));
+        }
+        (Some(cursor), None) => summary.problems.push(format!("cursor at {} but no block is indexed", cursor.height)),
+        (None, Some(last)) => summary.problems.push(format!("blocks up to {last} indexed but no cursor")),
+        _ => {}
+    }
+    let applied = read_applied_requests(node)?;
+    if applied != stored_requests {
+        summary.problems.push(format!(
+            "applied-requests counter is {applied} but {stored_requests} requests are stored: a block was applied twice or partly"
+        ));
+    }
+    Ok(())
+}
+
+/// Compares one indexed block with the chain's record; returns the requests stored for it.
+fn check_block_against_chain(
+    node: &Store,
+    chain: &Store,
+    height: u64,
+    record: &IndexedBlockRecord,
+    summary: &mut CheckSummary,
+) -> Result<u64, StoreError> {
+    let mut stored = Vec::new();
+    for item in node.iter(Column::SignRequests, Some(&request_key(height, 0)))? {
+        let (key, value) = item?;
+        if request_key_height(&key) != Some(height) {
+            break;
+        }
+        match serde_json::from_slice::<SignRequestRecord>(&value) {
+            Ok(request) => {
+                if node.get(Column::SignRequestsById, request.request_id.0)?.as_deref() != Some(&*key) {
+                    summary.problems.push(format!("block {height}: request {} missing from the id index", request.request_id));
+                }
+                stored.push(request.request_id);
+            }
+            Err(err) => summary.problems.push(format!("block {height}: unreadable request: {err}")),
+        }
+    }
+    let Some(message) = stored_streamer_message(chain, height)? else {
+        summary.problems.push(format!("block {height} is indexed but not in the chain store"));
+        return Ok(stored.len() as u64);
+    };
+    let contract = mpc_chain::default_contract_id();
+    let expected = extract_block_effects(&message, &contract);
+    if expected.cursor.block_hash != record.block_hash {
+        summary.problems.push(format!("block {height}: hash differs from the chain's"));
+    }
+    let expected_ids: Vec<_> = expected.requests.iter().map(|request| request.request_id).collect();
+    if expected_ids != stored || record.requests as usize != stored.len() {
+        summary.problems.push(format!(
+            "block {height}: {} requests stored (record says {}), chain has {}",
+            stored.len(),
+            record.requests,
+            expected_ids.len()
+        ));
+    }
+    Ok(stored.len() as u64)
+}
+
+/// Prints the summary as an operator reads it.
+pub fn print_summary(summary: &CheckSummary) {
+    let consistent = summary.problems.is_empty();
+    println!("consistent: {}", if consistent { "yes" } else { "no" });
+    println!("schema version: {}", summary.schema_version.map_or("none".into(), |v| v.to_string()));
+    println!(
+        "last indexed height: {}",
+        summary.last_indexed_height.map_or("none".into(), |height| height.to_string())
+    );
+    println!(
+        "indexed blocks: {} (from {})",
+        summary.indexed_blocks,
+        summary.first_indexed_height.map_or("-".into(), |height| height.to_string())
+    );
+    println!("requests: {}, responses: {}", summary.requests, summary.responses);
+    println!("chain head: {}", summary.chain_head.map_or("none".into(), |height| height.to_string()));
+    for problem in &summary.problems {
+        println!("problem: {problem}");
+    }
+}

@@ -1,0 +1,111 @@
+//! Command line: every operator-facing flag, with its default and why.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// mpc-node: an MPC node with an embedded chain indexer that starts, stops, restarts
+/// and upgrades cleanly.
+#[derive(Debug, Parser)]
+#[command(name = "mpc-node", version, about)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node until stopped (creates the home with defaults on first start).
+    Start(StartArgs),
+    /// Verify the stores of a stopped node; exit 0 iff consistent.
+    Check(HomeArgs),
+    /// Apply (or with --dry-run list) pending schema migrations of a stopped node.
+    Migrate(MigrateArgs),
+    /// Restore the pre-migration checkpoint kept by `migrate --keep-checkpoint`.
+    Rollback(HomeArgs),
+}
+
+/// A node home.
+#[derive(Debug, Args)]
+pub struct HomeArgs {
+    /// Node home directory.
+    #[arg(long)]
+    pub home: PathBuf,
+}
+
+/// `migrate` options.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Node home directory.
+    #[arg(long)]
+    pub home: PathBuf,
+    /// List the pending steps without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep the pre-migration checkpoint for `mpc-node rollback`.
+    #[arg(long)]
+    pub keep_checkpoint: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("{err} (examples: 8s, 500ms, 1m)"))
+}
+
+/// `start` options.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Node home directory (created on first start).
+    #[arg(long)]
+    pub home: PathBuf,
+    /// Budget for the whole shutdown sequence. The default fits Docker's 10 s grace
+    /// period with margin; set it below your orchestrator's grace period.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// This node's image hash; the node stops (exit 1) when the contract revokes it.
+    #[arg(long, default_value = mpc_chain::DEFAULT_IMAGE_HASH)]
+    pub image_hash: String,
+    /// fsync the WAL on every commit (safe against power loss; slower).
+    #[arg(long)]
+    pub sync_writes: bool,
+    /// Keep the pre-migration checkpoint when start migrates an old store.
+    #[arg(long)]
+    pub keep_migration_checkpoint: bool,
+    /// Sandbox chain: pause between blocks (0 = as fast as possible).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub sandbox_block_interval: Duration,
+    /// Sandbox chain: blocks produced at first start (the catch-up phase).
+    #[arg(long, default_value_t = 50)]
+    pub sandbox_history_blocks: u64,
+    /// Sandbox chain: seed of all hashes and payloads.
+    #[arg(long, default_value_t = 7)]
+    pub sandbox_seed: u64,
+    /// Sandbox chain: shards per block (1 to 4).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4))]
+    pub sandbox_shards: u64,
+    /// Sandbox chain: sign requests per block.
+    #[arg(long, default_value_t = 4)]
+    pub sandbox_requests_per_block: u32,
+    /// Sandbox chain: revoke this node's image hash at this height.
+    #[arg(long)]
+    pub sandbox_revoke_image_hash_at: Option<u64>,
+    /// Poll interval of the contract monitors.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub monitor_interval: Duration,
+    /// Interval of the indexer stats log line.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+}

@@ -1,0 +1,134 @@
+//! The shutdown sequence: the same for every reason, timed phase by phase.
+//!
+//! Order matters and follows DESIGN.md: readiness goes first (no new traffic), then the
+//! root token (everything starts draining at once), then node tasks, then the indexer
+//! thread (whose monitors release `Arc<IndexerState>`), then the actor system (which
+//! releases the chain store), then our own store handle, and only then the wait for
+//! every RocksDB instance to close. Each phase is bounded by the shared deadline; a phase
+//! that overruns is escalated (tasks aborted) and named in the report, and the process
+//! exits 4.
+
+use std::time::{Duration, Instant};
+
+use mpc_lifecycle::{Deadline, ExitCode, LifecyclePhase, PhaseTracker, ShutdownReason, ShutdownReport, Supervisor};
+use tokio_util::sync::CancellationToken;
+
+use crate::resources::SharedResources;
+
+/// Extra time given to tasks after they were aborted at the deadline, to unwind.
+const ABORT_GRACE: Duration = Duration::from_millis(500);
+
+/// What the sequence stops.
+pub struct ShutdownContext {
+    /// Readiness and phase.
+    pub phase: PhaseTracker,
+    /// The root token.
+    pub root_token: CancellationToken,
+    /// Node-level supervised tasks.
+    pub node_tasks: Supervisor,
+    /// What start-up created.
+    pub resources: SharedResources,
+    /// Budget for the whole sequence (`--shutdown-timeout`).
+    pub timeout: Duration,
+}
+
+/// Runs the sequence for `reason` and returns the report (already logged).
+pub async fn shut_down(reason: ShutdownReason, context: ShutdownContext) -> ShutdownReport {
+    let ShutdownContext { phase, root_token, node_tasks, resources, timeout } = context;
+    let deadline = Deadline::after(timeout);
+    let mut report = ShutdownReport::new(reason.clone());
+    tracing::info!(%reason, timeout_ms = timeout.as_millis() as u64, "shutdown sequence started");
+
+    let started = Instant::now();
+    phase.set(LifecyclePhase::ShuttingDown);
+    report.record("mark_not_ready", started.elapsed(), true, None);
+
+    let started = Instant::now();
+    root_token.cancel();
+    report.record("cancel_root_token", started.elapsed(), true, None);
+
+    let started = Instant::now();
+    let drained = node_tasks.wait(deadline.remaining()).await;
+    let detail = (!drained).then(|| {
+        let aborted = node_tasks.abort_running();
+        let detail = format!("aborted: {}", aborted.join(", "));
+        report.aborted_tasks.extend(aborted);
+        detail
+    });
+    report.record("drain_node_tasks", started.elapsed(), drained, detail);
+
+    let indexer = resources.lock().indexer.take();
+    if let Some(mut indexer) = indexer {
+        let started = Instant::now();
+        let joined = indexer.join(deadline.remaining()).await;
+        let detail = if joined {
+            None
+        } else {
+            let aborted = indexer.tasks.abort_running();
+            let detail = format!("tasks still running at the deadline: {}", aborted.join(", "));
+            report.aborted_tasks.extend(aborted);
+            if !indexer.join(ABORT_GRACE).await {
+                report.not_stopped.push("indexer thread".to_owned());
+            }
+            Some(detail)
+        };
+        if indexer.state_strong_count() > 0 {
+            report.not_stopped.push(format!("IndexerState ({} references)", indexer.state_strong_count()));
+        }
+        report.record("join_indexer_thread", started.elapsed(), joined, detail);
+    }
+
+    let (actor_system, systems_created) = {
+        let mut resources = resources.lock();
+        (resources.actor_system.take(), resources.actor_systems_created)
+    };
+    if let Some(actor_system) = actor_system {
+        let started = Instant::now();
+        // near-async's global shutdown panics once a process has created more than one
+        // ActorSystem (after an in-process restart), so it is only used while valid;
+        // otherwise the one system still running is stopped directly.
+        if systems_created <= 1 {
+            near_async::shutdown_all_actors();
+        } else {
+            actor_system.stop();
+        }
+        report.record("stop_actor_system", started.elapsed(), true, None);
+    }
+
+    let started = Instant::now();
+    let node_store = resources.lock().node_store.take();
+    if let Some(node_store) = node_store {
+        if let Err(err) = node_store.flush() {
+            tracing::warn!(error = %err, "flushing the node store failed; the next start replays its WAL");
+        }
+        drop(node_store);
+    }
+    report.record("close_node_store", started.elapsed(), true, None);
+
+    let started = Instant::now();
+    let wait_for = deadline.remaining().max(ABORT_GRACE);
+    let waited =
+        tokio::task::spawn_blocking(move || mpc_store::wait_until_all_instances_are_dropped(wait_for)).await;
+    let closed = match waited {
+        Ok(Ok(())) => true,
+        Ok(Err(open)) => {
+            report.holders_alive = open.iter().map(ToString::to_string).collect();
+            false
+        }
+        Err(err) => {
+            report.holders_alive.push(format!("wait task failed: {err}"));
+            false
+        }
+    };
+    let detail = (!closed).then(|| report.holders_alive.join("; "));
+    report.record("wait_for_rocksdb_instances", started.elapsed(), closed, detail);
+
+    report.final_instance_count = mpc_store::instance_count();
+    report.total_ms = deadline.elapsed().as_secs_f64() * 1000.0;
+    if report.was_forced() || !report.not_stopped.is_empty() {
+        report.exit_code = ExitCode::DEADLINE_EXCEEDED.0;
+    }
+    phase.set(LifecyclePhase::Stopped);
+    tracing::info!("ShutdownReport {}", report.to_json());
+    report
+}

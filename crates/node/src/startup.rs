@@ -1,0 +1,203 @@
+//! Start-up, as the run loop's root task: open and migrate the node store, start the
+//! indexer thread (which starts the chain), then watch the image hash and readiness.
+//!
+//! Every step checks the root token or runs where a signal still reaches the run loop,
+//! so SIGTERM during store open, migration or chain start is honoured. Anything created
+//! is put into [`SharedResources`] at once, so the shutdown sequence stops it.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+
+use mpc_chain::{ChainConfig, ImageHashRevocation, default_contract_id};
+use mpc_indexer::{IndexerConfig, IndexerError, IndexerThreadParams, MonitorIntervals, Observed, spawn_indexer_thread};
+use mpc_lifecycle::{ExitCode, LifecyclePhase, PhaseTracker, ShutdownReason, ShutdownSender, Supervisor};
+use mpc_migrations::node_schema;
+use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated, plan};
+use mpc_store::{StoreError, StoreOptions};
+use near_async::ActorSystem;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::StartArgs;
+use crate::resources::SharedResources;
+
+/// Tracker group of the node's own store.
+pub const NODE_STORE_GROUP: &str = "node";
+
+/// A start-up failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct StartupError {
+    /// What went wrong, for the operator.
+    pub message: String,
+    /// 2 for usage/config, 3 for store errors.
+    pub exit_code: ExitCode,
+}
+
+impl StartupError {
+    fn store(err: StoreError) -> Self {
+        StartupError { message: err.to_string(), exit_code: ExitCode::STORE }
+    }
+
+    /// The shutdown reason this failure becomes.
+    pub fn into_reason(self) -> ShutdownReason {
+        ShutdownReason::StartupFailed { error: self.message, exit_code: self.exit_code.0 }
+    }
+}
+
+/// Where the node's own store lives.
+pub fn node_store_path(home: &std::path::Path) -> PathBuf {
+    home.join("node")
+}
+
+/// The indexer settings `start` runs with.
+pub fn indexer_config(args: &StartArgs) -> IndexerConfig {
+    let chain = ChainConfig {
+        seed: args.sandbox_seed,
+        block_interval: args.sandbox_block_interval,
+        num_shards: args.sandbox_shards,
+        sign_requests_per_block: args.sandbox_requests_per_block,
+        history_blocks: args.sandbox_history_blocks,
+        contract_id: default_contract_id(),
+        revocation: args
+            .sandbox_revoke_image_hash_at
+            .map(|at_height| ImageHashRevocation { image_hash: args.image_hash.clone(), at_height }),
+    };
+    IndexerConfig::new(args.home.clone(), chain)
+}
+
+/// Everything start-up needs from the run loop.
+pub struct StartupContext {
+    /// Parsed `start` flags.
+    pub args: StartArgs,
+    /// Lifecycle phase, for readiness.
+    pub phase: PhaseTracker,
+    /// The root token; start-up hands child tokens to everything it starts.
+    pub root_token: CancellationToken,
+    /// Node-level supervised tasks (watchers).
+    pub node_tasks: Supervisor,
+    /// The shutdown channel (`shutdown_signal_sender`).
+    pub shutdown_signal_sender: ShutdownSender,
+    /// Where start-up records what it created.
+    pub resources: SharedResources,
+    /// The indexer thread reports its end here.
+    pub indexer_exit: oneshot::Sender<Result<(), IndexerError>>,
+}
+
+/// Starts the node and then waits forever; returns only on a start-up failure.
+pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupError> {
+    let StartupContext { args, phase, root_token, node_tasks, shutdown_signal_sender, resources, indexer_exit } =
+        context;
+    std::fs::create_dir_all(&args.home).map_err(|err| StartupError {
+        message: format!("cannot create home directory {}: {err}", args.home.display()),
+        exit_code: ExitCode::USAGE,
+    })?;
+
+    phase.set(LifecyclePhase::OpeningStores);
+    let store_path = node_store_path(&args.home);
+    let mut options = StoreOptions::new("node", NODE_STORE_GROUP);
+    options.sync_writes = args.sync_writes;
+    let settings = MigrationSettings { keep_checkpoint: args.keep_migration_checkpoint, cancel: root_token.child_token() };
+    let opened = {
+        let phase = phase.clone();
+        tokio::task::spawn_blocking(move || {
+            let pending = plan(&store_path, &options, &node_schema())?;
+            if !pending.steps.is_empty() {
+                phase.set(LifecyclePhase::Migrating);
+                tracing::info!(from = ?pending.current, to = pending.latest, steps = pending.steps.len(), "node store needs migration");
+            }
+            open_migrated(&store_path, &options, &node_schema(), &settings)
+        })
+        .await
+        .map_err(|err| StartupError { message: format!("store open task failed: {err}"), exit_code: ExitCode::STORE })?
+    };
+    let (node_store, outcome) = opened.map_err(StartupError::store)?;
+    match &outcome {
+        SchemaOutcome::Created { version } => tracing::info!(version, "node store created"),
+        SchemaOutcome::Current { version } => tracing::info!(version, "node store opened"),
+        SchemaOutcome::Migrated { from, to, checkpoint } => {
+            tracing::info!(from, to, checkpoint = ?checkpoint, "node store migrated")
+        }
+    }
+    resources.lock().node_store = Some(node_store.clone());
+    if root_token.is_cancelled() {
+        return std::future::pending().await;
+    }
+
+    phase.set(LifecyclePhase::StartingIndexer);
+    let actor_system = ActorSystem::new();
+    {
+        let mut resources = resources.lock();
+        resources.actor_system = Some(actor_system.clone());
+        resources.actor_systems_created += 1;
+    }
+    let params = IndexerThreadParams {
+        config: indexer_config(&args),
+        node_store,
+        actor_system,
+        intervals: MonitorIntervals {
+            contract_state: args.monitor_interval,
+            allowed_image_hashes: args.monitor_interval,
+            tee_accounts: args.monitor_interval,
+            migration_info: args.monitor_interval,
+            stats: args.stats_interval,
+        },
+        failures: shutdown_signal_sender.clone(),
+    };
+    let handle = spawn_indexer_thread(params, root_token.child_token(), indexer_exit).map_err(|err| StartupError {
+        message: format!("cannot spawn the indexer thread: {err}"),
+        exit_code: ExitCode::FATAL,
+    })?;
+    let allowed_image_hashes = handle.allowed_image_hashes.clone();
+    let indexed_height = handle.indexed_height.clone();
+    resources.lock().indexer = Some(handle);
+    phase.set(LifecyclePhase::CatchingUp);
+
+    let own_hash = args.image_hash.clone();
+    let sender = shutdown_signal_sender.clone();
+    node_tasks.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed_image_hashes, own_hash, sender, cancel));
+    let readiness_phase = phase.clone();
+    node_tasks.spawn("readiness", move |cancel| mark_ready_after_first_block(indexed_height, readiness_phase, cancel));
+    std::future::pending().await
+}
+
+/// Sends `ImageHashRevoked` into the shutdown channel once the contract's allowed list
+/// is known and no longer contains this node's hash.
+async fn watch_image_hash(
+    mut allowed: watch::Receiver<Observed<Vec<String>>>,
+    own_hash: String,
+    shutdown_signal_sender: ShutdownSender,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    loop {
+        if let Observed::Known(list) = &*allowed.borrow_and_update()
+            && !list.contains(&own_hash)
+        {
+            tracing::error!(image_hash = %own_hash, "own image hash is no longer allowed by the contract, shutting down");
+            shutdown_signal_sender.shutdown(ShutdownReason::ImageHashRevoked { image_hash: own_hash });
+            return Ok(());
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            changed = allowed.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
+}
+
+/// Flips the node to ready once the first block is committed.
+async fn mark_ready_after_first_block(
+    mut indexed_height: watch::Receiver<Option<u64>>,
+    phase: PhaseTracker,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        first = indexed_height.wait_for(Option::is_some) => {
+            if let Ok(height) = first {
+                let height = *height;
+                phase.advance_from(LifecyclePhase::CatchingUp, LifecyclePhase::Ready);
+                tracing::info!(height = ?height, "node ready: first block indexed");
+            }
+        }
+    }
+    Ok(())
+}

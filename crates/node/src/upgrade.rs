@@ -1,0 +1,70 @@
+//! `migrate` and `rollback`: upgrade steps an operator runs while the node is stopped.
+
+use std::path::Path;
+
+use mpc_lifecycle::ExitCode;
+use mpc_migrations::node_schema;
+use mpc_store::StoreOptions;
+use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated, plan};
+
+use crate::cli::MigrateArgs;
+use crate::startup::{NODE_STORE_GROUP, node_store_path};
+
+/// Applies or lists pending schema steps of the node store.
+pub fn migrate(args: &MigrateArgs) -> ExitCode {
+    let path = node_store_path(&args.home);
+    let options = StoreOptions::new("node", NODE_STORE_GROUP);
+    let schema = node_schema();
+    let pending = match plan(&path, &options, &schema) {
+        Ok(pending) => pending,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::STORE;
+        }
+    };
+    let Some(current) = pending.current else {
+        eprintln!("error: no node store at {}", path.display());
+        return ExitCode::STORE;
+    };
+    println!("node store schema: v{current}, this binary: v{}", pending.latest);
+    for (from, description) in &pending.steps {
+        println!("pending: v{from} -> v{}: {description}", from + 1);
+    }
+    if pending.steps.is_empty() {
+        println!("nothing to migrate");
+        return ExitCode::GRACEFUL;
+    }
+    if args.dry_run {
+        return ExitCode::GRACEFUL;
+    }
+    let settings = MigrationSettings { keep_checkpoint: args.keep_checkpoint, ..Default::default() };
+    match open_migrated(&path, &options, &schema, &settings) {
+        Ok((_, SchemaOutcome::Migrated { from, to, checkpoint })) => {
+            println!("migrated v{from} -> v{to}");
+            if let Some(checkpoint) = checkpoint {
+                println!("pre-migration checkpoint kept at {}", checkpoint.display());
+            }
+            ExitCode::GRACEFUL
+        }
+        Ok(_) => ExitCode::GRACEFUL,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::STORE
+        }
+    }
+}
+
+/// Restores the kept pre-migration checkpoint of the node store.
+pub fn rollback(home: &Path) -> ExitCode {
+    let path = node_store_path(home);
+    match mpc_store::migration::rollback(&path, &StoreOptions::new("node", NODE_STORE_GROUP)) {
+        Ok(version) => {
+            println!("node store rolled back to schema v{version}");
+            ExitCode::GRACEFUL
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::STORE
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The one list of column families, shared by every store of the node.
+
+/// A RocksDB column family. All stores open the same set, like nearcore's `DBCol`,
+/// so there is one place that names every kind of record on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Column {
+    /// Store metadata: schema version, migration progress, cursors, applied tokens.
+    Misc,
+    /// Chain: block height (u64 big-endian) to the JSON `BlockView`.
+    Blocks,
+    /// Chain: block hash to block height.
+    BlockHeightByHash,
+    /// Chain: chunk hash to the JSON chunk (header, transactions, receipts).
+    Chunks,
+    /// Chain: (height, shard) to the JSON receipt execution outcomes of that shard.
+    Outcomes,
+    /// Chain: MPC contract state by view-method name, as JSON.
+    ContractState,
+    /// Node: sign requests seen by the indexer, keyed by (height, index in block).
+    SignRequests,
+    /// Node: secondary index from request id to the `SignRequests` key (schema v3).
+    SignRequestsById,
+    /// Node: responses seen by the indexer, keyed by request id.
+    SignResponses,
+    /// Node: height of every indexed block, for the exactly-once check.
+    IndexedBlocks,
+}
+
+impl Column {
+    /// Every column, in a fixed order; the store opens all of them.
+    pub const ALL: [Column; 10] = [
+        Column::Misc,
+        Column::Blocks,
+        Column::BlockHeightByHash,
+        Column::Chunks,
+        Column::Outcomes,
+        Column::ContractState,
+        Column::SignRequests,
+        Column::SignRequestsById,
+        Column::SignResponses,
+        Column::IndexedBlocks,
+    ];
+
+    /// The column-family name on disk. `Misc` is RocksDB's default family, which always
+    /// exists, so an empty directory and a store of ours are told apart by the others.
+    pub fn name(self) -> &'static str {
+        match self {
+            Column::Misc => "default",
+            Column::Blocks => "blocks",
+            Column::BlockHeightByHash => "block_height_by_hash",
+            Column::Chunks => "chunks",
+            Column::Outcomes => "outcomes",
+            Column::ContractState => "contract_state",
+            Column::SignRequests => "sign_requests",
+            Column::SignRequestsById => "sign_requests_by_id",
+            Column::SignResponses => "sign_responses",
+            Column::IndexedBlocks => "indexed_blocks",
+        }
+    }
+
+    /// Columns that every store of ours has had since its first schema version. An
+    /// existing store without them is not ours or is damaged; later columns are created
+    /// at open, which is how a migration gains a new family.
+    pub const BASE: [Column; 3] = [Column::Misc, Column::Blocks, Column::SignRequests];
+}

@@ -1,0 +1,262 @@
+//! One RocksDB instance: open with typed errors, atomic commits, typed reads, and a
+//! close that leaves nothing for the next open to replay.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, FlushOptions, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use crate::tracker::InstanceGuard;
+use crate::{Column, StoreError, StoreHolder, StoreResult, StoreUpdate};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Short name used in logs and in the tracker ("node", "chain").
+    pub name: String,
+    /// Subsystem the store belongs to; a restart waits for its own group only.
+    pub group: String,
+    /// `fsync` the WAL on every commit. Off trades the last few commits on power loss
+    /// (never on a process crash: the WAL is always written) for throughput.
+    pub sync_writes: bool,
+}
+
+impl StoreOptions {
+    /// Options for a store called `name` in subsystem `group`, with synchronous writes off.
+    pub fn new(name: &str, group: &str) -> Self {
+        StoreOptions { name: name.to_owned(), group: group.to_owned(), sync_writes: false }
+    }
+}
+
+/// An open RocksDB instance, counted by the process-wide tracker until it is closed.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+    name: String,
+    read_only: bool,
+    write_options: WriteOptions,
+    /// Last field on purpose: fields drop in order, so RocksDB is closed before the
+    /// tracker's count goes down, and "count is 0" really means "all closed".
+    instance: InstanceGuard,
+}
+
+fn base_options() -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_keep_log_file_num(4);
+    options.set_max_open_files(512);
+    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    options
+}
+
+/// True when `path` holds a RocksDB instance (its `CURRENT` file exists).
+pub(crate) fn store_exists(path: &Path) -> bool {
+    path.join("CURRENT").is_file()
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`. Refuses an existing directory that is not
+    /// one of our stores, and reports a second process on the same path as
+    /// [`StoreError::Locked`].
+    pub fn open(path: &Path, options: &StoreOptions) -> StoreResult<Arc<Store>> {
+        std::fs::create_dir_all(path).map_err(|err| StoreError::from_io(path, err))?;
+        let existing = existing_column_families(path)?;
+        let db_options = base_options();
+        let descriptors = descriptors(&existing);
+        let db = DB::open_cf_descriptors(&db_options, path, descriptors)
+            .map_err(|err| StoreError::from_rocksdb(path, err))?;
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(options.sync_writes);
+        write_options.disable_wal(false);
+        tracing::debug!(store = %options.name, path = %path.display(), "store opened");
+        Ok(Arc::new(Store {
+            db,
+            path: path.to_path_buf(),
+            name: options.name.clone(),
+            read_only: false,
+            write_options,
+            instance: InstanceGuard::register(&options.name, path.to_path_buf(), &options.group),
+        }))
+    }
+
+    /// Opens an existing store without writing anything to its directory (no lock, no
+    /// new manifest, the info log goes elsewhere). Used to inspect a store before
+    /// deciding whether it may be opened for writing, and by `mpc-node check`.
+    pub fn open_read_only(path: &Path, options: &StoreOptions) -> StoreResult<Arc<Store>> {
+        if !store_exists(path) {
+            return Err(StoreError::Corrupt { path: path.to_path_buf(), detail: "no RocksDB store here".into() });
+        }
+        let existing = existing_column_families(path)?;
+        let mut db_options = base_options();
+        db_options.create_if_missing(false);
+        let log_dir = std::env::temp_dir().join("mpc-store-read-only-logs");
+        std::fs::create_dir_all(&log_dir).map_err(|err| StoreError::from_io(&log_dir, err))?;
+        db_options.set_db_log_dir(&log_dir);
+        let names: Vec<String> = existing;
+        let db = DB::open_cf_for_read_only(&db_options, path, names, false)
+            .map_err(|err| StoreError::from_rocksdb(path, err))?;
+        Ok(Arc::new(Store {
+            db,
+            path: path.to_path_buf(),
+            name: options.name.clone(),
+            read_only: true,
+            write_options: WriteOptions::default(),
+            instance: InstanceGuard::register(&options.name, path.to_path_buf(), &options.group),
+        }))
+    }
+
+    /// Short name of the store.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Directory of the store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A named reference for a long-lived user; see [`StoreHolder`].
+    pub fn holder(self: &Arc<Self>, name: &str) -> StoreHolder {
+        StoreHolder::new(self.clone(), name)
+    }
+
+    pub(crate) fn instance_guard(&self) -> &InstanceGuard {
+        &self.instance
+    }
+
+    fn column_family(&self, column: Column) -> StoreResult<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(column.name()).ok_or(StoreError::MissingColumnFamily {
+            path: self.path.clone(),
+            column: column.name(),
+        })
+    }
+
+    /// Reads the raw value under `key`.
+    pub fn get(&self, column: Column, key: impl AsRef<[u8]>) -> StoreResult<Option<Vec<u8>>> {
+        let family = self.column_family(column)?;
+        self.db.get_cf(family, key).map_err(|err| StoreError::from_rocksdb(&self.path, err))
+    }
+
+    /// Reads and decodes a JSON value under `key`.
+    pub fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        column: Column,
+        key: impl AsRef<[u8]>,
+    ) -> StoreResult<Option<T>> {
+        let key = key.as_ref();
+        match self.get(column, key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| StoreError::Decode {
+                path: self.path.clone(),
+                what: format!("{} record {}", column.name(), printable_key(key)),
+                detail: err.to_string(),
+            }),
+        }
+    }
+
+    /// Iterates a column in key order, starting at `from` (inclusive) or at the start.
+    pub fn iter(
+        &self,
+        column: Column,
+        from: Option<&[u8]>,
+    ) -> StoreResult<impl Iterator<Item = StoreResult<(Box<[u8]>, Box<[u8]>)>> + '_> {
+        let family = self.column_family(column)?;
+        let mode = match from {
+            Some(key) => IteratorMode::From(key, rocksdb::Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        Ok(self
+            .db
+            .iterator_cf(family, mode)
+            .map(|item| item.map_err(|err| StoreError::from_rocksdb(&self.path, err))))
+    }
+
+    /// The last entry of a column in key order.
+    pub fn last(&self, column: Column) -> StoreResult<Option<(Box<[u8]>, Box<[u8]>)>> {
+        let family = self.column_family(column)?;
+        self.db
+            .iterator_cf(family, IteratorMode::End)
+            .next()
+            .transpose()
+            .map_err(|err| StoreError::from_rocksdb(&self.path, err))
+    }
+
+    /// Applies every write of `update` atomically (one RocksDB `WriteBatch`, WAL on).
+    pub fn commit(&self, update: StoreUpdate) -> StoreResult<()> {
+        let mut batch = WriteBatch::default();
+        for (column, key, value) in update.ops {
+            let family = self.column_family(column)?;
+            match value {
+                Some(value) => batch.put_cf(family, key, value),
+                None => batch.delete_cf(family, key),
+            }
+        }
+        self.db.write_opt(batch, &self.write_options).map_err(|err| StoreError::from_rocksdb(&self.path, err))
+    }
+
+    /// Writes a consistent copy of the store to `destination` (hard links where possible).
+    pub fn create_checkpoint(&self, destination: &Path) -> StoreResult<()> {
+        let checkpoint =
+            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|err| StoreError::from_rocksdb(&self.path, err))?;
+        checkpoint.create_checkpoint(destination).map_err(|err| StoreError::from_rocksdb(destination, err))
+    }
+
+    /// Flushes memtables of every column family and syncs the WAL, so a later open has
+    /// nothing to replay.
+    pub fn flush(&self) -> StoreResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let families: Vec<&rocksdb::ColumnFamily> =
+            Column::ALL.iter().filter_map(|column| self.db.cf_handle(column.name())).collect();
+        let mut flush_options = FlushOptions::default();
+        flush_options.set_wait(true);
+        self.db
+            .flush_cfs_opt(&families, &flush_options)
+            .map_err(|err| StoreError::from_rocksdb(&self.path, err))?;
+        self.db.flush_wal(true).map_err(|err| StoreError::from_rocksdb(&self.path, err))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(err) = self.flush() {
+            tracing::warn!(store = %self.name, error = %err, "flush at close failed; the next open replays the WAL");
+        }
+        self.db.cancel_all_background_work(true);
+        tracing::debug!(store = %self.name, path = %self.path.display(), "store closed");
+    }
+}
+
+fn existing_column_families(path: &Path) -> StoreResult<Vec<String>> {
+    if !store_exists(path) {
+        return Ok(Vec::new());
+    }
+    let names = DB::list_cf(&Options::default(), path).map_err(|err| StoreError::from_rocksdb(path, err))?;
+    for column in Column::BASE {
+        if !names.iter().any(|name| name == column.name()) {
+            return Err(StoreError::MissingColumnFamily { path: path.to_path_buf(), column: column.name() });
+        }
+    }
+    Ok(names)
+}
+
+/// Our columns plus any family already on disk that this binary does not know (RocksDB
+/// refuses to open a store without naming all of its families).
+fn descriptors(existing: &[String]) -> Vec<ColumnFamilyDescriptor> {
+    let mut names: Vec<String> = Column::ALL.iter().map(|column| column.name().to_owned()).collect();
+    for name in existing {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names.into_iter().map(|name| ColumnFamilyDescriptor::new(name, base_options())).collect()
+}
+
+fn printable_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(text) if text.chars().all(|c| !c.is_control()) => text.to_owned(),
+        _ => key.iter().map(|byte| format!("{byte:02x}")).collect(),
+    }
+}

@@ -1,0 +1,289 @@
+//! Schema versions and the migration runner.
+//!
+//! Why it lives in the store crate while the steps live in `migrations/`: the runner's
+//! guarantees (probe before writing, checkpoint before changing, crash-safe steps,
+//! cancellation at safe points) are the same for every store, while the steps are the
+//! history of one store's layout.
+//!
+//! A step is crash-safe in one of two ways: its whole effect and the version bump are
+//! one batch ([`bump_version`] in the step's last update), or it works in chunks and
+//! records its position with [`put_progress`] in each chunk's batch, so a SIGKILL at any
+//! moment leaves a store the next open migrates to completion.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::store_exists;
+use crate::{Column, Store, StoreError, StoreOptions, StoreResult, StoreUpdate};
+
+/// Key in [`Column::Misc`] holding the schema version as a 4-byte big-endian integer.
+pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
+
+/// One version step of a store's layout.
+pub trait MigrationStep: Send + Sync {
+    /// The version this step starts from; it leaves the store at `from_version() + 1`.
+    fn from_version(&self) -> u32;
+    /// One line for logs and `migrate --dry-run`.
+    fn description(&self) -> &'static str;
+    /// Applies the step. Must end with a batch that includes [`bump_version`], check
+    /// `cancel` between chunks and return [`StoreError::Cancelled`] at a safe point.
+    fn run(&self, store: &Store, cancel: &CancellationToken) -> StoreResult<()>;
+}
+
+/// The layout history of one store: its steps and the version a new store starts at.
+pub struct Schema {
+    /// Version this binary writes; a new store is created at it.
+    pub latest: u32,
+    /// Steps, one per version; `steps[i].from_version()` must be `oldest + i`.
+    pub steps: Vec<Box<dyn MigrationStep>>,
+}
+
+impl Schema {
+    /// The oldest version this binary can migrate from.
+    pub fn oldest(&self) -> u32 {
+        self.latest - self.steps.len() as u32
+    }
+
+    fn pending(&self, from: u32) -> impl Iterator<Item = &dyn MigrationStep> {
+        self.steps.iter().map(|step| step.as_ref()).filter(move |step| step.from_version() >= from)
+    }
+}
+
+/// How [`open_migrated`] treats a store that needs migrating.
+#[derive(Debug, Clone, Default)]
+pub struct MigrationSettings {
+    /// Keep the pre-migration checkpoint after success (for `mpc-node rollback`).
+    pub keep_checkpoint: bool,
+    /// Stops the migration at the next safe point.
+    pub cancel: CancellationToken,
+}
+
+/// What opening did to the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaOutcome {
+    /// The store did not exist and was created at the latest version.
+    Created { version: u32 },
+    /// The store was already at the latest version.
+    Current { version: u32 },
+    /// The store was migrated.
+    Migrated { from: u32, to: u32, checkpoint: Option<PathBuf> },
+}
+
+/// Steps that an open would apply, for `migrate --dry-run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationPlan {
+    /// Version on disk (`None`: no store yet).
+    pub current: Option<u32>,
+    /// Version this binary writes.
+    pub latest: u32,
+    /// `(from_version, description)` of every pending step, in order.
+    pub steps: Vec<(u32, &'static str)>,
+}
+
+/// Reads the schema version of an open store.
+pub fn read_version(store: &Store) -> StoreResult<Option<u32>> {
+    match store.get(Column::Misc, SCHEMA_VERSION_KEY)? {
+        None => Ok(None),
+        Some(bytes) => match <[u8; 4]>::try_from(bytes.as_slice()) {
+            Ok(raw) => Ok(Some(u32::from_be_bytes(raw))),
+            Err(_) => Err(StoreError::Decode {
+                path: store.path().to_path_buf(),
+                what: "schema version".into(),
+                detail: format!("expected 4 bytes, found {}", bytes.len()),
+            }),
+        },
+    }
+}
+
+/// Adds the version bump to a step's final batch, so effect and version land together.
+pub fn bump_version(update: &mut StoreUpdate, version: u32) {
+    update.put(Column::Misc, SCHEMA_VERSION_KEY, version.to_be_bytes());
+}
+
+fn progress_key(from_version: u32) -> Vec<u8> {
+    format!("migration_progress_from_v{from_version}").into_bytes()
+}
+
+/// Reads the position a resumable step recorded before it was interrupted.
+pub fn read_progress(store: &Store, from_version: u32) -> StoreResult<Option<Vec<u8>>> {
+    store.get(Column::Misc, progress_key(from_version))
+}
+
+/// Records a resumable step's position in the same batch as the chunk it finished.
+pub fn put_progress(update: &mut StoreUpdate, from_version: u32, position: &[u8]) {
+    update.put(Column::Misc, progress_key(from_version), position);
+}
+
+/// Removes the position marker, in the step's final batch.
+pub fn clear_progress(update: &mut StoreUpdate, from_version: u32) {
+    update.delete(Column::Misc, progress_key(from_version));
+}
+
+/// Where the pre-migration checkpoint of the store at `path` taken at `version` lives.
+pub fn checkpoint_path(path: &Path, version: u32) -> PathBuf {
+    let mut name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+    name.push(format!(".pre-migration-v{version}"));
+    path.with_file_name(name)
+}
+
+/// The existing pre-migration checkpoint of the store at `path`, with its version.
+pub fn find_checkpoint(path: &Path) -> Option<(u32, PathBuf)> {
+    let parent = path.parent()?;
+    let prefix = format!("{}.pre-migration-v", path.file_name()?.to_string_lossy());
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(parent)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let version = name.strip_prefix(&prefix)?.parse::<u32>().ok()?;
+            store_exists(&entry.path()).then(|| (version, entry.path()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+/// Reads the schema version without writing anything to the directory.
+pub fn probe_version(path: &Path, options: &StoreOptions) -> StoreResult<Option<u32>> {
+    if !store_exists(path) {
+        return Ok(None);
+    }
+    let store = Store::open_read_only(path, options)?;
+    read_version(&store)
+}
+
+/// Lists the steps an open would apply, without changing anything.
+pub fn plan(path: &Path, options: &StoreOptions, schema: &Schema) -> StoreResult<MigrationPlan> {
+    let current = probe_version(path, options)?;
+    check_supported(path, current, schema)?;
+    let steps = match current {
+        None => Vec::new(),
+        Some(version) => schema.pending(version).map(|step| (step.from_version(), step.description())).collect(),
+    };
+    Ok(MigrationPlan { current, latest: schema.latest, steps })
+}
+
+fn check_supported(path: &Path, version: Option<u32>, schema: &Schema) -> StoreResult<()> {
+    match version {
+        Some(found) if found > schema.latest => {
+            Err(StoreError::SchemaTooNew { path: path.to_path_buf(), found, supported: schema.latest })
+        }
+        Some(found) if found < schema.oldest() => {
+            Err(StoreError::SchemaTooOld { path: path.to_path_buf(), found, oldest: schema.oldest() })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Opens the store at `path` and brings it to `schema.latest`.
+///
+/// The version is read through a read-only open first, so a store that is newer than
+/// this binary is refused before a single byte of it changes. Before the first step a
+/// RocksDB checkpoint of the old version is taken (kept across interrupted attempts);
+/// it is removed after success unless `settings.keep_checkpoint`.
+pub fn open_migrated(
+    path: &Path,
+    options: &StoreOptions,
+    schema: &Schema,
+    settings: &MigrationSettings,
+) -> StoreResult<(Arc<Store>, SchemaOutcome)> {
+    let probed = probe_version(path, options)?;
+    check_supported(path, probed, schema)?;
+    let store = Store::open(path, options)?;
+    let version = match read_version(&store)? {
+        Some(version) => version,
+        None => {
+            ensure_empty(&store)?;
+            let mut update = StoreUpdate::new();
+            bump_version(&mut update, schema.latest);
+            store.commit(update)?;
+            tracing::info!(store = %options.name, version = schema.latest, "store created at the latest schema version");
+            return Ok((store, SchemaOutcome::Created { version: schema.latest }));
+        }
+    };
+    if version == schema.latest {
+        return Ok((store, SchemaOutcome::Current { version }));
+    }
+    let checkpoint = match find_checkpoint(path) {
+        Some((_, existing)) => existing,
+        None => {
+            let destination = checkpoint_path(path, version);
+            store.create_checkpoint(&destination)?;
+            destination
+        }
+    };
+    tracing::info!(
+        store = %options.name, from = version, to = schema.latest, checkpoint = %checkpoint.display(),
+        "migrating store schema"
+    );
+    for step in schema.pending(version) {
+        if settings.cancel.is_cancelled() {
+            tracing::warn!(store = %options.name, at_version = step.from_version(), "migration stopped at a safe point");
+            return Err(StoreError::Cancelled);
+        }
+        let started = std::time::Instant::now();
+        step.run(&store, &settings.cancel)?;
+        let reached = read_version(&store)?;
+        if reached != Some(step.from_version() + 1) {
+            return Err(StoreError::Decode {
+                path: path.to_path_buf(),
+                what: "schema version after a migration step".into(),
+                detail: format!("step from v{} left the store at {reached:?}", step.from_version()),
+            });
+        }
+        tracing::info!(
+            store = %options.name, from = step.from_version(), to = step.from_version() + 1,
+            step = step.description(), elapsed_ms = started.elapsed().as_millis() as u64,
+            "migration step applied"
+        );
+    }
+    store.flush()?;
+    let kept = if settings.keep_checkpoint {
+        Some(checkpoint)
+    } else {
+        std::fs::remove_dir_all(&checkpoint).map_err(|err| StoreError::from_io(&checkpoint, err))?;
+        None
+    };
+    Ok((store, SchemaOutcome::Migrated { from: version, to: schema.latest, checkpoint: kept }))
+}
+
+/// A store without a version may only be one whose creation was interrupted before its
+/// first commit; anything with data in it but no version is not ours to guess about.
+fn ensure_empty(store: &Store) -> StoreResult<()> {
+    for column in Column::ALL {
+        if store.iter(column, None)?.next().is_some() {
+            return Err(StoreError::Corrupt {
+                path: store.path().to_path_buf(),
+                detail: format!("store has data in `{}` but no schema version", column.name()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the store at `path` by its kept pre-migration checkpoint.
+///
+/// The store must be closed (the call takes its lock first, so a running node makes it
+/// fail with [`StoreError::Locked`]). Renames only, so an interruption leaves either the
+/// old or the restored store in place, plus a set-aside copy to clean up.
+pub fn rollback(path: &Path, options: &StoreOptions) -> StoreResult<u32> {
+    let (version, checkpoint) = find_checkpoint(path).ok_or_else(|| StoreError::NoCheckpoint { path: path.to_path_buf() })?;
+    if store_exists(path) {
+        drop(Store::open(path, options)?);
+    }
+    let mut aside_name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+    aside_name.push(".replaced-by-rollback");
+    let aside = path.with_file_name(aside_name);
+    if aside.exists() {
+        std::fs::remove_dir_all(&aside).map_err(|err| StoreError::from_io(&aside, err))?;
+    }
+    if path.exists() {
+        std::fs::rename(path, &aside).map_err(|err| StoreError::from_io(path, err))?;
+    }
+    std::fs::rename(&checkpoint, path).map_err(|err| StoreError::from_io(&checkpoint, err))?;
+    std::fs::remove_dir_all(&aside).map_err(|err| StoreError::from_io(&aside, err))?;
+    tracing::info!(store = %options.name, version, "store rolled back to its pre-migration checkpoint");
+    Ok(version)
+}

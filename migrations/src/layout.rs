@@ -1,0 +1,205 @@
+//! Current (v3) layout of the node store.
+//!
+//! - `Misc/indexer_cursor`: the last block whose effects are committed, as 8 bytes of
+//!   big-endian height followed by the 32-byte block hash (since v2; v1 wrote the height
+//!   as a decimal string and no hash).
+//! - `Misc/applied_requests_total`: count of requests ever applied, bumped in the same
+//!   batch as the requests, so applying a block twice is visible to `check`.
+//! - `SignRequests/(height, index)`: each sign request, JSON.
+//! - `SignRequestsById/request_id`: the `SignRequests` key of that request (since v3).
+//! - `SignResponses/request_id`: the block that answered the request, JSON.
+//! - `IndexedBlocks/height`: hash and counts of every indexed block, JSON.
+
+use mpc_store::{Column, Store, StoreError, StoreResult, StoreUpdate};
+
+/// Key of the indexer cursor in [`Column::Misc`].
+pub const CURSOR_KEY: &[u8] = b"indexer_cursor";
+/// Key of the applied-requests counter in [`Column::Misc`].
+pub const APPLIED_REQUESTS_KEY: &[u8] = b"applied_requests_total";
+
+/// A 32-byte hash (block hash or request id) that prints as hex.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Hash32(pub [u8; 32]);
+
+impl Hash32 {
+    /// Lower-case hex form.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// Parses the hex form; `None` if it is not 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (index, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
+        }
+        Some(Hash32(bytes))
+    }
+}
+
+impl std::fmt::Debug for Hash32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::fmt::Display for Hash32 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl serde::Serialize for Hash32 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hash32 {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Hash32::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
+
+/// The last block whose effects are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// Height of that block.
+    pub height: u64,
+    /// Hash of that block, so a resume can detect a chain that changed under it.
+    pub block_hash: Hash32,
+}
+
+impl Cursor {
+    /// Fixed-width encoding: 8 bytes big-endian height, then the 32-byte hash.
+    pub fn encode(&self) -> [u8; 40] {
+        let mut bytes = [0u8; 40];
+        bytes[..8].copy_from_slice(&self.height.to_be_bytes());
+        bytes[8..].copy_from_slice(&self.block_hash.0);
+        bytes
+    }
+
+    /// Decodes [`Cursor::encode`]; `None` for any other length.
+    pub fn decode(bytes: &[u8]) -> Option<Cursor> {
+        let bytes: &[u8; 40] = bytes.try_into().ok()?;
+        let height = u64::from_be_bytes(bytes[..8].try_into().ok()?);
+        let block_hash = Hash32(bytes[8..].try_into().ok()?);
+        Some(Cursor { height, block_hash })
+    }
+}
+
+/// A sign request as the indexer recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignRequestRecord {
+    /// Unique id of the request (derived from the receipt that created it).
+    pub request_id: Hash32,
+    /// Account that called `sign`.
+    pub predecessor_id: String,
+    /// Payload to sign, hex.
+    pub payload: String,
+    /// Key derivation path.
+    pub path: String,
+    /// Block that carried the request.
+    pub height: u64,
+}
+
+/// A response as the indexer recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignResponseRecord {
+    /// The request answered.
+    pub request_id: Hash32,
+    /// Block that carried the response.
+    pub height: u64,
+}
+
+/// What the indexer committed for one block.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IndexedBlockRecord {
+    /// Hash of the block.
+    pub block_hash: Hash32,
+    /// Requests the block carried.
+    pub requests: u32,
+    /// Responses the block carried.
+    pub responses: u32,
+}
+
+/// Key of a request in [`Column::SignRequests`]: height then index, both big-endian, so
+/// iteration is in chain order.
+pub fn request_key(height: u64, index: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&height.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Height part of a [`request_key`].
+pub fn request_key_height(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(..8)?.try_into().ok()?))
+}
+
+/// Key of a block in [`Column::IndexedBlocks`].
+pub fn height_key(height: u64) -> [u8; 8] {
+    height.to_be_bytes()
+}
+
+fn decode_error(store: &Store, what: &str, detail: String) -> StoreError {
+    StoreError::Decode { path: store.path().to_path_buf(), what: what.to_owned(), detail }
+}
+
+/// Reads the committed cursor (`None` before the first indexed block).
+pub fn read_cursor(store: &Store) -> StoreResult<Option<Cursor>> {
+    match store.get(Column::Misc, CURSOR_KEY)? {
+        None => Ok(None),
+        Some(bytes) => Cursor::decode(&bytes)
+            .map(Some)
+            .ok_or_else(|| decode_error(store, "indexer cursor", format!("expected 40 bytes, found {}", bytes.len()))),
+    }
+}
+
+/// Reads the applied-requests counter.
+pub fn read_applied_requests(store: &Store) -> StoreResult<u64> {
+    match store.get(Column::Misc, APPLIED_REQUESTS_KEY)? {
+        None => Ok(0),
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| decode_error(store, "applied requests counter", format!("{} bytes", bytes.len()))),
+    }
+}
+
+/// Everything the indexer commits for one block, as one batch with the cursor.
+#[derive(Debug, Clone)]
+pub struct BlockEffects {
+    /// The block's cursor after it is applied.
+    pub cursor: Cursor,
+    /// Requests carried by the block, in order.
+    pub requests: Vec<SignRequestRecord>,
+    /// Responses carried by the block.
+    pub responses: Vec<SignResponseRecord>,
+}
+
+/// Builds the batch that applies `effects` on top of `applied_before` requests.
+pub fn block_update(effects: &BlockEffects, applied_before: u64) -> StoreUpdate {
+    let mut update = StoreUpdate::new();
+    let height = effects.cursor.height;
+    for (index, request) in effects.requests.iter().enumerate() {
+        let key = request_key(height, index as u32);
+        update.put_json(Column::SignRequests, key, request);
+        update.put(Column::SignRequestsById, request.request_id.0, key);
+    }
+    for response in &effects.responses {
+        update.put_json(Column::SignResponses, response.request_id.0, response);
+    }
+    let record = IndexedBlockRecord {
+        block_hash: effects.cursor.block_hash,
+        requests: effects.requests.len() as u32,
+        responses: effects.responses.len() as u32,
+    };
+    update.put_json(Column::IndexedBlocks, height_key(height), &record);
+    update.put(Column::Misc, APPLIED_REQUESTS_KEY, (applied_before + effects.requests.len() as u64).to_be_bytes());
+    update.put(Column::Misc, CURSOR_KEY, effects.cursor.encode());
+    update
+}
