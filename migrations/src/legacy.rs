@@ -52,3 +52,40 @@ pub fn append_blocks(store: &Arc<Store>, version: u32, blocks: &[BlockEffects]) 
     }
     Ok(())
 }
+
+/// Synthetic blocks for tests: block `h` carries `requests_per_block` requests and
+/// answers the requests of block `h - 3`, like the sandbox chain.
+pub fn synthetic_blocks(heights: std::ops::RangeInclusive<u64>, requests_per_block: u32) -> Vec<BlockEffects> {
+    use crate::layout::{Cursor, Hash32, SignRequestRecord, SignResponseRecord};
+    let id = |height: u64, index: u32| {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&height.to_be_bytes());
+        bytes[8..12].copy_from_slice(&index.to_be_bytes());
+        bytes[31] = 0xaa;
+        Hash32(bytes)
+    };
+    heights
+        .map(|height| {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&height.to_le_bytes());
+            hash[31] = 0x5b;
+            BlockEffects {
+                cursor: Cursor { height, block_hash: Hash32(hash) },
+                requests: (0..requests_per_block)
+                    .map(|index| SignRequestRecord {
+                        request_id: id(height, index),
+                        predecessor_id: format!("user{index}.test"),
+                        payload: format!("{height:016x}{index:08x}"),
+                        path: format!("m/{index}"),
+                        height,
+                    })
+                    .collect(),
+                responses: if height > 3 {
+                    (0..requests_per_block).map(|index| SignResponseRecord { request_id: id(height - 3, index), height }).collect()
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect()
+}

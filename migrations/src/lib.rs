@@ -19,11 +19,17 @@ pub const NODE_SCHEMA_VERSION: u32 = 3;
 
 /// The node store's schema: every step from the oldest supported version to the latest.
 pub fn node_schema() -> Schema {
+    node_schema_with_chunk_size(v2_to_v3_request_id_index::chunk_size_from_env())
+}
+
+/// Like [`node_schema`] with an explicit chunk size for the resumable steps; small
+/// chunks make interruption points frequent in tests.
+pub fn node_schema_with_chunk_size(chunk_size: usize) -> Schema {
     Schema {
         latest: NODE_SCHEMA_VERSION,
         steps: vec![
             Box::new(v1_to_v2_cursor_fixed_width::CursorFixedWidth),
-            Box::new(v2_to_v3_request_id_index::RequestIdIndex::default()),
+            Box::new(v2_to_v3_request_id_index::RequestIdIndex { chunk_size: chunk_size.max(1) }),
         ],
     }
 }

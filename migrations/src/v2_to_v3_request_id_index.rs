@@ -16,18 +16,17 @@ pub(crate) const DEFAULT_CHUNK_SIZE: usize = 2_000;
 
 /// The v2 -> v3 step.
 pub(crate) struct RequestIdIndex {
-    chunk_size: usize,
+    pub(crate) chunk_size: usize,
 }
 
-impl Default for RequestIdIndex {
-    fn default() -> Self {
-        let chunk_size = std::env::var("MPC_MIGRATION_CHUNK_SIZE")
-            .ok()
-            .and_then(|value| value.parse().ok())
-            .filter(|size| *size > 0)
-            .unwrap_or(DEFAULT_CHUNK_SIZE);
-        RequestIdIndex { chunk_size }
-    }
+/// Chunk size from `MPC_MIGRATION_CHUNK_SIZE`, else [`DEFAULT_CHUNK_SIZE`]. Operators
+/// can lower it on slow disks to make cancellation points more frequent.
+pub(crate) fn chunk_size_from_env() -> usize {
+    std::env::var("MPC_MIGRATION_CHUNK_SIZE")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|size| *size > 0)
+        .unwrap_or(DEFAULT_CHUNK_SIZE)
 }
 
 impl MigrationStep for RequestIdIndex {

@@ -236,6 +236,12 @@ fn existing_column_families(path: &Path) -> StoreResult<Vec<String>> {
     let names = DB::list_cf(&Options::default(), path).map_err(|err| StoreError::from_rocksdb(path, err))?;
     for column in Column::BASE {
         if !names.iter().any(|name| name == column.name()) {
+            // A damaged manifest can also list too few families: only a store that opens
+            // cleanly with what it lists is really missing a family.
+            let mut probe = Options::default();
+            probe.set_db_log_dir(std::env::temp_dir().join("mpc-store-read-only-logs"));
+            DB::open_cf_for_read_only(&probe, path, &names, false)
+                .map_err(|err| StoreError::from_rocksdb(path, err))?;
             return Err(StoreError::MissingColumnFamily { path: path.to_path_buf(), column: column.name() });
         }
     }

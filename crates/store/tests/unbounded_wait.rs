@@ -1,0 +1,45 @@
+//! The upstream contract: `block_until_all_instances_are_dropped` returns once the last
+//! store is closed. Alone in its own test binary because it waits for every instance
+//! of the process.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mpc_store::{Column, Store, StoreOptions, StoreUpdate, block_until_all_instances_are_dropped, instance_count};
+
+#[test]
+fn block_until_all_instances_are_dropped_returns_after_the_last_close_and_data_is_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let store = Store::open(&path, &StoreOptions::new("only", "unbounded")).unwrap();
+    let mut update = StoreUpdate::new();
+    update.put(Column::Misc, b"key", b"value");
+    store.commit(update).unwrap();
+    assert_eq!(instance_count(), 1);
+
+    let dropped = Arc::new(AtomicBool::new(false));
+    let closer = {
+        let dropped = dropped.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            dropped.store(true, Ordering::SeqCst);
+            drop(store);
+        })
+    };
+    block_until_all_instances_are_dropped();
+    assert!(dropped.load(Ordering::SeqCst), "returned before the store was dropped");
+    assert_eq!(instance_count(), 0);
+    closer.join().unwrap();
+
+    // Closed with memtables flushed: the WAL holds nothing left to replay.
+    let wal_bytes: u64 = std::fs::read_dir(&path)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+        .map(|entry| entry.metadata().unwrap().len())
+        .sum();
+    assert_eq!(wal_bytes, 0, "the WAL still holds data after close");
+    let reopened = Store::open(&path, &StoreOptions::new("only", "unbounded")).unwrap();
+    assert_eq!(reopened.get(Column::Misc, b"key").unwrap().as_deref(), Some(&b"value"[..]));
+}

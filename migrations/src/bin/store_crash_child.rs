@@ -1,0 +1,61 @@
+//! Test helper (feature `legacy-writers`): a separate process that holds, writes or
+//! migrates a node store until the test SIGKILLs it. Prints one line per milestone on
+//! stdout so the test can choose the moment to kill.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use mpc_migrations::layout::{block_update, read_applied_requests, read_cursor};
+use mpc_migrations::legacy::synthetic_blocks;
+use mpc_migrations::node_schema;
+use mpc_store::migration::{MigrationSettings, open_migrated};
+use mpc_store::{Store, StoreOptions};
+
+fn say(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (Some(mode), Some(path)) = (args.next(), args.next().map(PathBuf::from)) else {
+        eprintln!("usage: store-crash-child hold|write-stream|migrate PATH");
+        std::process::exit(2);
+    };
+    let options = StoreOptions::new("node", "crash-child");
+    let result = match mode.as_str() {
+        "hold" => Store::open(&path, &options).map(|_store| {
+            say("open");
+            loop {
+                std::thread::park();
+            }
+        }),
+        "write-stream" => open_migrated(&path, &options, &node_schema(), &MigrationSettings::default()).and_then(
+            |(store, _)| {
+                let mut next = read_cursor(&store)?.map_or(1, |cursor| cursor.height + 1);
+                let mut applied = read_applied_requests(&store)?;
+                loop {
+                    for effects in synthetic_blocks(next..=next, 3) {
+                        store.commit(block_update(&effects, applied))?;
+                        applied += effects.requests.len() as u64;
+                    }
+                    say(&format!("committed {next}"));
+                    next += 1;
+                }
+            },
+        ),
+        "migrate" => {
+            say("migrating");
+            open_migrated(&path, &options, &node_schema(), &MigrationSettings::default()).map(|_| say("migrated"))
+        }
+        other => {
+            eprintln!("unknown mode {other}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err}");
+        std::process::exit(1);
+    }
+}

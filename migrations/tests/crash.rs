@@ -1,0 +1,113 @@
+//! A separate process is SIGKILLed in the middle of a write stream and in the middle of
+//! a migration; the store it leaves is at a batch boundary and the next open completes
+//! the migration. A second process on the same store gets the locked error.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use mpc_migrations::layout::{SignRequestRecord, read_cursor};
+use mpc_migrations::legacy::{synthetic_blocks, write_store};
+use mpc_migrations::node_schema;
+use mpc_store::migration::{MigrationSettings, SchemaOutcome, find_checkpoint, open_migrated, read_progress, read_version};
+use mpc_store::{Column, Store, StoreError, StoreOptions};
+use rand::Rng;
+
+use common::{assert_at_block_boundary, kill_and_reap};
+
+fn child(mode: &str, path: &std::path::Path, chunk_size: usize) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_store-crash-child"))
+        .args([mode, path.to_str().unwrap()])
+        .env("MPC_MIGRATION_CHUNK_SIZE", chunk_size.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    (child, stdout)
+}
+
+fn options() -> StoreOptions {
+    StoreOptions::new("node", "crash-test")
+}
+
+#[test]
+fn second_process_opening_the_same_store_gets_the_locked_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node");
+    let (mut holder, mut lines) = child("hold", &path, 1);
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "open");
+    let err = Store::open(&path, &options()).err().unwrap();
+    kill_and_reap(&mut holder);
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains("locked by another process"));
+}
+
+#[test]
+fn sigkill_in_the_middle_of_a_write_stream_leaves_a_batch_boundary_and_resume_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node");
+    let mut rng = rand::thread_rng();
+    let mut last_cursor = 0;
+    for _round in 0..4 {
+        let (mut writer, lines) = child("write-stream", &path, 1);
+        let kill_after = rng.gen_range(20..200);
+        let mut seen = 0;
+        for line in lines.lines() {
+            if line.unwrap().starts_with("committed") {
+                seen += 1;
+                if seen == kill_after {
+                    break;
+                }
+            }
+        }
+        kill_and_reap(&mut writer);
+        let store = Store::open(&path, &options()).unwrap();
+        let cursor = assert_at_block_boundary(&store, 3, true);
+        assert!(cursor >= last_cursor + kill_after, "a block the writer reported committed was lost");
+        last_cursor = cursor;
+    }
+}
+
+#[test]
+fn sigkill_in_the_middle_of_a_migration_is_completed_by_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::thread_rng();
+    let mut killed_mid_step = 0;
+    for attempt in 0..8 {
+        let path = dir.path().join(format!("node-{attempt}"));
+        let blocks = synthetic_blocks(1..=1000, 25);
+        write_store(&path, 2, &blocks).unwrap();
+
+        let (mut migrator, mut lines) = child("migrate", &path, 20);
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        std::thread::sleep(Duration::from_millis(rng.gen_range(2..40)));
+        kill_and_reap(&mut migrator);
+
+        {
+            let probe = Store::open_read_only(&path, &options()).unwrap();
+            let version = read_version(&probe).unwrap();
+            if version == Some(2) && read_progress(&probe, 2).unwrap().is_some() {
+                killed_mid_step += 1;
+            }
+        }
+        let (store, outcome) = open_migrated(&path, &options(), &node_schema(), &MigrationSettings::default()).unwrap();
+        assert!(matches!(outcome, SchemaOutcome::Migrated { .. } | SchemaOutcome::Current { .. }), "{outcome:?}");
+        assert_eq!(read_version(&store).unwrap(), Some(3));
+        assert_eq!(read_progress(&store, 2).unwrap(), None);
+        assert_eq!(assert_at_block_boundary(&store, 25, true), 1000);
+        assert_eq!(read_cursor(&store).unwrap().unwrap().height, 1000);
+        let request: SignRequestRecord = store
+            .get_json(Column::SignRequests, mpc_migrations::layout::request_key(17, 3))
+            .unwrap()
+            .unwrap();
+        assert_eq!(request, blocks[16].requests[3]);
+        drop(store);
+        assert_eq!(find_checkpoint(&path), None, "the checkpoint must be removed after success");
+    }
+    assert!(killed_mid_step > 0, "no kill landed inside the resumable step; the test proved nothing");
+}
