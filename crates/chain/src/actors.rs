@@ -193,3 +193,16 @@ impl Handler<ContractView, Result<serde_json::Value, ViewError>> for ViewClientA
         read_contract_view(&self.store, &query.0)?.ok_or(ViewError::UnknownMethod(query.0))
     }
 }
+
+/// Asks the view client for a named holder of the chain store, so a test can inject
+/// faults into the running chain. Test-only (feature `test-faults`).
+#[cfg(feature = "test-faults")]
+#[derive(Debug)]
+pub struct FaultInjectionStore;
+
+#[cfg(feature = "test-faults")]
+impl Handler<FaultInjectionStore, StoreHolder> for ViewClientActor {
+    fn handle(&mut self, _: FaultInjectionStore) -> StoreHolder {
+        self.store.holder("test_fault_injector")
+    }
+}

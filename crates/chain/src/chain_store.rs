@@ -129,12 +129,22 @@ pub(crate) fn read_outcomes(
     store.get_json(Column::Outcomes, outcome_key(height, shard))
 }
 
-/// Deletes the stored outcomes of one shard of one block: the "receipt missing" fault
-/// of the upstream indexer. Test-only (feature `test-faults`).
+/// Deletes the stored outcomes of one shard of one block, returning them: the "receipt
+/// missing" fault of the upstream indexer. Test-only (feature `test-faults`).
 #[cfg(feature = "test-faults")]
-pub fn delete_outcomes_for_test(store: &Store, height: u64, shard: usize) -> StoreResult<()> {
+pub fn delete_outcomes_for_test(store: &Store, height: u64, shard: usize) -> StoreResult<Option<Vec<u8>>> {
+    let previous = store.get(Column::Outcomes, outcome_key(height, shard))?;
     let mut update = StoreUpdate::new();
     update.delete(Column::Outcomes, outcome_key(height, shard));
+    store.commit(update)?;
+    Ok(previous)
+}
+
+/// Puts back what [`delete_outcomes_for_test`] removed. Test-only (feature `test-faults`).
+#[cfg(feature = "test-faults")]
+pub fn restore_outcomes_for_test(store: &Store, height: u64, shard: usize, bytes: &[u8]) -> StoreResult<()> {
+    let mut update = StoreUpdate::new();
+    update.put(Column::Outcomes, outcome_key(height, shard), bytes);
     store.commit(update)
 }
 

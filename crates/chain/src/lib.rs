@@ -19,7 +19,9 @@ pub use actors::{
     BlockQuery, FINALITY_LAG, ChainStatus, ClientActor, ContractView, GetChunk, GetOutcomes, GetStatus, ViewClientActor, ViewError,
 };
 #[cfg(feature = "test-faults")]
-pub use chain_store::delete_outcomes_for_test;
+pub use actors::FaultInjectionStore;
+#[cfg(feature = "test-faults")]
+pub use chain_store::{delete_outcomes_for_test, restore_outcomes_for_test};
 pub use chain_store::{
     CHAIN_SCHEMA_VERSION, ChainStoreError, chain_head, chain_schema, open_chain_store, stored_streamer_message,
 };

@@ -1,0 +1,257 @@
+//! The chain and the indexer in-process: determinism, gap-free streams in every sync
+//! mode, retries instead of panics on a missing receipt, and a drain after which
+//! nothing holds `IndexerState` or a store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mpc_chain::{
+    ChainConfig, ChainNode, FaultInjectionStore, GetStatus, delete_outcomes_for_test, restore_outcomes_for_test,
+};
+use mpc_indexer::{
+    AwaitForNodeSyncedEnum, INDEXER_STORE_GROUP, Indexer, IndexerConfig, IndexerThreadParams, MonitorIntervals,
+    Observed, SyncModeEnum, spawn_indexer_thread,
+};
+use mpc_lifecycle::{LifecycleRequest, ShutdownReason, Supervisor, shutdown_channel};
+use mpc_migrations::layout::{Cursor, Hash32};
+use mpc_store::{Store, StoreOptions, wait_until_group_instances_are_dropped};
+use near_async::ActorSystem;
+use near_async::messaging::CanSendAsync;
+use near_indexer_primitives::StreamerMessage;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Bound on waits that should take milliseconds, so a broken build fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn chain_config(history_blocks: u64) -> ChainConfig {
+    ChainConfig { history_blocks, block_interval: Duration::from_millis(5), ..ChainConfig::sandbox_default() }
+}
+
+fn indexer_config(home: &std::path::Path, chain: ChainConfig, sync_mode: SyncModeEnum) -> IndexerConfig {
+    let mut config = IndexerConfig::new(home.to_path_buf(), chain);
+    config.sync_mode = sync_mode;
+    config.poll_interval = Duration::from_millis(2);
+    config
+}
+
+async fn wait_for_head(node: &ChainNode, height: u64) {
+    let started = Instant::now();
+    loop {
+        let status = node.client.send_async(GetStatus).await.unwrap();
+        if status.head_height >= height {
+            return;
+        }
+        assert!(started.elapsed() < PATIENCE, "chain did not reach {height}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn next_message(stream: &mut mpsc::Receiver<StreamerMessage>) -> StreamerMessage {
+    tokio::time::timeout(PATIENCE, stream.recv()).await.expect("stream stalled").expect("stream ended")
+}
+
+/// Stops `system` and waits until the chain store of `group` is closed.
+fn stop_chain(system: &ActorSystem) {
+    system.stop();
+    wait_until_group_instances_are_dropped(INDEXER_STORE_GROUP, PATIENCE).expect("chain store still open");
+}
+
+// Tests in this file share the process-wide tracker group of the indexer subsystem, so
+// they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_seed_gives_the_same_chain_and_a_restart_resumes_from_the_stored_head() {
+    let _serial = SERIAL.lock().await;
+    let first_dir = tempfile::tempdir().unwrap();
+    let second_dir = tempfile::tempdir().unwrap();
+    let mut hashes = Vec::new();
+    for dir in [&first_dir, &second_dir] {
+        let system = ActorSystem::new();
+        let config = indexer_config(dir.path(), chain_config(40), SyncModeEnum::BlockHeight(1));
+        let node = Indexer::start_near_node(&config, &system).unwrap();
+        wait_for_head(&node, 40).await;
+        let mut chain = Vec::new();
+        for height in 0..=40 {
+            let message = mpc_indexer_fetch(&node, height).await;
+            chain.push((message.block.header.hash, serde_json::to_string(&message.shards).unwrap()));
+        }
+        hashes.push(chain);
+        stop_chain(&system);
+    }
+    assert_eq!(hashes[0], hashes[1], "same seed, different chain");
+    assert_eq!(hashes[0][7].0, mpc_chain::workload::block_hash(7, 7));
+
+    // Restart on the first home: the head is kept and production continues from it.
+    let system = ActorSystem::new();
+    let config = indexer_config(first_dir.path(), chain_config(40), SyncModeEnum::BlockHeight(1));
+    let node = Indexer::start_near_node(&config, &system).unwrap();
+    let status = node.client.send_async(GetStatus).await.unwrap();
+    assert!(status.head_height >= 40, "restart lost blocks: head {}", status.head_height);
+    wait_for_head(&node, status.head_height + 3).await;
+    assert_eq!(mpc_indexer_fetch(&node, 7).await.block.header.hash, hashes[0][7].0);
+    stop_chain(&system);
+}
+
+async fn mpc_indexer_fetch(node: &ChainNode, height: u64) -> StreamerMessage {
+    let block = node.view_client.send_async(mpc_chain::BlockQuery::Height(height)).await.unwrap().unwrap();
+    let mut shards = Vec::new();
+    for (shard, header) in block.chunks.iter().enumerate() {
+        let chunk = node.view_client.send_async(mpc_chain::GetChunk(header.chunk_hash)).await.unwrap().unwrap();
+        let outcomes = node.view_client.send_async(mpc_chain::GetOutcomes { height, shard }).await.unwrap().unwrap();
+        shards.push(near_indexer_primitives::IndexerShard {
+            shard_id: header.shard_id,
+            chunk: Some(chunk),
+            receipt_execution_outcomes: outcomes,
+            state_changes: vec![],
+        });
+    }
+    StreamerMessage { block, shards }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_gap_free_and_in_order_in_every_sync_mode() {
+    let _serial = SERIAL.lock().await;
+    let resume = Cursor { height: 20, block_hash: Hash32(mpc_chain::workload::block_hash(7, 20).0) };
+    let cases: [(SyncModeEnum, AwaitForNodeSyncedEnum, Option<Cursor>); 5] = [
+        (SyncModeEnum::FromInterruption, AwaitForNodeSyncedEnum::StreamWhileSyncing, None),
+        (SyncModeEnum::FromInterruption, AwaitForNodeSyncedEnum::StreamWhileSyncing, Some(resume)),
+        (SyncModeEnum::BlockHeight(33), AwaitForNodeSyncedEnum::StreamWhileSyncing, None),
+        (SyncModeEnum::LatestSynced, AwaitForNodeSyncedEnum::StreamWhileSyncing, None),
+        (SyncModeEnum::FromInterruption, AwaitForNodeSyncedEnum::WaitForFullSync, None),
+    ];
+    for (sync_mode, await_synced, cursor) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let system = ActorSystem::new();
+        let mut config = indexer_config(dir.path(), chain_config(80), sync_mode);
+        config.await_for_node_synced = await_synced;
+        config.streamer_buffer = 4;
+        let node = Indexer::start_near_node(&config, &system).unwrap();
+        if sync_mode == SyncModeEnum::LatestSynced {
+            wait_for_head(&node, 50).await;
+        }
+        let (sender, _receiver) = shutdown_channel();
+        let token = CancellationToken::new();
+        let tasks = Supervisor::new("test", token.clone(), sender);
+        let indexer = Indexer::from_near_node(config, &node, cursor, tasks.clone());
+        let mut stream = indexer.streamer();
+        let first = next_message(&mut stream).await.block.header.height;
+        match (sync_mode, cursor, await_synced) {
+            (_, _, AwaitForNodeSyncedEnum::WaitForFullSync) => {
+                assert!(first == 1, "{first}");
+                let status = node.client.send_async(GetStatus).await.unwrap();
+                assert!(!status.syncing, "streamed while the node was syncing");
+            }
+            (SyncModeEnum::FromInterruption, None, _) => assert_eq!(first, 1),
+            (SyncModeEnum::FromInterruption, Some(cursor), _) => assert_eq!(first, cursor.height + 1),
+            (SyncModeEnum::BlockHeight(height), _, _) => assert_eq!(first, height),
+            (SyncModeEnum::LatestSynced, _, _) => assert!(first >= 48, "latest-synced started at {first}"),
+        }
+        let mut previous = first;
+        for _ in 0..60 {
+            let height = next_message(&mut stream).await.block.header.height;
+            assert_eq!(height, previous + 1, "{sync_mode:?}: gap or reorder");
+            previous = height;
+        }
+        token.cancel();
+        assert!(tasks.wait(PATIENCE).await, "streamer did not stop on cancel");
+        drop(stream);
+        stop_chain(&system);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_receipt_is_retried_then_reported_as_an_error_not_a_panic() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let system = ActorSystem::new();
+    let mut config = indexer_config(dir.path(), chain_config(30), SyncModeEnum::BlockHeight(1));
+    config.streamer_buffer = 1;
+    config.max_fetch_attempts = 1_000;
+    let node = Indexer::start_near_node(&config, &system).unwrap();
+    wait_for_head(&node, 14).await;
+    let fault_store = node.view_client.send_async(FaultInjectionStore).await.unwrap();
+    let removed = delete_outcomes_for_test(&fault_store, 12, 0).unwrap().expect("block 12 has outcomes");
+
+    let (sender, mut failures) = shutdown_channel();
+    let token = CancellationToken::new();
+    let tasks = Supervisor::new("test", token.clone(), sender.clone());
+    let mut stream = Indexer::from_near_node(config.clone(), &node, None, tasks.clone()).streamer();
+    for height in 1..=11 {
+        assert_eq!(next_message(&mut stream).await.block.header.height, height);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(stream.try_recv().is_err(), "block 12 was streamed without its receipts");
+    restore_outcomes_for_test(&fault_store, 12, 0, &removed).unwrap();
+    assert_eq!(next_message(&mut stream).await.block.header.height, 12);
+    assert_eq!(next_message(&mut stream).await.block.header.height, 13);
+    token.cancel();
+    assert!(tasks.wait(PATIENCE).await);
+    drop(stream);
+
+    // With a small bound the streamer gives up with an error that names the block.
+    delete_outcomes_for_test(&fault_store, 12, 0).unwrap();
+    config.max_fetch_attempts = 3;
+    let tasks = Supervisor::new("test", CancellationToken::new(), sender);
+    let mut stream = Indexer::from_near_node(config, &node, None, tasks.clone()).streamer();
+    for height in 1..=11 {
+        assert_eq!(next_message(&mut stream).await.block.header.height, height);
+    }
+    let failure = tokio::time::timeout(PATIENCE, failures.recv()).await.unwrap().unwrap();
+    let LifecycleRequest::Shutdown(ShutdownReason::TaskFailed { task, error }) = failure else {
+        panic!("unexpected request {failure:?}");
+    };
+    assert_eq!(task, "streamer");
+    assert!(error.contains("block 12 unavailable after 3 attempts"), "{error}");
+    assert!(tokio::time::timeout(PATIENCE, stream.recv()).await.unwrap().is_none(), "stream must close");
+    drop(fault_store);
+    stop_chain(&system);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_cancel_and_join_nothing_holds_indexer_state_or_a_store_and_monitors_stop_within_a_tick() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node_store = Store::open(&dir.path().join("node"), &StoreOptions::new("node", "drain-test")).unwrap();
+    let system = ActorSystem::new();
+    let (failures, _failure_receiver) = shutdown_channel();
+    // A tick far longer than the test: a monitor that only noticed cancellation on its
+    // next tick would make the join below time out.
+    let tick = Duration::from_secs(600);
+    let params = IndexerThreadParams {
+        config: indexer_config(dir.path(), chain_config(20), SyncModeEnum::FromInterruption),
+        node_store: node_store.clone(),
+        actor_system: system.clone(),
+        intervals: MonitorIntervals { contract_state: tick, allowed_image_hashes: tick, tee_accounts: tick, migration_info: tick, stats: tick },
+        failures,
+    };
+    let token = CancellationToken::new();
+    let (exit_sender, exit_receiver) = oneshot::channel();
+    let mut handle = spawn_indexer_thread(params, token.clone(), exit_sender).unwrap();
+    assert_eq!(*handle.allowed_image_hashes.borrow(), Observed::Unknown, "receivers start unknown");
+    tokio::time::timeout(PATIENCE, handle.indexed_height.wait_for(|height| height.is_some_and(|h| h >= 10)))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, handle.allowed_image_hashes.wait_for(|hashes| matches!(hashes, Observed::Known(_))))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(handle.state_strong_count() >= 2, "monitors share the state");
+    assert!(!handle.tasks.running().is_empty());
+
+    token.cancel();
+    assert!(handle.join(Duration::from_secs(5)).await, "indexer thread did not stop well within one monitor tick");
+    assert!(exit_receiver.await.unwrap().is_ok());
+    assert_eq!(handle.state_strong_count(), 0, "an Arc<IndexerState> outlived the thread");
+    assert!(handle.tasks.running().is_empty(), "tasks still running: {:?}", handle.tasks.running());
+    let node_holders: Vec<String> = mpc_store::open_instances()
+        .into_iter()
+        .filter(|instance| instance.group == "drain-test")
+        .flat_map(|instance| instance.holders)
+        .collect();
+    assert!(node_holders.is_empty(), "indexer holders of the node store still alive: {node_holders:?}");
+    assert_eq!(Arc::strong_count(&node_store), 1, "the thread kept the node store");
+    stop_chain(&system);
+}
