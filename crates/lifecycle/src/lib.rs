@@ -21,5 +21,5 @@ pub use exit_code::ExitCode;
 pub use phase::{LifecyclePhase, PhaseTracker};
 pub use reason::{OperatorSignal, ShutdownReason};
 pub use report::{PhaseTiming, ShutdownReport};
-pub use signals::{SignalListener, install_signal_listener};
+pub use signals::{DeferredSignals, SignalListener, defer_operator_signals, install_signal_listener};
 pub use supervisor::{Supervisor, TaskInfo, TaskState};

@@ -13,6 +13,45 @@ use tokio::task::JoinHandle;
 
 use crate::{OperatorSignal, ShutdownReason, ShutdownSender};
 
+/// Operator signals blocked from the first line of `main` until the listener exists.
+///
+/// Why: between `exec` and the listener's installation the default action of SIGTERM
+/// is to kill the process, so a stop sent in the first milliseconds would be a crash.
+/// Blocked signals stay pending and are delivered to the listener once
+/// [`DeferredSignals::release`] unblocks them.
+#[must_use = "signals stay blocked until release() is called after the listener is installed"]
+pub struct DeferredSignals {
+    set: libc::sigset_t,
+}
+
+const DEFERRED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// Blocks SIGTERM, SIGINT and SIGHUP on the calling thread (and every thread it
+/// spawns afterwards). Call first thing in `main`, before the runtime exists.
+pub fn defer_operator_signals() -> DeferredSignals {
+    // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask only changes
+    // this thread's mask. No memory is shared.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for signal in DEFERRED {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        DeferredSignals { set }
+    }
+}
+
+impl DeferredSignals {
+    /// Unblocks the signals on this thread; pending ones are delivered now.
+    pub fn release(self) {
+        // SAFETY: restores this thread's mask for the signals blocked above.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut());
+        }
+    }
+}
+
 /// The running listener; dropping it does not stop it, [`SignalListener::stop`] does.
 pub struct SignalListener {
     task: JoinHandle<()>,

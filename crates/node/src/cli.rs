@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// mpc-node: an MPC node with an embedded chain indexer that starts, stops, restarts
 /// and upgrades cleanly.
 #[derive(Debug, Parser)]
-#[command(name = "mpc-node", version, about)]
+#[command(name = "mpc-node", version, about, args_override_self = true)]
 pub struct Cli {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

@@ -20,11 +20,36 @@ use crate::cli::{Cli, Command};
 /// Bound on stray runtime work after the shutdown sequence finished.
 const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// Blocks the operator signals before `main` runs (from the ELF `.init_array`, right
+/// after the dynamic loader): a SIGTERM that arrives while the process is still starting
+/// then waits for the listener instead of killing the process. `main` takes the
+/// blocked set over and releases it once the listener is installed.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static DEFER_OPERATOR_SIGNALS_BEFORE_MAIN: extern "C" fn() = defer_operator_signals_before_main;
+
+extern "C" fn defer_operator_signals_before_main() {
+    if !run_loop::signal_handler_disabled_for_test() {
+        std::mem::forget(mpc_lifecycle::defer_operator_signals());
+    }
+}
+
 fn main() {
+    let deferred_signals =
+        (!run_loop::signal_handler_disabled_for_test()).then(mpc_lifecycle::defer_operator_signals);
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    let deferred_signals = match (&cli.command, deferred_signals) {
+        (Command::Start(_), deferred) => deferred,
+        // Offline commands keep the default disposition: SIGTERM stops them at once,
+        // and each of their writes is one atomic batch.
+        (_, deferred) => {
+            deferred.map(mpc_lifecycle::DeferredSignals::release);
+            None
+        }
+    };
     let code = match cli.command {
-        Command::Start(args) => run_start(args),
+        Command::Start(args) => run_start(args, deferred_signals),
         Command::Check(args) => match check::check_home(&args.home) {
             Ok(summary) => {
                 check::print_summary(&summary);
@@ -41,7 +66,7 @@ fn main() {
     std::process::exit(code.0);
 }
 
-fn run_start(args: cli::StartArgs) -> ExitCode {
+fn run_start(args: cli::StartArgs, deferred_signals: Option<mpc_lifecycle::DeferredSignals>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("node").enable_all().build()
     {
         Ok(runtime) => runtime,
@@ -50,7 +75,7 @@ fn run_start(args: cli::StartArgs) -> ExitCode {
             return ExitCode::FATAL;
         }
     };
-    let code = runtime.block_on(run_loop::run(args));
+    let code = runtime.block_on(run_loop::run(args, deferred_signals));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     code
 }

@@ -14,7 +14,7 @@ use std::pin::pin;
 
 use mpc_indexer::IndexerError;
 use mpc_lifecycle::{
-    ExitCode, LifecycleRequest, OperatorSignal, PhaseTracker, ShutdownReason, Supervisor, install_signal_listener,
+    DeferredSignals, ExitCode, LifecycleRequest, OperatorSignal, PhaseTracker, ShutdownReason, Supervisor, install_signal_listener,
     shutdown_channel,
 };
 use tokio::sync::oneshot;
@@ -26,7 +26,9 @@ use crate::shutdown::{ShutdownContext, shut_down};
 use crate::startup::{StartupContext, StartupError, start_node};
 
 /// Runs the node until a shutdown reason arrives, then shuts down; returns the exit code.
-pub async fn run(args: StartArgs) -> ExitCode {
+/// `deferred_signals` were blocked at the top of `main`; they are released once the
+/// listener is installed, so a signal sent during start-up is handled, not fatal.
+pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> ExitCode {
     let (shutdown_signal_sender, mut shutdown_receiver) = shutdown_channel();
     let root_token = CancellationToken::new();
     let phase = PhaseTracker::default();
@@ -39,7 +41,12 @@ pub async fn run(args: StartArgs) -> ExitCode {
     } else {
         let forced_exit = forced_exit_on_second_signal(node_tasks.clone(), resources.clone());
         match install_signal_listener(shutdown_signal_sender.clone(), forced_exit) {
-            Ok(listener) => Some(listener),
+            Ok(listener) => {
+                if let Some(deferred) = deferred_signals {
+                    deferred.release();
+                }
+                Some(listener)
+            }
             Err(err) => {
                 tracing::error!(error = %err, "cannot install signal handlers");
                 return ExitCode::FATAL;
@@ -132,11 +139,11 @@ fn forced_exit_on_second_signal(
 /// Test hook (feature `test-hooks`): `MPC_TEST_DISABLE_SIGNAL_HANDLER=1` skips the
 /// signal listener, to prove the SIGTERM test fails without it.
 #[cfg(feature = "test-hooks")]
-fn signal_handler_disabled_for_test() -> bool {
+pub fn signal_handler_disabled_for_test() -> bool {
     std::env::var("MPC_TEST_DISABLE_SIGNAL_HANDLER").is_ok_and(|value| value == "1")
 }
 
 #[cfg(not(feature = "test-hooks"))]
-fn signal_handler_disabled_for_test() -> bool {
+pub fn signal_handler_disabled_for_test() -> bool {
     false
 }

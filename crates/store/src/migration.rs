@@ -224,7 +224,12 @@ pub fn open_migrated(
             return Err(StoreError::Cancelled);
         }
         let started = std::time::Instant::now();
-        step.run(&store, &settings.cancel)?;
+        if let Err(err) = step.run(&store, &settings.cancel) {
+            if matches!(err, StoreError::Cancelled) {
+                tracing::warn!(store = %options.name, at_version = step.from_version(), "migration stopped at a safe point");
+            }
+            return Err(err);
+        }
         let reached = read_version(&store)?;
         if reached != Some(step.from_version() + 1) {
             return Err(StoreError::Decode {

@@ -1,0 +1,266 @@
+//! Harness for process-level tests: runs the real `mpc-node` binary with a temporary
+//! home, captures its logs, sends real signals, and reaps it by pid.
+//!
+//! The binary must be built with `--features mpc-node/test-hooks` (the test command in
+//! the README does this); `MPC_NODE_BIN` overrides its location.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Docker's grace period: the bound for every wait on a stopping node.
+pub const DOCKER_GRACE: Duration = Duration::from_secs(10);
+
+/// Bound for a node to reach a state that takes it well under a second normally.
+pub const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Path of the `mpc-node` binary next to this test executable.
+pub fn node_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("MPC_NODE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("mpc-node");
+    assert!(
+        binary.is_file(),
+        "{} not found: build it first with `cargo build --release --workspace --all-features`",
+        binary.display()
+    );
+    binary
+}
+
+/// Flags that make the sandbox chain quick and the logs frequent, for tests.
+pub fn fast_node_args() -> Vec<String> {
+    ["--sandbox-block-interval", "20ms", "--sandbox-history-blocks", "50", "--monitor-interval", "50ms"]
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// A running `mpc-node start`. Dropping it SIGKILLs and reaps the process if it is
+/// still running, so no test leaves a process behind.
+pub struct NodeProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+fn capture(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut log = log.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    })
+}
+
+impl NodeProcess {
+    /// Starts `mpc-node start --home <home> <args>` with extra environment `env`.
+    pub fn start(home: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(node_binary());
+        command.arg("start").arg("--home").arg(home).args(args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        command.env("RUST_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn mpc-node");
+        let log = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            capture(child.stdout.take().expect("stdout"), log.clone()),
+            capture(child.stderr.take().expect("stderr"), log.clone()),
+        ];
+        NodeProcess { child, log, readers, status: None }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after `timeout`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let started = Instant::now();
+        while !self.log().contains(needle) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.status = Some(status);
+                panic!("node exited ({status}) before logging {needle:?}:\n{}", self.log());
+            }
+            assert!(started.elapsed() < timeout, "no {needle:?} within {timeout:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the process runs its own code: the operator signals are blocked
+    /// (done before `main`) or the signal listener is already installed. Before that
+    /// the kernel and the dynamic loader own the process and no program can handle a
+    /// signal.
+    pub fn wait_until_executing(&mut self, timeout: Duration) {
+        let started = Instant::now();
+        let sigterm_bit = 1u64 << (libc::SIGTERM - 1);
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            let blocked = status
+                .lines()
+                .find_map(|line| line.strip_prefix("SigBlk:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .is_some_and(|mask| mask & sigterm_bit != 0);
+            if blocked || self.log().contains("mpc-node starting") {
+                return;
+            }
+            assert!(started.elapsed() < timeout, "process never started executing:\n{}", self.log());
+            std::thread::yield_now();
+        }
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of our own unreaped child.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Waits for the process to exit, bounded by `timeout`; on time-out SIGKILLs it and
+    /// panics (the test fails instead of hanging).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+                return status;
+            }
+            if started.elapsed() > timeout {
+                self.kill();
+                panic!("node did not exit within {timeout:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// SIGKILLs and reaps the process.
+    pub fn kill(&mut self) -> ExitStatus {
+        if self.status.is_none() {
+            self.signal(libc::SIGKILL);
+            self.status = Some(self.child.wait().expect("wait"));
+            for reader in self.readers.drain(..) {
+                let _ = reader.join();
+            }
+        }
+        self.status.expect("reaped")
+    }
+
+    /// The JSON of the final `ShutdownReport` line, if logged.
+    pub fn shutdown_report(&self) -> Option<serde_json::Value> {
+        let log = self.log();
+        let line = log.lines().find(|line| line.contains("ShutdownReport {"))?;
+        let json = &line[line.find('{')?..];
+        serde_json::from_str(json).ok()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Result of `mpc-node check`.
+pub struct CheckResult {
+    /// Exit code.
+    pub code: i32,
+    /// Stdout and stderr.
+    pub output: String,
+}
+
+impl CheckResult {
+    /// The "last indexed height" the summary printed.
+    pub fn last_indexed_height(&self) -> Option<u64> {
+        self.output.lines().find_map(|line| line.strip_prefix("last indexed height: ")?.trim().parse().ok())
+    }
+}
+
+/// Runs `mpc-node <args...>` to completion.
+pub fn run_node_command(args: &[&str]) -> CheckResult {
+    let output = Command::new(node_binary()).args(args).output().expect("run mpc-node");
+    CheckResult {
+        code: output.status.code().unwrap_or(-1),
+        output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+    }
+}
+
+/// Runs `mpc-node check --home <home>`.
+pub fn check(home: &Path) -> CheckResult {
+    run_node_command(&["check", "--home", home.to_str().expect("utf-8 path")])
+}
+
+/// Asserts the home passes `mpc-node check` and returns the last indexed height.
+pub fn assert_consistent(home: &Path) -> u64 {
+    let result = check(home);
+    assert_eq!(result.code, 0, "check failed:\n{}", result.output);
+    result.last_indexed_height().expect("check printed the last indexed height")
+}
+
+/// Rewrites the node store of a stopped node at `home` in the format of schema
+/// `version`, with the same blocks as its chain: an old-schema home, as an older binary
+/// would have left it, for upgrade tests.
+pub fn rewrite_node_store_at_version(home: &Path, version: u32) {
+    let node_path = home.join("node");
+    let cursor = {
+        let store =
+            mpc_store::Store::open_read_only(&node_path, &mpc_store::StoreOptions::new("node", "fixture")).unwrap();
+        mpc_migrations::layout::read_cursor(&store).unwrap().expect("the node indexed something").height
+    };
+    let chain = mpc_store::Store::open_read_only(&home.join("data"), &mpc_store::StoreOptions::new("chain", "fixture"))
+        .unwrap();
+    let contract = mpc_chain::default_contract_id();
+    let blocks: Vec<_> = (1..=cursor)
+        .map(|height| {
+            let message = mpc_chain::stored_streamer_message(&chain, height).unwrap().expect("block in chain store");
+            mpc_indexer::extract_block_effects(&message, &contract)
+        })
+        .collect();
+    drop(chain);
+    std::fs::remove_dir_all(&node_path).unwrap();
+    mpc_migrations::legacy::write_store(&node_path, version, &blocks).unwrap();
+}
+
+/// Runs a node on a new home until it has indexed at least `height`, then stops it
+/// with SIGTERM. Returns the temporary home.
+pub fn home_indexed_to(height: u64, args: &[String]) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(home.path(), args, &[]);
+    let started = Instant::now();
+    loop {
+        node.wait_for_log("indexer stats", START_PATIENCE);
+        let indexed = node
+            .log()
+            .lines()
+            .rev()
+            .find_map(|line| line.split("height=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok());
+        if indexed.is_some_and(|indexed| indexed >= height) {
+            break;
+        }
+        assert!(started.elapsed() < START_PATIENCE, "did not index {height} blocks:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.signal(libc::SIGTERM);
+    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    home
+}
