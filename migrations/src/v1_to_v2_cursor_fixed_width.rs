@@ -13,7 +13,7 @@ use crate::layout::{CURSOR_KEY, Cursor, IndexedBlockRecord, height_key};
 pub(crate) struct CursorFixedWidth;
 
 impl MigrationStep for CursorFixedWidth {
-    fn from_version(&self) -> u32 {
+    fn source_version(&self) -> u32 {
         1
     }
 

@@ -30,7 +30,7 @@ pub(crate) fn chunk_size_from_env() -> usize {
 }
 
 impl MigrationStep for RequestIdIndex {
-    fn from_version(&self) -> u32 {
+    fn source_version(&self) -> u32 {
         2
     }
 

@@ -1,1 +1,64 @@
-fn main() {}
+//! Shutdown latency: SIGTERM to process exit while the indexer catches up at full speed.
+//!
+//! Run: `cargo bench --workspace --all-features --bench shutdown_latency`
+//! (`MPC_BENCH_RUNS` sets the number of runs, default 30). Prints p50/p95/p99 of the
+//! wall time from `kill(SIGTERM)` to the reaped exit, and of the node's own measure of
+//! its shutdown sequence (`ShutdownReport.total_ms`).
+
+use std::time::{Duration, Instant};
+
+use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, START_PATIENCE};
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summary(name: &str, mut values: Vec<f64>) {
+    values.sort_by(f64::total_cmp);
+    println!(
+        "{name}: n={} p50={:.1} ms p95={:.1} ms p99={:.1} ms max={:.1} ms",
+        values.len(),
+        percentile(&values, 50.0),
+        percentile(&values, 95.0),
+        percentile(&values, 99.0),
+        values[values.len() - 1]
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let runs: usize = std::env::var("MPC_BENCH_RUNS").ok().and_then(|runs| runs.parse().ok()).unwrap_or(30);
+    let args: Vec<String> = [
+        "--sandbox-block-interval",
+        "0ms",
+        "--sandbox-history-blocks",
+        "1000000",
+        "--sandbox-requests-per-block",
+        "8",
+        "--stats-interval",
+        "1s",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let mut exit_ms = Vec::new();
+    let mut sequence_ms = Vec::new();
+    for run in 0..runs {
+        let home = tempfile::tempdir().expect("temporary home");
+        let mut node = NodeProcess::start(home.path(), &args, &[]);
+        node.wait_for_log("node ready", START_PATIENCE);
+        std::thread::sleep(Duration::from_millis(700));
+        let sent = Instant::now();
+        node.signal(libc::SIGTERM);
+        let status = node.wait_exit(DOCKER_GRACE);
+        let elapsed = sent.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(status.code(), Some(0), "run {run}: {}", node.log());
+        let report = node.shutdown_report().expect("ShutdownReport");
+        assert_eq!(report["final_instance_count"], 0);
+        exit_ms.push(elapsed);
+        sequence_ms.push(report["total_ms"].as_f64().unwrap_or(f64::NAN));
+    }
+    summary("SIGTERM to exit", exit_ms);
+    summary("shutdown sequence (ShutdownReport.total_ms)", sequence_ms);
+}

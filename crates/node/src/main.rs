@@ -30,7 +30,8 @@ static DEFER_OPERATOR_SIGNALS_BEFORE_MAIN: extern "C" fn() = defer_operator_sign
 
 extern "C" fn defer_operator_signals_before_main() {
     if !run_loop::signal_handler_disabled_for_test() {
-        std::mem::forget(mpc_lifecycle::defer_operator_signals());
+        // The blocked set is taken over again by `main`; nothing to keep here.
+        let _blocked_until_main = mpc_lifecycle::defer_operator_signals();
     }
 }
 
@@ -44,7 +45,9 @@ fn main() {
         // Offline commands keep the default disposition: SIGTERM stops them at once,
         // and each of their writes is one atomic batch.
         (_, deferred) => {
-            deferred.map(mpc_lifecycle::DeferredSignals::release);
+            if let Some(deferred) = deferred {
+                deferred.release();
+            }
             None
         }
     };

@@ -9,6 +9,9 @@ use rocksdb::{ColumnFamilyDescriptor, DB, FlushOptions, IteratorMode, Options, W
 use crate::tracker::InstanceGuard;
 use crate::{Column, StoreError, StoreHolder, StoreResult, StoreUpdate};
 
+/// One raw entry of a column: key and value.
+pub type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// How to open a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -160,7 +163,7 @@ impl Store {
         &self,
         column: Column,
         from: Option<&[u8]>,
-    ) -> StoreResult<impl Iterator<Item = StoreResult<(Box<[u8]>, Box<[u8]>)>> + '_> {
+    ) -> StoreResult<impl Iterator<Item = StoreResult<Entry>> + '_> {
         let family = self.column_family(column)?;
         let mode = match from {
             Some(key) => IteratorMode::From(key, rocksdb::Direction::Forward),
@@ -173,7 +176,7 @@ impl Store {
     }
 
     /// The last entry of a column in key order.
-    pub fn last(&self, column: Column) -> StoreResult<Option<(Box<[u8]>, Box<[u8]>)>> {
+    pub fn last(&self, column: Column) -> StoreResult<Option<Entry>> {
         let family = self.column_family(column)?;
         self.db
             .iterator_cf(family, IteratorMode::End)

@@ -16,7 +16,7 @@ pub mod tracker;
 mod update;
 
 pub use columns::Column;
-pub use db::{Store, StoreOptions};
+pub use db::{Entry, Store, StoreOptions};
 pub use error::{StoreError, StoreResult};
 pub use holder::StoreHolder;
 pub use tracker::{

@@ -23,8 +23,8 @@ pub const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
 
 /// One version step of a store's layout.
 pub trait MigrationStep: Send + Sync {
-    /// The version this step starts from; it leaves the store at `from_version() + 1`.
-    fn from_version(&self) -> u32;
+    /// The version this step starts from; it leaves the store at `source_version() + 1`.
+    fn source_version(&self) -> u32;
     /// One line for logs and `migrate --dry-run`.
     fn description(&self) -> &'static str;
     /// Applies the step. Must end with a batch that includes [`bump_version`], check
@@ -36,7 +36,7 @@ pub trait MigrationStep: Send + Sync {
 pub struct Schema {
     /// Version this binary writes; a new store is created at it.
     pub latest: u32,
-    /// Steps, one per version; `steps[i].from_version()` must be `oldest + i`.
+    /// Steps, one per version; `steps[i].source_version()` must be `oldest + i`.
     pub steps: Vec<Box<dyn MigrationStep>>,
 }
 
@@ -47,7 +47,7 @@ impl Schema {
     }
 
     fn pending(&self, from: u32) -> impl Iterator<Item = &dyn MigrationStep> {
-        self.steps.iter().map(|step| step.as_ref()).filter(move |step| step.from_version() >= from)
+        self.steps.iter().map(|step| step.as_ref()).filter(move |step| step.source_version() >= from)
     }
 }
 
@@ -160,7 +160,7 @@ pub fn plan(path: &Path, options: &StoreOptions, schema: &Schema) -> StoreResult
     check_supported(path, current, schema)?;
     let steps = match current {
         None => Vec::new(),
-        Some(version) => schema.pending(version).map(|step| (step.from_version(), step.description())).collect(),
+        Some(version) => schema.pending(version).map(|step| (step.source_version(), step.description())).collect(),
     };
     Ok(MigrationPlan { current, latest: schema.latest, steps })
 }
@@ -220,26 +220,26 @@ pub fn open_migrated(
     );
     for step in schema.pending(version) {
         if settings.cancel.is_cancelled() {
-            tracing::warn!(store = %options.name, at_version = step.from_version(), "migration stopped at a safe point");
+            tracing::warn!(store = %options.name, at_version = step.source_version(), "migration stopped at a safe point");
             return Err(StoreError::Cancelled);
         }
         let started = std::time::Instant::now();
         if let Err(err) = step.run(&store, &settings.cancel) {
             if matches!(err, StoreError::Cancelled) {
-                tracing::warn!(store = %options.name, at_version = step.from_version(), "migration stopped at a safe point");
+                tracing::warn!(store = %options.name, at_version = step.source_version(), "migration stopped at a safe point");
             }
             return Err(err);
         }
         let reached = read_version(&store)?;
-        if reached != Some(step.from_version() + 1) {
+        if reached != Some(step.source_version() + 1) {
             return Err(StoreError::Decode {
                 path: path.to_path_buf(),
                 what: "schema version after a migration step".into(),
-                detail: format!("step from v{} left the store at {reached:?}", step.from_version()),
+                detail: format!("step from v{} left the store at {reached:?}", step.source_version()),
             });
         }
         tracing::info!(
-            store = %options.name, from = step.from_version(), to = step.from_version() + 1,
+            store = %options.name, from = step.source_version(), to = step.source_version() + 1,
             step = step.description(), elapsed_ms = started.elapsed().as_millis() as u64,
             "migration step applied"
         );
