@@ -95,17 +95,21 @@ pub async fn shut_down(reason: ShutdownReason, context: ShutdownContext) -> Shut
         report.record("stop_actor_system", started.elapsed(), true, None);
     }
 
+    // The node store closes (memtable flush, WAL sync) on a blocking thread while the
+    // chain store, released by the actor system above, closes on the actors' threads:
+    // the two flushes overlap, and the wait below covers both.
     let started = Instant::now();
     let node_store = resources.lock().node_store.take();
-    if let Some(node_store) = node_store {
-        if let Err(err) = node_store.flush() {
-            tracing::warn!(error = %err, "flushing the node store failed; the next start replays its WAL");
+    let closing = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        if let Some(node_store) = node_store {
+            if let Err(err) = node_store.flush() {
+                tracing::warn!(error = %err, "flushing the node store failed; the next start replays its WAL");
+            }
+            drop(node_store);
         }
-        drop(node_store);
-    }
-    report.record("close_node_store", started.elapsed(), true, None);
-
-    let started = Instant::now();
+        started.elapsed()
+    });
     let wait_for = deadline.remaining().max(ABORT_GRACE);
     let waited =
         tokio::task::spawn_blocking(move || mpc_store::wait_until_all_instances_are_dropped(wait_for)).await;
@@ -120,6 +124,9 @@ pub async fn shut_down(reason: ShutdownReason, context: ShutdownContext) -> Shut
             false
         }
     };
+    if closed && let Ok(node_store_close) = closing.await {
+        report.record("close_node_store", node_store_close, true, None);
+    }
     let detail = (!closed).then(|| report.holders_alive.join("; "));
     report.record("wait_for_rocksdb_instances", started.elapsed(), closed, detail);
 
