@@ -265,3 +265,49 @@ pub fn home_indexed_to(height: u64, args: &[String]) -> tempfile::TempDir {
     assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
     home
 }
+
+/// Number of lines of the log containing `needle`.
+pub fn count_in_log(node: &NodeProcess, needle: &str) -> usize {
+    node.log().matches(needle).count()
+}
+
+/// Waits until `needle` appears at least `count` times in the log.
+pub fn wait_for_count(node: &mut NodeProcess, needle: &str, count: usize, timeout: Duration) {
+    let started = Instant::now();
+    while count_in_log(node, needle) < count {
+        assert!(started.elapsed() < timeout, "{needle:?} not seen {count} times:\n{}", node.log());
+        node.assert_running();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A value from `/proc/<pid>/status` (e.g. "Threads", "VmRSS"), as a number.
+pub fn proc_status_value(pid: i32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .expect("status value")
+}
+
+/// Open file descriptors of `pid`, leaving out RocksDB table files: RocksDB keeps one
+/// descriptor per SST file in its table cache, so their number follows the amount of
+/// data, not the number of restarts.
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("proc fd")
+        .filter_map(Result::ok)
+        .filter(|entry| std::fs::read_link(entry.path()).map_or(true, |target| target.extension().is_none_or(|ext| ext != "sst")))
+        .count()
+}
+
+impl NodeProcess {
+    /// Panics (with the log) if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.status = Some(status);
+            panic!("node exited unexpectedly ({status}):\n{}", self.log());
+        }
+    }
+}

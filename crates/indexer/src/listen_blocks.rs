@@ -44,6 +44,8 @@ pub async fn listen_blocks(
     let store = &state.node_store;
     let mut cursor = read_cursor(store)?;
     let mut applied = read_applied_requests(store)?;
+    #[cfg(feature = "test-hooks")]
+    let mut committed_here = 0u64;
     loop {
         let message = tokio::select! {
             biased;
@@ -83,5 +85,20 @@ pub async fn listen_blocks(
             stats.requests_indexed += effects.requests.len() as u64;
         }
         state.indexed_height.send_replace(Some(height));
+        #[cfg(feature = "test-hooks")]
+        {
+            committed_here += 1;
+            if fail_after_for_test().is_some_and(|limit| committed_here >= limit) {
+                tracing::warn!(height, "test hook: failing listen_blocks");
+                return Err(ListenError::StreamEnded);
+            }
+        }
     }
+}
+
+/// Test hook (feature `test-hooks`): `MPC_TEST_FAIL_LISTEN_AFTER_BLOCKS=N` makes
+/// `listen_blocks` fail after committing N blocks, to exercise the restart policy.
+#[cfg(feature = "test-hooks")]
+fn fail_after_for_test() -> Option<u64> {
+    std::env::var("MPC_TEST_FAIL_LISTEN_AFTER_BLOCKS").ok()?.parse().ok()
 }

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mpc_chain::ChainError;
-use mpc_lifecycle::{ShutdownSender, Supervisor};
+use mpc_lifecycle::{OnTaskFailure, ShutdownSender, Supervisor};
 use mpc_migrations::layout::read_cursor;
 use mpc_store::{Store, StoreError};
 use near_async::ActorSystem;
@@ -128,7 +128,14 @@ pub fn spawn_indexer_thread(
 ) -> std::io::Result<IndexerHandle> {
     let (senders, receivers) = monitor_channels();
     let (indexed_height_sender, indexed_height) = watch::channel(None);
-    let tasks = Supervisor::new("indexer", token.child_token(), params.failures.clone());
+    // A failed streamer or monitor restarts the subsystem (under the node's restart
+    // policy) rather than stopping the process at once.
+    let tasks = Supervisor::with_failure_action(
+        "indexer",
+        token.child_token(),
+        params.failures.clone(),
+        OnTaskFailure::RestartIndexer,
+    );
     let state_probe = Arc::new(Mutex::new(Weak::new()));
     let thread = {
         let tasks = tasks.clone();
@@ -180,9 +187,14 @@ async fn run_indexer(
     indexed_height: watch::Sender<Option<u64>>,
     state_probe: Arc<Mutex<Weak<IndexerState>>>,
 ) -> Result<(), IndexerError> {
-    let IndexerThreadParams { config, node_store, actor_system, intervals, failures: _ } = params;
-    let node = Indexer::start_near_node(&config, &actor_system)?;
+    let IndexerThreadParams { mut config, node_store, actor_system, intervals, failures: _ } = params;
     let cursor = read_cursor(&node_store)?;
+    // A chain whose data was wiped re-syncs at least up to what the node already
+    // indexed, like a real node syncing to the network head, so the indexer can resume.
+    if let Some(cursor) = cursor {
+        config.chain.history_blocks = config.chain.history_blocks.max(cursor.height);
+    }
+    let node = Indexer::start_near_node(&config, &actor_system)?;
     let state = Arc::new(IndexerState {
         client: node.client.clone(),
         view_client: node.view_client.clone(),

@@ -13,8 +13,10 @@ use crate::ShutdownReason;
 pub enum LifecycleRequest {
     /// Stop the process.
     Shutdown(ShutdownReason),
-    /// Restart the indexer subsystem without exiting.
-    RestartIndexer { why: String },
+    /// Restart the indexer subsystem without exiting; with a wipe token, wipe the chain
+    /// data first and record the token as applied. `after_failure` marks restarts caused
+    /// by a failure, which the restart policy counts.
+    RestartIndexer { why: String, wipe_token: Option<String>, after_failure: bool },
 }
 
 /// Sending half; cheap to clone, handed to every component that may stop the node.
@@ -45,7 +47,27 @@ impl ShutdownSender {
 
     /// Asks for an in-process restart of the indexer subsystem.
     pub fn restart_indexer(&self, why: &str) {
-        let _ = self.sender.send(LifecycleRequest::RestartIndexer { why: why.to_owned() });
+        self.request(LifecycleRequest::RestartIndexer { why: why.to_owned(), wipe_token: None, after_failure: false });
+    }
+
+    /// Asks for a restart because part of the indexer subsystem failed.
+    pub fn restart_indexer_after_failure(&self, why: &str) {
+        self.request(LifecycleRequest::RestartIndexer { why: why.to_owned(), wipe_token: None, after_failure: true });
+    }
+
+    fn request(&self, request: LifecycleRequest) {
+        if self.sender.send(request).is_err() {
+            tracing::debug!("lifecycle request after the run loop ended");
+        }
+    }
+
+    /// Asks for a restart that first wipes the chain data, recording `wipe_token`.
+    pub fn restart_indexer_with_wipe(&self, why: &str, wipe_token: String) {
+        self.request(LifecycleRequest::RestartIndexer {
+            why: why.to_owned(),
+            wipe_token: Some(wipe_token),
+            after_failure: false,
+        });
     }
 }
 

@@ -22,4 +22,4 @@ pub use phase::{LifecyclePhase, PhaseTracker};
 pub use reason::{OperatorSignal, ShutdownReason};
 pub use report::{PhaseTiming, ShutdownReport};
 pub use signals::{DeferredSignals, SignalListener, defer_operator_signals, install_signal_listener};
-pub use supervisor::{Supervisor, TaskInfo, TaskState};
+pub use supervisor::{OnTaskFailure, Supervisor, TaskInfo, TaskState};

@@ -19,6 +19,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::{ShutdownReason, ShutdownSender};
 
+/// What a task failure (error or panic) turns into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTaskFailure {
+    /// A [`ShutdownReason::TaskFailed`]: the node stops (exit 1).
+    ShutDown,
+    /// A restart of the indexer subsystem, counted by the node's restart policy.
+    RestartIndexer,
+}
+
 /// State of a supervised task.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "state", content = "detail", rename_all = "snake_case")]
@@ -54,6 +63,7 @@ struct Inner {
     tracker: TaskTracker,
     token: CancellationToken,
     failures: ShutdownSender,
+    on_failure: OnTaskFailure,
     next_id: AtomicU64,
     tasks: Mutex<BTreeMap<u64, TaskEntry>>,
 }
@@ -65,14 +75,26 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor whose tasks get child tokens of `token` and report failures to `failures`.
+    /// A supervisor whose tasks get child tokens of `token` and report failures to
+    /// `failures` as a shutdown.
     pub fn new(scope: &str, token: CancellationToken, failures: ShutdownSender) -> Self {
+        Self::with_failure_action(scope, token, failures, OnTaskFailure::ShutDown)
+    }
+
+    /// Like [`Supervisor::new`], choosing what a failure turns into.
+    pub fn with_failure_action(
+        scope: &str,
+        token: CancellationToken,
+        failures: ShutdownSender,
+        on_failure: OnTaskFailure,
+    ) -> Self {
         Supervisor {
             inner: Arc::new(Inner {
                 scope: scope.to_owned(),
                 tracker: TaskTracker::new(),
                 token,
                 failures,
+                on_failure,
                 next_id: AtomicU64::new(0),
                 tasks: Mutex::new(BTreeMap::new()),
             }),
@@ -120,7 +142,14 @@ impl Supervisor {
                 Some(error) => {
                     tracing::error!(scope = %supervisor.inner.scope, task = %name, %error, "supervised task failed");
                     supervisor.set_state(id, TaskState::Failed(error.clone()));
-                    supervisor.inner.failures.shutdown(ShutdownReason::TaskFailed { task: name, error });
+                    match supervisor.inner.on_failure {
+                        OnTaskFailure::ShutDown => {
+                            supervisor.inner.failures.shutdown(ShutdownReason::TaskFailed { task: name, error })
+                        }
+                        OnTaskFailure::RestartIndexer => {
+                            supervisor.inner.failures.restart_indexer_after_failure(&format!("task {name} failed: {error}"))
+                        }
+                    }
                 }
             }
         });

@@ -66,7 +66,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `start` options.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct StartArgs {
     /// Node home directory (created on first start).
     #[arg(long)]

@@ -5,9 +5,11 @@ mod check;
 mod cli;
 mod logging;
 mod resources;
+mod restart;
 mod run_loop;
 mod shutdown;
 mod startup;
+mod subsystem_stop;
 mod upgrade;
 
 use std::time::Duration;

@@ -12,10 +12,15 @@ use near_async::ActorSystem;
 pub struct Resources {
     /// The node's own store, opened and migrated.
     pub node_store: Option<Arc<Store>>,
-    /// The indexer thread.
+    /// The current indexer thread.
     pub indexer: Option<IndexerHandle>,
-    /// The actor system the chain runs on.
-    pub actor_system: Option<ActorSystem>,
+    /// An indexer thread an in-process restart is stopping; kept here so a shutdown that
+    /// interrupts the restart still joins it.
+    pub retiring_indexer: Option<IndexerHandle>,
+    /// Token of the current indexer subsystem (a child of the root token).
+    pub subsystem_token: Option<tokio_util::sync::CancellationToken>,
+    /// Actor systems not yet stopped (one, except in the middle of a restart).
+    pub actor_systems: Vec<ActorSystem>,
     /// How many actor systems this process has created; `shutdown_all_actors()` is only
     /// valid while this is at most 1.
     pub actor_systems_created: usize,

@@ -4,13 +4,17 @@
 //! SIGTERM/SIGINT --> signal listener --> shutdown_signal_sender(Signal)
 //! image hash revoked ------------------> shutdown_signal_sender(ImageHashRevoked)
 //! supervised task failed --------------> shutdown_signal_sender(TaskFailed)
-//! indexer thread exit -----------------> indexer exit oneshot
+//! indexer thread exit -----------------> indexer exit oneshot (retried under the restart policy)
+//! SIGHUP, data-wipe token, task failure -> RestartIndexer request (in-process restart)
 //! start-up failure --------------------> root task returns
 //!                              |
 //!                  select! (exactly one place)  -->  shutdown sequence
 //! ```
 
-use std::pin::pin;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::time::Duration;
 
 use mpc_indexer::IndexerError;
 use mpc_lifecycle::{
@@ -22,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::StartArgs;
 use crate::resources::SharedResources;
+use crate::restart::{IndexerExit, RestartPolicy, RestartRequest, restart_indexer_subsystem};
 use crate::shutdown::{ShutdownContext, shut_down};
-use crate::startup::{StartupContext, StartupError, start_node};
+use crate::startup::{StartupContext, StartupError, SubsystemContext, start_node};
 
 /// Runs the node until a shutdown reason arrives, then shuts down; returns the exit code.
 /// `deferred_signals` were blocked at the top of `main`; they are released once the
@@ -56,10 +61,19 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
     tracing::info!(home = %args.home.display(), pid = std::process::id(), "mpc-node starting");
 
     let timeout = args.shutdown_timeout;
-    let (indexer_exit_sender, indexer_exit) = oneshot::channel();
-    let mut indexer_exit = pin!(indexer_exit);
+    let args = Arc::new(args);
+    let subsystem = SubsystemContext {
+        args: args.clone(),
+        phase: phase.clone(),
+        root_token: root_token.clone(),
+        node_tasks: node_tasks.clone(),
+        shutdown_signal_sender: shutdown_signal_sender.clone(),
+        resources: resources.clone(),
+    };
+    let (indexer_exit_sender, indexer_exit_receiver) = oneshot::channel();
+    let mut indexer_exit: Option<IndexerExit> = Some(indexer_exit_receiver);
     let mut root_task = pin!(start_node(StartupContext {
-        args,
+        args: (*args).clone(),
         phase: phase.clone(),
         root_token: root_token.clone(),
         node_tasks: node_tasks.clone(),
@@ -67,22 +81,63 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
         resources: resources.clone(),
         indexer_exit: indexer_exit_sender,
     }));
+    let mut restart: Option<Pin<Box<dyn Future<Output = Result<IndexerExit, String>>>>> = None;
+    let mut restart_policy = RestartPolicy::default();
 
     let reason = loop {
-        tokio::select! {
+        let next_restart = tokio::select! {
             biased;
             request = shutdown_receiver.recv() => match request {
                 Some(LifecycleRequest::Shutdown(reason)) => break reason,
-                Some(LifecycleRequest::RestartIndexer { why }) => {
-                    tracing::warn!(%why, "in-process restart requested but not supported by this build; ignoring");
+                Some(LifecycleRequest::RestartIndexer { why, wipe_token, after_failure }) => {
+                    if restart.is_some() {
+                        tracing::info!(%why, "restart already in progress; request merged into it");
+                        continue;
+                    }
+                    if resources.lock().indexer.is_none() {
+                        tracing::warn!(%why, "restart requested before the indexer started; ignoring");
+                        continue;
+                    }
+                    let backoff = if after_failure {
+                        match restart_policy.on_failure() {
+                            Some(backoff) => backoff,
+                            None => break ShutdownReason::IndexerExited { error: format!("{why} (too many failures)") },
+                        }
+                    } else {
+                        Duration::ZERO
+                    };
+                    RestartRequest { why, wipe_token, backoff }
                 }
                 // Unreachable while this function holds a sender; stop rather than spin.
                 None => break ShutdownReason::AdminRequest,
             },
-            Ok(result) = &mut indexer_exit => break indexer_exit_reason(result),
+            restarted = async { restart.as_mut().expect("branch enabled only while restarting").await }, if restart.is_some() => {
+                restart = None;
+                match restarted {
+                    Ok(exit) => indexer_exit = Some(exit),
+                    Err(error) => break ShutdownReason::IndexerExited { error: format!("restart failed: {error}") },
+                }
+                continue;
+            },
+            exited = async { indexer_exit.as_mut().expect("branch enabled only while running").await }, if indexer_exit.is_some() => {
+                let error = match exited {
+                    Ok(result) => match classify_indexer_exit(result) {
+                        IndexerExitKind::Fatal(reason) => break reason,
+                        IndexerExitKind::Retryable(error) => error,
+                    },
+                    Err(_) => "indexer thread ended without a result".to_owned(),
+                };
+                match restart_policy.on_failure() {
+                    Some(backoff) => RestartRequest { why: format!("indexer failed: {error}"), wipe_token: None, backoff },
+                    None => break ShutdownReason::IndexerExited { error: format!("{error} (too many failures)") },
+                }
+            },
             Err(failure) = &mut root_task => break startup_failure_reason(failure),
-        }
+        };
+        indexer_exit = None;
+        restart = Some(Box::pin(restart_indexer_subsystem(subsystem.clone(), next_restart, timeout)));
     };
+    drop(restart);
     drop(shutdown_signal_sender);
 
     let report = shut_down(reason, ShutdownContext { phase, root_token, node_tasks, resources, timeout }).await;
@@ -94,18 +149,28 @@ fn startup_failure_reason(failure: StartupError) -> ShutdownReason {
     failure.into_reason()
 }
 
-/// The reason for an indexer thread that ended before the node asked it to. A chain
-/// store that cannot be opened (locked, corrupt, newer schema) is a store error at start.
-fn indexer_exit_reason(result: Result<(), IndexerError>) -> ShutdownReason {
+enum IndexerExitKind {
+    Fatal(ShutdownReason),
+    Retryable(String),
+}
+
+/// Sorts an indexer thread that ended before the node asked it to. A chain store that
+/// cannot be opened (locked, corrupt, newer schema) or a bad chain setting is fatal at
+/// once, as is a failing node store; the rest (a failed stream, a gap) is retried under
+/// the restart policy.
+fn classify_indexer_exit(result: Result<(), IndexerError>) -> IndexerExitKind {
     match result {
-        Ok(()) => ShutdownReason::IndexerExited { error: "indexer stopped unexpectedly".into() },
-        Err(IndexerError::Chain(mpc_chain::ChainError::Store(err))) => {
-            ShutdownReason::StartupFailed { error: err.to_string(), exit_code: ExitCode::STORE.0 }
+        Ok(()) => IndexerExitKind::Retryable("indexer stopped unexpectedly".into()),
+        Err(IndexerError::Chain(mpc_chain::ChainError::Store(err))) => IndexerExitKind::Fatal(
+            ShutdownReason::StartupFailed { error: err.to_string(), exit_code: ExitCode::STORE.0 },
+        ),
+        Err(IndexerError::Chain(err @ mpc_chain::ChainError::Config(_))) => IndexerExitKind::Fatal(
+            ShutdownReason::StartupFailed { error: err.to_string(), exit_code: ExitCode::USAGE.0 },
+        ),
+        Err(err @ (IndexerError::Store(_) | IndexerError::Runtime(_))) => {
+            IndexerExitKind::Fatal(ShutdownReason::IndexerExited { error: err.to_string() })
         }
-        Err(IndexerError::Chain(err @ mpc_chain::ChainError::Config(_))) => {
-            ShutdownReason::StartupFailed { error: err.to_string(), exit_code: ExitCode::USAGE.0 }
-        }
-        Err(err) => ShutdownReason::IndexerExited { error: err.to_string() },
+        Err(err) => IndexerExitKind::Retryable(err.to_string()),
     }
 }
 

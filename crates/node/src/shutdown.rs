@@ -14,9 +14,8 @@ use mpc_lifecycle::{Deadline, ExitCode, LifecyclePhase, PhaseTracker, ShutdownRe
 use tokio_util::sync::CancellationToken;
 
 use crate::resources::SharedResources;
+use crate::subsystem_stop::{ABORT_GRACE, stop_actor_systems, stop_indexer_thread};
 
-/// Extra time given to tasks after they were aborted at the deadline, to unwind.
-const ABORT_GRACE: Duration = Duration::from_millis(500);
 
 /// What the sequence stops.
 pub struct ShutdownContext {
@@ -57,41 +56,32 @@ pub async fn shut_down(reason: ShutdownReason, context: ShutdownContext) -> Shut
     });
     report.record("drain_node_tasks", started.elapsed(), drained, detail);
 
-    let indexer = resources.lock().indexer.take();
-    if let Some(mut indexer) = indexer {
+    let indexers: Vec<_> = {
+        let mut resources = resources.lock();
+        [resources.retiring_indexer.take(), resources.indexer.take()].into_iter().flatten().collect()
+    };
+    for mut indexer in indexers {
         let started = Instant::now();
-        let joined = indexer.join(deadline.remaining()).await;
-        let detail = if joined {
-            None
-        } else {
-            let aborted = indexer.tasks.abort_running();
-            let detail = format!("tasks still running at the deadline: {}", aborted.join(", "));
-            report.aborted_tasks.extend(aborted);
-            if !indexer.join(ABORT_GRACE).await {
-                report.not_stopped.push("indexer thread".to_owned());
-            }
-            Some(detail)
-        };
-        if indexer.state_strong_count() > 0 {
-            report.not_stopped.push(format!("IndexerState ({} references)", indexer.state_strong_count()));
+        let stop = stop_indexer_thread(&mut indexer, deadline.remaining()).await;
+        let detail = (!stop.joined_in_time)
+            .then(|| format!("tasks still running at the deadline: {}", stop.aborted.join(", ")));
+        report.aborted_tasks.extend(stop.aborted);
+        if stop.still_running {
+            report.not_stopped.push("indexer thread".to_owned());
         }
-        report.record("join_indexer_thread", started.elapsed(), joined, detail);
+        if stop.state_references > 0 {
+            report.not_stopped.push(format!("IndexerState ({} references)", stop.state_references));
+        }
+        report.record("join_indexer_thread", started.elapsed(), stop.joined_in_time, detail);
     }
 
-    let (actor_system, systems_created) = {
+    let (actor_systems, systems_created) = {
         let mut resources = resources.lock();
-        (resources.actor_system.take(), resources.actor_systems_created)
+        (std::mem::take(&mut resources.actor_systems), resources.actor_systems_created)
     };
-    if let Some(actor_system) = actor_system {
+    if !actor_systems.is_empty() {
         let started = Instant::now();
-        // near-async's global shutdown panics once a process has created more than one
-        // ActorSystem (after an in-process restart), so it is only used while valid;
-        // otherwise the one system still running is stopped directly.
-        if systems_created <= 1 {
-            near_async::shutdown_all_actors();
-        } else {
-            actor_system.stop();
-        }
+        stop_actor_systems(actor_systems, systems_created);
         report.record("stop_actor_system", started.elapsed(), true, None);
     }
 

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use mpc_chain::{ChainConfig, ImageHashRevocation, default_contract_id};
 use mpc_indexer::{IndexerConfig, IndexerError, IndexerThreadParams, MonitorIntervals, Observed, spawn_indexer_thread};
@@ -123,15 +124,67 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
         return std::future::pending().await;
     }
 
+    drop(node_store);
+    crate::restart::finish_interrupted_wipe(&args.home)
+        .map_err(|message| StartupError { message, exit_code: ExitCode::STORE })?;
+    {
+        let (home, resources, sender) = (args.home.clone(), resources.clone(), shutdown_signal_sender.clone());
+        node_tasks.spawn("data_wipe_watcher", move |cancel| {
+            crate::restart::watch_data_wipe_token(home, resources, sender, cancel)
+        });
+    }
+    let subsystem = SubsystemContext {
+        args: Arc::new(args),
+        phase,
+        root_token,
+        node_tasks,
+        shutdown_signal_sender,
+        resources,
+    };
+    start_indexer_subsystem(&subsystem, indexer_exit)?;
+    std::future::pending().await
+}
+
+/// What starting (and restarting) the indexer subsystem needs.
+#[derive(Clone)]
+pub struct SubsystemContext {
+    /// Parsed `start` flags.
+    pub args: Arc<StartArgs>,
+    /// Lifecycle phase, for readiness.
+    pub phase: PhaseTracker,
+    /// The root token; each subsystem generation gets a child of it.
+    pub root_token: CancellationToken,
+    /// Node-level supervised tasks (watchers).
+    pub node_tasks: Supervisor,
+    /// The shutdown channel.
+    pub shutdown_signal_sender: ShutdownSender,
+    /// Where everything started is recorded.
+    pub resources: SharedResources,
+}
+
+/// Starts one generation of the indexer subsystem: a new actor system, the indexer
+/// thread (which starts the chain) under a fresh child of the root token, and the
+/// watchers that follow it. Everything is recorded in the resources before this
+/// returns. The thread's end is reported on `indexer_exit`.
+pub fn start_indexer_subsystem(
+    context: &SubsystemContext,
+    indexer_exit: oneshot::Sender<Result<(), IndexerError>>,
+) -> Result<(), StartupError> {
+    let SubsystemContext { args, phase, root_token, node_tasks, shutdown_signal_sender, resources } = context;
+    let Some(node_store) = resources.lock().node_store.clone() else {
+        return Err(StartupError { message: "node store is not open".into(), exit_code: ExitCode::FATAL });
+    };
     phase.set(LifecyclePhase::StartingIndexer);
     let actor_system = ActorSystem::new();
+    let subsystem_token = root_token.child_token();
     {
         let mut resources = resources.lock();
-        resources.actor_system = Some(actor_system.clone());
+        resources.actor_systems.push(actor_system.clone());
         resources.actor_systems_created += 1;
+        resources.subsystem_token = Some(subsystem_token.clone());
     }
     let params = IndexerThreadParams {
-        config: indexer_config(&args),
+        config: indexer_config(args),
         node_store,
         actor_system,
         intervals: MonitorIntervals {
@@ -143,7 +196,7 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
         },
         failures: shutdown_signal_sender.clone(),
     };
-    let handle = spawn_indexer_thread(params, root_token.child_token(), indexer_exit).map_err(|err| StartupError {
+    let handle = spawn_indexer_thread(params, subsystem_token, indexer_exit).map_err(|err| StartupError {
         message: format!("cannot spawn the indexer thread: {err}"),
         exit_code: ExitCode::FATAL,
     })?;
@@ -157,7 +210,7 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
     node_tasks.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed_image_hashes, own_hash, sender, cancel));
     let readiness_phase = phase.clone();
     node_tasks.spawn("readiness", move |cancel| mark_ready_after_first_block(indexed_height, readiness_phase, cancel));
-    std::future::pending().await
+    Ok(())
 }
 
 /// Sends `ImageHashRevoked` into the shutdown channel once the contract's allowed list

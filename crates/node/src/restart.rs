@@ -1,0 +1,222 @@
+//! In-process restart of the indexer subsystem (the chain node, the indexer thread and
+//! its monitors) without exiting the process.
+//!
+//! The same drain as shutdown, scoped to the subsystem: cancel the subsystem's child
+//! token, join its thread, stop its actor system, wait until its own stores (tracker
+//! group `indexer`) are closed, optionally wipe the chain data, start a new generation.
+//! Everything stays recorded in [`SharedResources`] while it happens, so a shutdown
+//! that interrupts a restart (the run loop drops this future) still stops all of it.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mpc_indexer::{INDEXER_STORE_GROUP, IndexerError};
+use mpc_lifecycle::LifecyclePhase;
+use mpc_store::{Column, Store, StoreUpdate};
+use tokio::sync::oneshot;
+
+use crate::resources::SharedResources;
+use crate::startup::{SubsystemContext, start_indexer_subsystem};
+use crate::subsystem_stop::stop_indexer_thread;
+
+/// Key in the node store's `Misc` column of the last applied data-wipe token.
+pub const APPLIED_WIPE_TOKEN_KEY: &[u8] = b"applied_data_wipe_token";
+
+/// Why and how to restart.
+#[derive(Debug, Clone)]
+pub struct RestartRequest {
+    /// Logged reason.
+    pub why: String,
+    /// Wipe the chain data and record this token as applied.
+    pub wipe_token: Option<String>,
+    /// Pause between stopping and starting (backoff after failures).
+    pub backoff: Duration,
+}
+
+/// The receiver of the new generation's indexer exit.
+pub type IndexerExit = oneshot::Receiver<Result<(), IndexerError>>;
+
+/// Takes the indexer handle out of the resources for joining, and puts it back as
+/// "retiring" if the restart is dropped before the join finished.
+struct Retiring {
+    resources: SharedResources,
+    handle: Option<mpc_indexer::IndexerHandle>,
+}
+
+impl Drop for Retiring {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            self.resources.lock().retiring_indexer = Some(handle);
+        }
+    }
+}
+
+/// Restarts the subsystem; `bound` limits each waiting phase. Returns the new
+/// generation's exit receiver, or why the restart failed (which is fatal).
+pub async fn restart_indexer_subsystem(
+    context: SubsystemContext,
+    request: RestartRequest,
+    bound: Duration,
+) -> Result<IndexerExit, String> {
+    let started = Instant::now();
+    context.phase.set(LifecyclePhase::Restarting);
+    tracing::warn!(why = %request.why, wipe = request.wipe_token.is_some(), "restarting indexer subsystem");
+
+    let handle = {
+        let mut resources = context.resources.lock();
+        if let Some(token) = resources.subsystem_token.take() {
+            token.cancel();
+        }
+        resources.indexer.take().or_else(|| resources.retiring_indexer.take())
+    };
+    let mut retiring = Retiring { resources: context.resources.clone(), handle };
+    if let Some(handle) = retiring.handle.as_mut() {
+        let stop = stop_indexer_thread(handle, bound).await;
+        if stop.still_running {
+            return Err(format!("indexer thread did not stop (stuck tasks: {})", stop.aborted.join(", ")));
+        }
+        if !stop.aborted.is_empty() {
+            tracing::warn!(aborted = ?stop.aborted, "restart aborted tasks that ignored cancellation");
+        }
+        retiring.handle = None;
+    }
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "restart phase done phase=\"join_indexer_thread\"");
+
+    // Never `shutdown_all_actors()` here: a new actor system follows, after which the
+    // global call would panic. Each stopped generation's system is stopped explicitly.
+    let systems = std::mem::take(&mut context.resources.lock().actor_systems);
+    for system in systems {
+        system.stop();
+    }
+    let waited = tokio::task::spawn_blocking(move || {
+        mpc_store::wait_until_group_instances_are_dropped(INDEXER_STORE_GROUP, bound)
+    })
+    .await
+    .map_err(|err| format!("waiting for the chain store failed: {err}"))?;
+    if let Err(open) = waited {
+        let holders: Vec<String> = open.iter().map(ToString::to_string).collect();
+        return Err(format!("chain store still open after the restart drain: {}", holders.join("; ")));
+    }
+    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "restart phase done phase=\"close_subsystem_stores\"");
+
+    if let Some(token) = &request.wipe_token {
+        wipe_chain_data(&context.args.home, &context.resources, token)?;
+    }
+    if !request.backoff.is_zero() {
+        tracing::info!(backoff_ms = request.backoff.as_millis() as u64, "waiting before starting the indexer again");
+        tokio::time::sleep(request.backoff).await;
+    }
+
+    let (exit_sender, exit_receiver) = oneshot::channel();
+    start_indexer_subsystem(&context, exit_sender).map_err(|err| err.message)?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        open_instances = mpc_store::instance_count(),
+        "indexer subsystem restarted"
+    );
+    Ok(exit_receiver)
+}
+
+/// Wipes `<home>/data` atomically (rename, record the token durably, then delete), as
+/// upstream's data wipe does. An interrupted wipe leaves `data.wiping`, removed at the
+/// next start by [`finish_interrupted_wipe`].
+fn wipe_chain_data(home: &Path, resources: &SharedResources, token: &str) -> Result<(), String> {
+    let data = home.join("data");
+    let wiping = home.join("data.wiping");
+    if data.exists() {
+        std::fs::rename(&data, &wiping).map_err(|err| format!("cannot move {} aside: {err}", data.display()))?;
+    }
+    let node_store = resources.lock().node_store.clone().ok_or("node store is not open")?;
+    record_applied_wipe_token(&node_store, token).map_err(|err| err.to_string())?;
+    finish_interrupted_wipe(home)?;
+    tracing::warn!(token, "chain data wiped");
+    Ok(())
+}
+
+/// Removes what an interrupted wipe left behind.
+pub fn finish_interrupted_wipe(home: &Path) -> Result<(), String> {
+    let wiping = home.join("data.wiping");
+    if wiping.exists() {
+        std::fs::remove_dir_all(&wiping).map_err(|err| format!("cannot remove {}: {err}", wiping.display()))?;
+    }
+    Ok(())
+}
+
+fn record_applied_wipe_token(store: &Store, token: &str) -> mpc_store::StoreResult<()> {
+    let mut update = StoreUpdate::new();
+    update.put(Column::Misc, APPLIED_WIPE_TOKEN_KEY, token.as_bytes());
+    store.commit(update)?;
+    store.flush()
+}
+
+/// The data-wipe token last applied, if any.
+pub fn applied_wipe_token(store: &Store) -> Option<String> {
+    store
+        .get(Column::Misc, APPLIED_WIPE_TOKEN_KEY)
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+/// Restarts after failures, with exponential backoff; too many failures within a window
+/// make the failure fatal.
+#[derive(Debug)]
+pub struct RestartPolicy {
+    failures: VecDeque<Instant>,
+    max_failures: usize,
+    window: Duration,
+    base_backoff: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            failures: VecDeque::new(),
+            max_failures: 3,
+            window: Duration::from_secs(60),
+            base_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// Records a failure; returns the backoff before restarting, or `None` when the
+    /// failures within the window exceed the limit.
+    pub fn on_failure(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        while self.failures.front().is_some_and(|at| now.duration_since(*at) > self.window) {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(now);
+        let count = self.failures.len();
+        (count <= self.max_failures).then(|| self.base_backoff.saturating_mul(1 << (count - 1).min(6)))
+    }
+}
+
+/// Polls `<home>/data-wipe-token` and asks for a wiping restart when it differs from
+/// the token last applied. Operators change the file to wipe the chain data in place.
+pub async fn watch_data_wipe_token(
+    home: std::path::PathBuf,
+    resources: SharedResources,
+    sender: mpc_lifecycle::ShutdownSender,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    let mut requested: Option<String> = None;
+    loop {
+        let configured = std::fs::read_to_string(home.join("data-wipe-token")).ok().map(|text| text.trim().to_owned());
+        let store = resources.lock().node_store.clone();
+        if let (Some(configured), Some(store)) = (configured.filter(|token| !token.is_empty()), store) {
+            let applied = applied_wipe_token(&store);
+            if applied.as_deref() != Some(configured.as_str()) && requested.as_deref() != Some(configured.as_str()) {
+                tracing::warn!(token = %configured, "data-wipe token changed");
+                sender.restart_indexer_with_wipe("data-wipe token changed", configured.clone());
+                requested = Some(configured);
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
