@@ -34,7 +34,16 @@ pub fn node_binary() -> PathBuf {
 
 /// Flags that make the sandbox chain quick and the logs frequent, for tests.
 pub fn fast_node_args() -> Vec<String> {
-    ["--sandbox-block-interval", "20ms", "--sandbox-history-blocks", "50", "--monitor-interval", "50ms"]
+    [
+        "--sandbox-block-interval",
+        "20ms",
+        "--sandbox-history-blocks",
+        "50",
+        "--monitor-interval",
+        "50ms",
+        "--stats-interval",
+        "200ms",
+    ]
         .into_iter()
         .map(String::from)
         .collect()

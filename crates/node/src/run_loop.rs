@@ -81,7 +81,7 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
         resources: resources.clone(),
         indexer_exit: indexer_exit_sender,
     }));
-    let mut restart: Option<Pin<Box<dyn Future<Output = Result<IndexerExit, String>>>>> = None;
+    let mut restart: Option<RestartInFlight> = None;
     let mut restart_policy = RestartPolicy::default();
 
     let reason = loop {
@@ -148,6 +148,9 @@ fn startup_failure_reason(failure: StartupError) -> ShutdownReason {
     tracing::error!(error = %failure.message, exit_code = failure.exit_code.0, "start-up failed");
     failure.into_reason()
 }
+
+/// A restart being carried out, raced against shutdown requests in the one `select!`.
+type RestartInFlight = Pin<Box<dyn Future<Output = Result<IndexerExit, String>>>>;
 
 enum IndexerExitKind {
     Fatal(ShutdownReason),
