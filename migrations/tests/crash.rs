@@ -111,3 +111,38 @@ fn sigkill_in_the_middle_of_a_migration_is_completed_by_the_next_open() {
     }
     assert!(killed_mid_step > 0, "no kill landed inside the resumable step; the test proved nothing");
 }
+
+#[test]
+fn a_full_disk_is_a_typed_error_and_after_space_is_freed_nothing_committed_is_lost() {
+    // A 4 MiB tmpfs in a private user and mount namespace (no root needed), filled by
+    // the child until RocksDB reports no space; then the file system grows and the
+    // store is reopened in the same namespace.
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let child = env!("CARGO_BIN_EXE_store-crash-child");
+    let script = format!(
+        "mount -t tmpfs -o size=4m tmpfs {m} && {c} fill {m}/node; echo \"fill-exit $?\"; \
+         mount -o remount,size=64m {m} && {c} verify {m}/node",
+        m = mount.display(),
+        c = child
+    );
+    let output = Command::new("unshare").args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("fill-exit 3"), "the writer did not stop with the disk-full error:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("error: no space left on device"), "{stdout}");
+    let last_committed: u64 = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("committed ")?.parse().ok())
+        .last()
+        .expect("some blocks were committed before the disk filled");
+    let verified = stdout.lines().find_map(|line| line.strip_prefix("verified ")).expect("verify ran");
+    let field = |name: &str| -> u64 {
+        verified.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{name}="))?.parse().ok()).unwrap()
+    };
+    assert!(field("cursor") >= last_committed, "a committed block was lost: {verified} after {last_committed}");
+    assert_eq!(field("blocks"), field("cursor"), "not at a block boundary: {verified}");
+    assert_eq!(field("applied"), field("cursor") * 3, "not at a block boundary: {verified}");
+}

@@ -190,3 +190,22 @@ fn sighup_does_not_terminate_the_node() {
     node.signal(libc::SIGTERM);
     assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_same_stable_messages() {
+    let home = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(home.path(), &args(&["--log-format", "json"]), &[]);
+    node.wait_for_log("node ready", START_PATIENCE);
+    node.signal(libc::SIGTERM);
+    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    let lines: Vec<serde_json::Value> = node
+        .log()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}")))
+        .collect();
+    let warned = lines.iter().any(|line| {
+        line["level"] == "WARN" && line["message"] == "SIGTERM received, initiating graceful shutdown"
+    });
+    assert!(warned, "no structured SIGTERM warning:\n{}", node.log());
+    assert!(lines.iter().any(|line| line["message"].as_str().is_some_and(|m| m.starts_with("ShutdownReport {"))));
+}

@@ -20,7 +20,7 @@ fn say(line: &str) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(path)) = (args.next(), args.next().map(PathBuf::from)) else {
-        eprintln!("usage: store-crash-child hold|write-stream|migrate PATH");
+        eprintln!("usage: store-crash-child hold|write-stream|fill|verify|migrate PATH");
         std::process::exit(2);
     };
     let options = StoreOptions::new("node", "crash-child");
@@ -45,6 +45,29 @@ fn main() {
                 }
             },
         ),
+        "fill" => open_migrated(&path, &options, &node_schema(), &MigrationSettings::default()).and_then(|(store, _)| {
+            // Large payloads so a small file system fills within seconds.
+            let mut next = read_cursor(&store)?.map_or(1, |cursor| cursor.height + 1);
+            let mut applied = read_applied_requests(&store)?;
+            loop {
+                for mut effects in synthetic_blocks(next..=next, 3) {
+                    for request in &mut effects.requests {
+                        request.payload = format!("{:x}", next).repeat(2_000);
+                    }
+                    store.commit(block_update(&effects, applied))?;
+                    applied += effects.requests.len() as u64;
+                }
+                say(&format!("committed {next}"));
+                next += 1;
+            }
+        }),
+        "verify" => Store::open(&path, &options).and_then(|store| {
+            let cursor = read_cursor(&store)?.map_or(0, |cursor| cursor.height);
+            let blocks = store.iter(mpc_store::Column::IndexedBlocks, None)?.count();
+            let applied = read_applied_requests(&store)?;
+            say(&format!("verified cursor={cursor} blocks={blocks} applied={applied}"));
+            Ok(())
+        }),
         "migrate" => {
             say("migrating");
             open_migrated(&path, &options, &node_schema(), &MigrationSettings::default()).map(|_| say("migrated"))
@@ -55,7 +78,8 @@ fn main() {
         }
     };
     if let Err(err) = result {
-        eprintln!("error: {err}");
-        std::process::exit(1);
+        say(&format!("error: {err}"));
+        let code = if matches!(err, mpc_store::StoreError::DiskFull { .. }) { 3 } else { 1 };
+        std::process::exit(code);
     }
 }
