@@ -136,7 +136,7 @@ fn a_full_disk_is_a_typed_error_and_after_space_is_freed_nothing_committed_is_lo
     let last_committed: u64 = stdout
         .lines()
         .filter_map(|line| line.strip_prefix("committed ")?.parse().ok())
-        .last()
+        .next_back()
         .expect("some blocks were committed before the disk filled");
     let verified = stdout.lines().find_map(|line| line.strip_prefix("verified ")).expect("verify ran");
     let field = |name: &str| -> u64 {
