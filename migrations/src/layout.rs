@@ -181,14 +181,35 @@ pub struct BlockEffects {
     pub responses: Vec<SignResponseRecord>,
 }
 
+/// The parts of a block's batch whose encoding changed between schema versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockEncoding {
+    /// Write `SignRequestsById` entries (since v3).
+    pub request_id_index: bool,
+    /// Write the cursor as a decimal height (v1) instead of fixed width (since v2).
+    pub decimal_cursor: bool,
+}
+
+impl BlockEncoding {
+    /// The encoding of the current schema.
+    pub const CURRENT: BlockEncoding = BlockEncoding { request_id_index: true, decimal_cursor: false };
+}
+
 /// Builds the batch that applies `effects` on top of `applied_before` requests.
 pub fn block_update(effects: &BlockEffects, applied_before: u64) -> StoreUpdate {
+    block_update_encoded(effects, applied_before, BlockEncoding::CURRENT)
+}
+
+/// Like [`block_update`], in the encoding of an older schema (for the old-format writers).
+pub fn block_update_encoded(effects: &BlockEffects, applied_before: u64, encoding: BlockEncoding) -> StoreUpdate {
     let mut update = StoreUpdate::new();
     let height = effects.cursor.height;
     for (index, request) in effects.requests.iter().enumerate() {
         let key = request_key(height, index as u32);
         update.put_json(Column::SignRequests, key, request);
-        update.put(Column::SignRequestsById, request.request_id.0, key);
+        if encoding.request_id_index {
+            update.put(Column::SignRequestsById, request.request_id.0, key);
+        }
     }
     for response in &effects.responses {
         update.put_json(Column::SignResponses, response.request_id.0, response);
@@ -200,6 +221,10 @@ pub fn block_update(effects: &BlockEffects, applied_before: u64) -> StoreUpdate 
     };
     update.put_json(Column::IndexedBlocks, height_key(height), &record);
     update.put(Column::Misc, APPLIED_REQUESTS_KEY, (applied_before + effects.requests.len() as u64).to_be_bytes());
-    update.put(Column::Misc, CURSOR_KEY, effects.cursor.encode());
+    if encoding.decimal_cursor {
+        update.put(Column::Misc, CURSOR_KEY, height.to_string());
+    } else {
+        update.put(Column::Misc, CURSOR_KEY, effects.cursor.encode());
+    }
     update
 }

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mpc_store::migration::bump_version;
-use mpc_store::{Column, Store, StoreOptions, StoreResult, StoreUpdate};
+use mpc_store::{Store, StoreOptions, StoreResult, StoreUpdate};
 
-use crate::layout::{APPLIED_REQUESTS_KEY, BlockEffects, CURSOR_KEY, IndexedBlockRecord, height_key, request_key};
+use crate::layout::{BlockEffects, BlockEncoding, block_update_encoded};
 
 /// Creates a store at `path` with schema `version` (1, 2 or 3) holding `blocks`.
 pub fn write_store(path: &Path, version: u32, blocks: &[BlockEffects]) -> StoreResult<()> {
@@ -21,34 +21,11 @@ pub fn write_store(path: &Path, version: u32, blocks: &[BlockEffects]) -> StoreR
 
 /// Appends `blocks` to an open store in the format of `version`, one batch per block.
 pub fn append_blocks(store: &Arc<Store>, version: u32, blocks: &[BlockEffects]) -> StoreResult<()> {
+    let encoding = BlockEncoding { request_id_index: version >= 3, decimal_cursor: version == 1 };
     let mut applied = crate::layout::read_applied_requests(store)?;
     for effects in blocks {
-        let height = effects.cursor.height;
-        let mut update = StoreUpdate::new();
-        for (index, request) in effects.requests.iter().enumerate() {
-            let key = request_key(height, index as u32);
-            update.put_json(Column::SignRequests, key, request);
-            if version >= 3 {
-                update.put(Column::SignRequestsById, request.request_id.0, key);
-            }
-        }
-        for response in &effects.responses {
-            update.put_json(Column::SignResponses, response.request_id.0, response);
-        }
-        let record = IndexedBlockRecord {
-            block_hash: effects.cursor.block_hash,
-            requests: effects.requests.len() as u32,
-            responses: effects.responses.len() as u32,
-        };
-        update.put_json(Column::IndexedBlocks, height_key(height), &record);
+        store.commit(block_update_encoded(effects, applied, encoding))?;
         applied += effects.requests.len() as u64;
-        update.put(Column::Misc, APPLIED_REQUESTS_KEY, applied.to_be_bytes());
-        if version == 1 {
-            update.put(Column::Misc, CURSOR_KEY, height.to_string());
-        } else {
-            update.put(Column::Misc, CURSOR_KEY, effects.cursor.encode());
-        }
-        store.commit(update)?;
     }
     Ok(())
 }

@@ -141,7 +141,8 @@ pub fn spawn_indexer_thread(
         let tasks = tasks.clone();
         let state_probe = state_probe.clone();
         std::thread::Builder::new().name("indexer".into()).spawn(move || {
-            let result = run_thread(params, token, tasks, senders, indexed_height_sender, state_probe);
+            let links = ThreadLinks { tasks, senders, indexed_height: indexed_height_sender, state_probe };
+            let result = run_thread(params, token, links);
             if let Err(err) = &result {
                 tracing::error!(error = %err, "indexer thread ended with an error");
             }
@@ -160,33 +161,28 @@ pub fn spawn_indexer_thread(
     })
 }
 
-fn run_thread(
-    params: IndexerThreadParams,
-    token: CancellationToken,
+/// What the thread shares with its handle, created before the thread starts.
+struct ThreadLinks {
     tasks: Supervisor,
     senders: MonitorSenders,
     indexed_height: watch::Sender<Option<u64>>,
     state_probe: Arc<Mutex<Weak<IndexerState>>>,
-) -> Result<(), IndexerError> {
+}
+
+fn run_thread(params: IndexerThreadParams, token: CancellationToken, links: ThreadLinks) -> Result<(), IndexerError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("indexer-worker")
         .enable_all()
         .build()?;
-    let result = runtime.block_on(run_indexer(params, token, tasks, senders, indexed_height, state_probe));
+    let result = runtime.block_on(run_indexer(params, token, links));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     tracing::info!("indexer thread: runtime shut down");
     result
 }
 
-async fn run_indexer(
-    params: IndexerThreadParams,
-    token: CancellationToken,
-    tasks: Supervisor,
-    senders: MonitorSenders,
-    indexed_height: watch::Sender<Option<u64>>,
-    state_probe: Arc<Mutex<Weak<IndexerState>>>,
-) -> Result<(), IndexerError> {
+async fn run_indexer(params: IndexerThreadParams, token: CancellationToken, links: ThreadLinks) -> Result<(), IndexerError> {
+    let ThreadLinks { tasks, senders, indexed_height, state_probe } = links;
     let IndexerThreadParams { mut config, node_store, actor_system, intervals, failures: _ } = params;
     let cursor = read_cursor(&node_store)?;
     // A chain whose data was wiped re-syncs at least up to what the node already
