@@ -38,6 +38,8 @@ fn main() {
         "8",
         "--stats-interval",
         "1s",
+        "--web-addr",
+        "127.0.0.1:0",
     ]
     .into_iter()
     .map(String::from)

@@ -21,7 +21,7 @@ pub use extract::extract_block_effects;
 pub use indexer::{Indexer, NearNode};
 pub use listen_blocks::{ListenError, listen_blocks};
 pub use monitors::{MonitorIntervals, Observed};
-pub use state::{IndexerState, IndexerStats};
+pub use state::{IndexerState, IndexerStats, SharedStats};
 pub use streamer::StreamerError;
 pub use thread::{IndexerError, IndexerHandle, IndexerThreadParams, spawn_indexer_thread};
 

@@ -255,12 +255,16 @@ async fn log_stats(state: Arc<IndexerState>, every: Duration, cancel: Cancellati
         if let Ok(status) = state.client.send_async(mpc_chain::GetStatus).await {
             state.stats().chain_head = status.head_height;
         }
-        let stats = state.stats().clone();
-        let blocks_per_s = (stats.blocks_indexed - last_blocks) as f64 / every.as_secs_f64();
+        let stats = {
+            let mut stats = state.stats();
+            stats.blocks_per_s = (stats.blocks_indexed - last_blocks) as f64 / every.as_secs_f64();
+            stats.clone()
+        };
+        let blocks_per_s = stats.blocks_per_s;
         last_blocks = stats.blocks_indexed;
         let height = stats.last_height.unwrap_or(0);
         let lag = stats.chain_head.saturating_sub(height);
         let eta_s = if blocks_per_s > 0.0 { lag as f64 / blocks_per_s } else { f64::INFINITY };
-        tracing::info!(height, chain_head = stats.chain_head, blocks_per_s, lag, eta_s, "indexer stats");
+        tracing::info!(height, target = stats.chain_head, blocks_per_s, lag, eta_s, "indexer stats");
     }
 }

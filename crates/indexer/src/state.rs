@@ -23,7 +23,14 @@ pub struct IndexerStats {
     pub requests_indexed: u64,
     /// Latest chain head seen.
     pub chain_head: u64,
+    /// Blocks per second over the last stats interval.
+    pub blocks_per_s: f64,
 }
+
+/// Progress counters shared by the indexer's tasks and the node's metrics. Separate from
+/// `IndexerState` on purpose: the node may keep this after the thread is gone, while
+/// nothing outside the thread may keep `IndexerState` (it holds a store).
+pub type SharedStats = std::sync::Arc<Mutex<IndexerStats>>;
 
 /// What every indexer task shares, behind one `Arc`. Upstream's equivalent kept
 /// RocksDB alive forever because nothing cancelled its holders; here every task that
@@ -37,7 +44,7 @@ pub struct IndexerState {
     /// The MPC contract account.
     pub contract_id: AccountId,
     /// Progress counters.
-    pub stats: Mutex<IndexerStats>,
+    pub stats: SharedStats,
     /// The node store, named for diagnostics.
     pub node_store: StoreHolder,
     /// Height of the last committed block, for readiness and metrics.

@@ -32,7 +32,7 @@ use crate::config::IndexerConfig;
 use crate::indexer::Indexer;
 use crate::listen_blocks::{ListenError, listen_blocks};
 use crate::monitors::{MonitorIntervals, MonitorSenders, Observed, monitor_channels, spawn_monitors};
-use crate::state::{IndexerState, IndexerStats};
+use crate::state::{IndexerState, IndexerStats, SharedStats};
 
 /// How long the thread's runtime may take to shut down after `block_on` returned (all
 /// tasks are already finished or aborted by then; this only bounds stray timers).
@@ -84,6 +84,8 @@ pub struct IndexerHandle {
     pub indexed_height: watch::Receiver<Option<u64>>,
     /// The indexer's supervised tasks (streamer, monitors), for reports and escalation.
     pub tasks: Supervisor,
+    /// Progress counters, for metrics.
+    pub stats: SharedStats,
     state_probe: Arc<Mutex<Weak<IndexerState>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -101,12 +103,19 @@ impl IndexerHandle {
     }
 
     /// Waits up to `timeout` for the thread to end and joins it; false on time-out (the
-    /// handle stays joinable). Polls, so it can be awaited from any runtime.
+    /// handle stays joinable). Polls, so it can be awaited from any runtime; every second
+    /// it waits it logs which tasks it is waiting for.
     pub async fn join(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let mut next_progress = Duration::from_secs(1);
         while !self.is_finished() {
-            if Instant::now() >= deadline {
+            let waited = started.elapsed();
+            if waited >= timeout {
                 return false;
+            }
+            if waited >= next_progress {
+                tracing::info!(waited_s = waited.as_secs(), tasks = ?self.tasks.running(), "waiting for the indexer thread");
+                next_progress += Duration::from_secs(1);
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -137,11 +146,21 @@ pub fn spawn_indexer_thread(
         OnTaskFailure::RestartIndexer,
     );
     let state_probe = Arc::new(Mutex::new(Weak::new()));
+    let stats: SharedStats = Arc::new(Mutex::new(IndexerStats {
+        started: Instant::now(),
+        first_height: None,
+        last_height: None,
+        blocks_indexed: 0,
+        requests_indexed: 0,
+        chain_head: 0,
+        blocks_per_s: 0.0,
+    }));
     let thread = {
         let tasks = tasks.clone();
         let state_probe = state_probe.clone();
+        let stats = stats.clone();
         std::thread::Builder::new().name("indexer".into()).spawn(move || {
-            let links = ThreadLinks { tasks, senders, indexed_height: indexed_height_sender, state_probe };
+            let links = ThreadLinks { tasks, senders, indexed_height: indexed_height_sender, state_probe, stats };
             let result = run_thread(params, token, links);
             if let Err(err) = &result {
                 tracing::error!(error = %err, "indexer thread ended with an error");
@@ -156,6 +175,7 @@ pub fn spawn_indexer_thread(
         migration_info: receivers.migration_info,
         indexed_height,
         tasks,
+        stats,
         state_probe,
         thread: Some(thread),
     })
@@ -167,6 +187,7 @@ struct ThreadLinks {
     senders: MonitorSenders,
     indexed_height: watch::Sender<Option<u64>>,
     state_probe: Arc<Mutex<Weak<IndexerState>>>,
+    stats: SharedStats,
 }
 
 fn run_thread(params: IndexerThreadParams, token: CancellationToken, links: ThreadLinks) -> Result<(), IndexerError> {
@@ -182,7 +203,7 @@ fn run_thread(params: IndexerThreadParams, token: CancellationToken, links: Thre
 }
 
 async fn run_indexer(params: IndexerThreadParams, token: CancellationToken, links: ThreadLinks) -> Result<(), IndexerError> {
-    let ThreadLinks { tasks, senders, indexed_height, state_probe } = links;
+    let ThreadLinks { tasks, senders, indexed_height, state_probe, stats } = links;
     let IndexerThreadParams { mut config, node_store, actor_system, intervals, failures: _ } = params;
     let cursor = read_cursor(&node_store)?;
     // A chain whose data was wiped re-syncs at least up to what the node already
@@ -195,14 +216,7 @@ async fn run_indexer(params: IndexerThreadParams, token: CancellationToken, link
         client: node.client.clone(),
         view_client: node.view_client.clone(),
         contract_id: config.chain.contract_id.clone(),
-        stats: Mutex::new(IndexerStats {
-            started: Instant::now(),
-            first_height: None,
-            last_height: None,
-            blocks_indexed: 0,
-            requests_indexed: 0,
-            chain_head: 0,
-        }),
+        stats,
         node_store: node_store.holder("listen_blocks"),
         indexed_height,
     });

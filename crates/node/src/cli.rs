@@ -75,6 +75,10 @@ pub struct StartArgs {
     /// period with margin; set it below your orchestrator's grace period.
     #[arg(long, default_value = "8s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Address of the operations HTTP server (health, readiness, metrics, admin). Admin
+    /// endpoints always require the bearer token in `<home>/admin-token`.
+    #[arg(long, default_value = "127.0.0.1:3030")]
+    pub web_addr: std::net::SocketAddr,
     /// This node's image hash; the node stops (exit 1) when the contract revokes it.
     #[arg(long, default_value = mpc_chain::DEFAULT_IMAGE_HASH)]
     pub image_hash: String,

@@ -1,16 +1,21 @@
 //! `mpc-node`: entry point. Parses the command line, sets up logs, builds the runtime
 //! and maps every outcome to the documented exit code.
 
+mod admin_token;
 mod check;
 mod cli;
 mod logging;
+mod metrics;
+mod ops_state;
 mod resources;
 mod restart;
 mod run_loop;
+mod sd_notify;
 mod shutdown;
 mod startup;
 mod subsystem_stop;
 mod upgrade;
+mod web;
 
 use std::time::Duration;
 

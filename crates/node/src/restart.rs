@@ -18,7 +18,8 @@ use tokio::sync::oneshot;
 
 use crate::resources::SharedResources;
 use crate::startup::{SubsystemContext, start_indexer_subsystem};
-use crate::subsystem_stop::stop_indexer_thread;
+use crate::ops_state::LastSequence;
+use crate::subsystem_stop::{stop_indexer_thread, wait_for_stores_closed};
 
 /// Key in the node store's `Misc` column of the last applied data-wipe token.
 pub const APPLIED_WIPE_TOKEN_KEY: &[u8] = b"applied_data_wipe_token";
@@ -36,6 +37,32 @@ pub struct RestartRequest {
 
 /// The receiver of the new generation's indexer exit.
 pub type IndexerExit = oneshot::Receiver<Result<(), IndexerError>>;
+
+/// Phase timings of one restart, logged and kept for the operations endpoints.
+struct RestartTimings {
+    started: Instant,
+    phase_started: Instant,
+    phases: Vec<(String, f64)>,
+}
+
+impl RestartTimings {
+    fn new() -> Self {
+        RestartTimings { started: Instant::now(), phase_started: Instant::now(), phases: Vec::new() }
+    }
+
+    fn done(&mut self, phase: &str) {
+        let seconds = self.phase_started.elapsed().as_secs_f64();
+        tracing::info!(phase, duration_ms = seconds * 1e3, "restart phase done");
+        self.phases.push((phase.to_owned(), seconds));
+        self.phase_started = Instant::now();
+    }
+
+    fn finish(self, why: &str) -> LastSequence {
+        let total_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        let report = serde_json::json!({"kind": "restart", "why": why, "phases": self.phases, "total_ms": total_ms});
+        LastSequence { kind: "restart", phases: self.phases, report }
+    }
+}
 
 /// Takes the indexer handle out of the resources for joining, and puts it back as
 /// "retiring" if the restart is dropped before the join finished.
@@ -58,8 +85,9 @@ pub async fn restart_indexer_subsystem(
     context: SubsystemContext,
     request: RestartRequest,
     bound: Duration,
-) -> Result<IndexerExit, String> {
+) -> Result<(IndexerExit, LastSequence), String> {
     let started = Instant::now();
+    let mut timings = RestartTimings::new();
     context.phase.set(LifecyclePhase::Restarting);
     tracing::warn!(why = %request.why, wipe = request.wipe_token.is_some(), "restarting indexer subsystem");
 
@@ -81,7 +109,7 @@ pub async fn restart_indexer_subsystem(
         }
         retiring.handle = None;
     }
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "restart phase done phase=\"join_indexer_thread\"");
+    timings.done("join_indexer_thread");
 
     // Never `shutdown_all_actors()` here: a new actor system follows, after which the
     // global call would panic. Each stopped generation's system is stopped explicitly.
@@ -89,19 +117,15 @@ pub async fn restart_indexer_subsystem(
     for system in systems {
         system.stop();
     }
-    let waited = tokio::task::spawn_blocking(move || {
-        mpc_store::wait_until_group_instances_are_dropped(INDEXER_STORE_GROUP, bound)
-    })
-    .await
-    .map_err(|err| format!("waiting for the chain store failed: {err}"))?;
-    if let Err(open) = waited {
+    if let Err(open) = wait_for_stores_closed(Some(INDEXER_STORE_GROUP), bound).await {
         let holders: Vec<String> = open.iter().map(ToString::to_string).collect();
         return Err(format!("chain store still open after the restart drain: {}", holders.join("; ")));
     }
-    tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "restart phase done phase=\"close_subsystem_stores\"");
+    timings.done("close_subsystem_stores");
 
     if let Some(token) = &request.wipe_token {
         wipe_chain_data(&context.args.home, &context.resources, token)?;
+        timings.done("wipe_chain_data");
     }
     if !request.backoff.is_zero() {
         tracing::info!(backoff_ms = request.backoff.as_millis() as u64, "waiting before starting the indexer again");
@@ -110,12 +134,13 @@ pub async fn restart_indexer_subsystem(
 
     let (exit_sender, exit_receiver) = oneshot::channel();
     start_indexer_subsystem(&context, exit_sender).map_err(|err| err.message)?;
+    timings.done("start_indexer_subsystem");
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         open_instances = mpc_store::instance_count(),
         "indexer subsystem restarted"
     );
-    Ok(exit_receiver)
+    Ok((exit_receiver, timings.finish(&request.why)))
 }
 
 /// Wipes `<home>/data` atomically (rename, record the token durably, then delete), as

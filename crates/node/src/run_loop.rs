@@ -25,7 +25,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::StartArgs;
+use crate::admin_token::load_or_create_admin_token;
+use crate::ops_state::{LastSequence, LifecycleHistory, OpsState};
 use crate::resources::SharedResources;
+use crate::sd_notify::Notifier;
 use crate::restart::{IndexerExit, RestartPolicy, RestartRequest, restart_indexer_subsystem};
 use crate::shutdown::{ShutdownContext, shut_down};
 use crate::startup::{StartupContext, StartupError, SubsystemContext, start_node};
@@ -59,6 +62,21 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
         }
     };
     tracing::info!(home = %args.home.display(), pid = std::process::id(), "mpc-node starting");
+
+    let notifier = Notifier::from_environment();
+    let history = LifecycleHistory::default();
+    let ops_tasks = Supervisor::new("ops", CancellationToken::new(), shutdown_signal_sender.clone());
+    match start_ops_server(&args, &phase, &resources, &node_tasks, &shutdown_signal_sender, &history, &ops_tasks).await {
+        Ok(()) => {}
+        Err(error) => {
+            tracing::error!(%error, "cannot start the operations server");
+            return ExitCode::USAGE;
+        }
+    }
+    {
+        let (notifier, phase_changes) = (notifier.clone(), phase.subscribe());
+        node_tasks.spawn("sd_notify", move |cancel| crate::sd_notify::follow_phase(notifier, phase_changes, cancel));
+    }
 
     let timeout = args.shutdown_timeout;
     let args = Arc::new(args);
@@ -114,7 +132,11 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
             restarted = async { restart.as_mut().expect("branch enabled only while restarting").await }, if restart.is_some() => {
                 restart = None;
                 match restarted {
-                    Ok(exit) => indexer_exit = Some(exit),
+                    Ok((exit, timings)) => {
+                        indexer_exit = Some(exit);
+                        history.count_restart();
+                        history.record(timings);
+                    }
                     Err(error) => break ShutdownReason::IndexerExited { error: format!("restart failed: {error}") },
                 }
                 continue;
@@ -140,7 +162,11 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
     drop(restart);
     drop(shutdown_signal_sender);
 
-    let report = shut_down(reason, ShutdownContext { phase, root_token, node_tasks, resources, timeout }).await;
+    let report = shut_down(
+        reason,
+        ShutdownContext { phase, root_token, node_tasks, ops_tasks, resources, timeout, notifier },
+    )
+    .await;
     ExitCode(report.exit_code)
 }
 
@@ -150,7 +176,39 @@ fn startup_failure_reason(failure: StartupError) -> ShutdownReason {
 }
 
 /// A restart being carried out, raced against shutdown requests in the one `select!`.
-type RestartInFlight = Pin<Box<dyn Future<Output = Result<IndexerExit, String>>>>;
+type RestartInFlight = Pin<Box<dyn Future<Output = Result<(IndexerExit, LastSequence), String>>>>;
+
+/// Binds `--web-addr` and starts the operations server on its own supervisor: it is
+/// stopped after the indexer has drained, so probes and `/debug/lifecycle` can follow
+/// the whole shutdown.
+async fn start_ops_server(
+    args: &StartArgs,
+    phase: &PhaseTracker,
+    resources: &SharedResources,
+    node_tasks: &Supervisor,
+    sender: &mpc_lifecycle::ShutdownSender,
+    history: &LifecycleHistory,
+    ops_tasks: &Supervisor,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&args.home)
+        .map_err(|err| format!("cannot create home directory {}: {err}", args.home.display()))?;
+    let admin_token = load_or_create_admin_token(&args.home)?;
+    let listener = tokio::net::TcpListener::bind(args.web_addr)
+        .await
+        .map_err(|err| format!("cannot listen on {}: {err}", args.web_addr))?;
+    let addr = listener.local_addr().map_err(|err| err.to_string())?;
+    tracing::info!(%addr, "ops server listening");
+    let state = OpsState {
+        phase: phase.clone(),
+        resources: resources.clone(),
+        node_tasks: node_tasks.clone(),
+        shutdown_signal_sender: sender.clone(),
+        admin_token: Arc::new(admin_token),
+        history: history.clone(),
+    };
+    ops_tasks.spawn("ops_server", move |cancel| crate::web::serve(listener, state, cancel));
+    Ok(())
+}
 
 enum IndexerExitKind {
     Fatal(ShutdownReason),

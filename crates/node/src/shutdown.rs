@@ -14,7 +14,8 @@ use mpc_lifecycle::{Deadline, ExitCode, LifecyclePhase, PhaseTracker, ShutdownRe
 use tokio_util::sync::CancellationToken;
 
 use crate::resources::SharedResources;
-use crate::subsystem_stop::{ABORT_GRACE, stop_actor_systems, stop_indexer_thread};
+use crate::sd_notify::Notifier;
+use crate::subsystem_stop::{ABORT_GRACE, stop_actor_systems, stop_indexer_thread, wait_for_stores_closed};
 
 
 /// What the sequence stops.
@@ -25,6 +26,10 @@ pub struct ShutdownContext {
     pub root_token: CancellationToken,
     /// Node-level supervised tasks.
     pub node_tasks: Supervisor,
+    /// The operations server, stopped after the indexer drained.
+    pub ops_tasks: Supervisor,
+    /// systemd notifications.
+    pub notifier: Notifier,
     /// What start-up created.
     pub resources: SharedResources,
     /// Budget for the whole sequence (`--shutdown-timeout`).
@@ -33,13 +38,15 @@ pub struct ShutdownContext {
 
 /// Runs the sequence for `reason` and returns the report (already logged).
 pub async fn shut_down(reason: ShutdownReason, context: ShutdownContext) -> ShutdownReport {
-    let ShutdownContext { phase, root_token, node_tasks, resources, timeout } = context;
+    let ShutdownContext { phase, root_token, node_tasks, ops_tasks, resources, timeout, notifier } = context;
     let deadline = Deadline::after(timeout);
     let mut report = ShutdownReport::new(reason.clone());
     tracing::info!(%reason, timeout_ms = timeout.as_millis() as u64, "shutdown sequence started");
 
     let started = Instant::now();
     phase.set(LifecyclePhase::ShuttingDown);
+    notifier.notify("STOPPING=1");
+    notifier.extend_timeout(timeout + ABORT_GRACE);
     report.record("mark_not_ready", started.elapsed(), true, None);
 
     let started = Instant::now();
@@ -85,6 +92,14 @@ pub async fn shut_down(reason: ShutdownReason, context: ShutdownContext) -> Shut
         report.record("stop_actor_system", started.elapsed(), true, None);
     }
 
+    let started = Instant::now();
+    ops_tasks.cancel();
+    let stopped = ops_tasks.wait(deadline.remaining().max(ABORT_GRACE)).await;
+    if !stopped {
+        report.aborted_tasks.extend(ops_tasks.abort_running());
+    }
+    report.record("stop_ops_server", started.elapsed(), stopped, None);
+
     // The node store closes (memtable flush, WAL sync) on a blocking thread while the
     // chain store, released by the actor system above, closes on the actors' threads:
     // the two flushes overlap, and the wait below covers both.
@@ -100,17 +115,10 @@ pub async fn shut_down(reason: ShutdownReason, context: ShutdownContext) -> Shut
         }
         started.elapsed()
     });
-    let wait_for = deadline.remaining().max(ABORT_GRACE);
-    let waited =
-        tokio::task::spawn_blocking(move || mpc_store::wait_until_all_instances_are_dropped(wait_for)).await;
-    let closed = match waited {
-        Ok(Ok(())) => true,
-        Ok(Err(open)) => {
+    let closed = match wait_for_stores_closed(None, deadline.remaining().max(ABORT_GRACE)).await {
+        Ok(()) => true,
+        Err(open) => {
             report.holders_alive = open.iter().map(ToString::to_string).collect();
-            false
-        }
-        Err(err) => {
-            report.holders_alive.push(format!("wait task failed: {err}"));
             false
         }
     };

@@ -50,3 +50,27 @@ pub fn stop_actor_systems(systems: Vec<ActorSystem>, systems_created: usize) {
         }
     }
 }
+
+/// Waits up to `bound` for the stores of `group` (all stores when `None`) to close,
+/// logging every second which stores and holders it is still waiting for.
+pub async fn wait_for_stores_closed(group: Option<&str>, bound: Duration) -> Result<(), Vec<mpc_store::OpenInstance>> {
+    let started = std::time::Instant::now();
+    loop {
+        let slice = bound.saturating_sub(started.elapsed()).min(Duration::from_secs(1));
+        let group_owned = group.map(str::to_owned);
+        let waited = tokio::task::spawn_blocking(move || match &group_owned {
+            Some(group) => mpc_store::wait_until_group_instances_are_dropped(group, slice),
+            None => mpc_store::wait_until_all_instances_are_dropped(slice),
+        })
+        .await
+        .unwrap_or_else(|_| Err(mpc_store::open_instances()));
+        match waited {
+            Ok(()) => return Ok(()),
+            Err(open) if started.elapsed() >= bound => return Err(open),
+            Err(open) => {
+                let open: Vec<String> = open.iter().map(ToString::to_string).collect();
+                tracing::info!(waited_s = started.elapsed().as_secs(), open = ?open, "waiting for stores to close");
+            }
+        }
+    }
+}

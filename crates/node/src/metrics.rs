@@ -1,0 +1,80 @@
+//! `/metrics`: Prometheus text, rendered from a fresh snapshot on every scrape (no
+//! counters to keep in sync with the lifecycle state they describe).
+
+use mpc_lifecycle::{LifecyclePhase, TaskState};
+use prometheus::{Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
+
+use crate::ops_state::OpsState;
+
+const PHASES: [LifecyclePhase; 9] = [
+    LifecyclePhase::Starting,
+    LifecyclePhase::OpeningStores,
+    LifecyclePhase::Migrating,
+    LifecyclePhase::StartingIndexer,
+    LifecyclePhase::CatchingUp,
+    LifecyclePhase::Ready,
+    LifecyclePhase::Restarting,
+    LifecyclePhase::ShuttingDown,
+    LifecyclePhase::Stopped,
+];
+
+fn gauge(registry: &Registry, name: &str, help: &str, value: f64) {
+    if let Ok(gauge) = Gauge::with_opts(Opts::new(name, help)) {
+        gauge.set(value);
+        let _ = registry.register(Box::new(gauge));
+    }
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str], values: &[(Vec<String>, f64)]) {
+    let Ok(vec) = GaugeVec::new(Opts::new(name, help), labels) else { return };
+    for (label_values, value) in values {
+        let label_values: Vec<&str> = label_values.iter().map(String::as_str).collect();
+        if let Ok(gauge) = vec.get_metric_with_label_values(&label_values) {
+            gauge.set(*value);
+        }
+    }
+    let _ = registry.register(Box::new(vec));
+}
+
+/// Renders every metric of the node.
+pub fn render(state: &OpsState) -> String {
+    let registry = Registry::new();
+    let progress = state.progress();
+    gauge(&registry, "mpc_indexer_latest_height", "Height of the last committed block", progress.latest_height.unwrap_or(0) as f64);
+    gauge(&registry, "mpc_indexer_blocks_per_second", "Blocks committed per second (last stats interval)", progress.blocks_per_s);
+    gauge(&registry, "mpc_indexer_lag_blocks", "Chain head minus the last committed block", progress.lag_blocks as f64);
+    let current = state.phase.current();
+    let phases: Vec<_> =
+        PHASES.iter().map(|phase| (vec![phase.name().to_owned()], f64::from(u8::from(*phase == current)))).collect();
+    gauge_vec(&registry, "mpc_lifecycle_phase", "1 for the current lifecycle phase", &["phase"], &phases);
+    if let Some(last) = state.history.last_sequence() {
+        let durations: Vec<_> =
+            last.phases.iter().map(|(phase, seconds)| (vec![last.kind.to_owned(), phase.clone()], *seconds)).collect();
+        gauge_vec(
+            &registry,
+            "mpc_lifecycle_sequence_phase_seconds",
+            "Duration of each phase of the last shutdown or restart",
+            &["sequence", "phase"],
+            &durations,
+        );
+    }
+    gauge(&registry, "mpc_indexer_restarts_total", "In-process restarts of the indexer subsystem", state.history.restarts() as f64);
+    let open = mpc_store::open_instances();
+    gauge(&registry, "mpc_rocksdb_open_instances", "RocksDB instances open in this process", open.len() as f64);
+    let holders: Vec<_> = open.iter().map(|store| (vec![store.name.clone()], store.holders.len() as f64)).collect();
+    gauge_vec(&registry, "mpc_store_holders", "Live named holders per store", &["store"], &holders);
+    let tasks = state.tasks();
+    let count = |wanted: fn(&TaskState) -> bool| tasks.iter().filter(|task| wanted(&task.state)).count() as f64;
+    let by_state = vec![
+        (vec!["running".to_owned()], count(|state| matches!(state, TaskState::Running))),
+        (vec!["failed".to_owned()], count(|state| matches!(state, TaskState::Failed(_)))),
+        (vec!["aborted".to_owned()], count(|state| matches!(state, TaskState::Aborted))),
+    ];
+    gauge_vec(&registry, "mpc_supervised_tasks", "Supervised tasks by state", &["state"], &by_state);
+
+    let mut buffer = Vec::new();
+    if let Err(err) = TextEncoder::new().encode(&registry.gather(), &mut buffer) {
+        return format!("# encoding failed: {err}\n");
+    }
+    String::from_utf8(buffer).unwrap_or_default()
+}
