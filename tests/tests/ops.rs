@@ -136,7 +136,7 @@ fn systemd_notifications_arrive_in_order_on_a_real_socket() {
     let mut node = NodeProcess::start(home.path(), &fast_node_args(), &env);
 
     let mut messages: Vec<String> = Vec::new();
-    let mut receive_until = |messages: &mut Vec<String>, done: &dyn Fn(&[String]) -> bool| {
+    let receive_until = |messages: &mut Vec<String>, done: &dyn Fn(&[String]) -> bool| {
         let started = Instant::now();
         let mut buffer = [0u8; 512];
         while !done(messages) {
