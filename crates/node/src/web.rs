@@ -62,19 +62,20 @@ fn same_token(given: &str, expected: &str) -> bool {
     given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-/// 401 without a bearer token, 403 with a wrong one.
-fn authorize(headers: &HeaderMap, state: &OpsState) -> Result<(), Response> {
+/// `None` when the request carries the admin token; otherwise the refusal: 401 without
+/// a bearer token, 403 with a wrong one.
+fn refusal(headers: &HeaderMap, state: &OpsState) -> Option<Response> {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) else {
-        return Err((StatusCode::UNAUTHORIZED, "missing bearer token\n").into_response());
+        return Some((StatusCode::UNAUTHORIZED, "missing bearer token\n").into_response());
     };
     match value.strip_prefix("Bearer ") {
-        Some(token) if same_token(token.trim(), &state.admin_token) => Ok(()),
-        _ => Err((StatusCode::FORBIDDEN, "invalid token\n").into_response()),
+        Some(token) if same_token(token.trim(), &state.admin_token) => None,
+        _ => Some((StatusCode::FORBIDDEN, "invalid token\n").into_response()),
     }
 }
 
 async fn admin_shutdown(State(state): State<OpsState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&headers, &state) {
+    if let Some(refused) = refusal(&headers, &state) {
         return refused;
     }
     tracing::warn!("admin request: shutdown");
@@ -83,7 +84,7 @@ async fn admin_shutdown(State(state): State<OpsState>, headers: HeaderMap) -> Re
 }
 
 async fn admin_restart_indexer(State(state): State<OpsState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = authorize(&headers, &state) {
+    if let Some(refused) = refusal(&headers, &state) {
         return refused;
     }
     tracing::warn!("admin request: restart the indexer subsystem");
