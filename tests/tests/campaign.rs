@@ -71,13 +71,12 @@ fn random_sigkills_in_every_phase_never_leave_an_inconsistent_store() {
         let phase = if round == 0 { KillPhase::CatchUp } else { PHASES[rng.gen_range(0..PHASES.len())] };
         let context = format!("seed {seed} round {round} ({phase:?})");
         let mut env: Vec<(&str, &str)> = Vec::new();
-        if phase == KillPhase::Migration {
-            if let Some(height) = cursor
-                && height > 0
-            {
-                rewrite_node_store_at_version(home.path(), rng.gen_range(1..=2));
-                env.push(("MPC_MIGRATION_CHUNK_SIZE", "1"));
-            }
+        if phase == KillPhase::Migration
+            && let Some(height) = cursor
+            && height > 0
+        {
+            rewrite_node_store_at_version(home.path(), rng.gen_range(1..=2));
+            env.push(("MPC_MIGRATION_CHUNK_SIZE", "1"));
         }
         let mut node = NodeProcess::start(home.path(), &args(history), &env);
         match phase {

@@ -1,0 +1,233 @@
+//! Indexing throughput and the hot-path cost of the lifecycle machinery.
+//!
+//! Run: `cargo bench --workspace --all-features --bench indexing_throughput`
+//! (`MPC_BENCH_BLOCKS` sets the chain length, default 3000).
+//!
+//! 1. Throughput: a sandbox chain of N blocks is produced first; then the real indexing
+//!    path (streamer querying the view-client actor, `listen_blocks` committing each
+//!    block with its cursor) indexes it into a fresh node store. Beside it, the same
+//!    batches (built from the chain's own record) are committed straight into a fresh
+//!    store: raw RocksDB writing the same bytes in the same batch sizes.
+//! 2. Machinery cost: `listen_blocks` over a prefilled channel of the same messages,
+//!    against a bare loop doing only extract + build batch + commit (no cancellation
+//!    select, no stats, no watch publish, no holder).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mpc_chain::{ChainConfig, GetStatus, stored_streamer_message};
+use mpc_indexer::{
+    Indexer, IndexerConfig, IndexerState, IndexerStats, SyncModeEnum, extract_block_effects, listen_blocks,
+};
+use mpc_lifecycle::{Supervisor, shutdown_channel};
+use mpc_migrations::layout::{block_update, read_cursor};
+use mpc_store::{Store, StoreOptions};
+use near_async::ActorSystem;
+use near_async::messaging::CanSendAsync;
+use near_indexer_primitives::StreamerMessage;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+struct Workload {
+    chain_home: tempfile::TempDir,
+    config: IndexerConfig,
+    messages: Vec<StreamerMessage>,
+}
+
+/// Produces a chain of `blocks` blocks and reads back every final block's message.
+async fn produce_chain(blocks: u64, requests_per_block: u32) -> Workload {
+    let chain_home = tempfile::tempdir().unwrap();
+    let chain = ChainConfig {
+        history_blocks: blocks,
+        block_interval: Duration::from_secs(3600),
+        sign_requests_per_block: requests_per_block,
+        ..ChainConfig::sandbox_default()
+    };
+    let mut config = IndexerConfig::new(chain_home.path().to_path_buf(), chain);
+    config.sync_mode = SyncModeEnum::FromInterruption;
+    config.poll_interval = Duration::from_millis(1);
+    let system = ActorSystem::new();
+    let node = Indexer::start_near_node(&config, &system).unwrap();
+    while node.client.send_async(GetStatus).await.unwrap().head_height < blocks {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    system.stop();
+    mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30)).unwrap();
+    let store = Store::open_read_only(&config.chain_data_dir(), &StoreOptions::new("chain", "bench-read")).unwrap();
+    let final_height = blocks - mpc_chain::FINALITY_LAG;
+    let messages = (1..=final_height).map(|height| stored_streamer_message(&store, height).unwrap().unwrap()).collect();
+    Workload { chain_home, config, messages }
+}
+
+fn node_store(dir: &tempfile::TempDir) -> Arc<Store> {
+    Store::open(&dir.path().join("node"), &StoreOptions::new("node", "bench")).unwrap()
+}
+
+/// The real path: streamer through the actors, then listen_blocks. Seconds.
+async fn index_through_the_node(workload: &Workload) -> f64 {
+    let system = ActorSystem::new();
+    let node = Indexer::start_near_node(&workload.config, &system).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = node_store(&dir);
+    let target = workload.messages.len() as u64;
+    let token = CancellationToken::new();
+    let (sender, _receiver) = shutdown_channel();
+    let tasks = Supervisor::new("bench", token.clone(), sender);
+    let (indexed_height, mut watch_height) = watch::channel(None);
+    let state = Arc::new(IndexerState {
+        client: node.client.clone(),
+        view_client: node.view_client.clone(),
+        contract_id: workload.config.chain.contract_id.clone(),
+        stats: Arc::new(Mutex::new(IndexerStats {
+            started: Instant::now(),
+            first_height: None,
+            last_height: None,
+            blocks_indexed: 0,
+            requests_indexed: 0,
+            chain_head: 0,
+            blocks_per_s: 0.0,
+        })),
+        node_store: store.holder("bench"),
+        indexed_height,
+    });
+    let started = Instant::now();
+    let stream = Indexer::from_near_node(workload.config.clone(), &node, None, tasks.clone()).streamer();
+    let listener = tokio::spawn(listen_blocks(stream, state.clone(), token.clone()));
+    watch_height.wait_for(|height| height.is_some_and(|height| height >= target)).await.unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    token.cancel();
+    listener.await.unwrap().unwrap();
+    tasks.wait(Duration::from_secs(10)).await;
+    drop(state);
+    system.stop();
+    mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30)).unwrap();
+    elapsed
+}
+
+/// Raw RocksDB: the same batches committed directly. Seconds.
+fn raw_commits(workload: &Workload) -> f64 {
+    let contract = workload.config.chain.contract_id.clone();
+    let batches: Vec<_> = {
+        let mut applied = 0;
+        workload
+            .messages
+            .iter()
+            .map(|message| {
+                let effects = extract_block_effects(message, &contract);
+                let update = block_update(&effects, applied);
+                applied += effects.requests.len() as u64;
+                update
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = node_store(&dir);
+    let started = Instant::now();
+    for batch in batches {
+        store.commit(batch).unwrap();
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// listen_blocks over a prefilled channel (with the machinery). Seconds.
+async fn listen_prefilled(workload: &Workload, node: &mpc_chain::ChainNode) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = node_store(&dir);
+    let (sender, receiver) = mpsc::channel(workload.messages.len() + 1);
+    for message in &workload.messages {
+        sender.try_send(message.clone()).unwrap();
+    }
+    drop(sender);
+    let (indexed_height, _watch) = watch::channel(None);
+    let state = Arc::new(IndexerState {
+        client: node.client.clone(),
+        view_client: node.view_client.clone(),
+        contract_id: workload.config.chain.contract_id.clone(),
+        stats: Arc::new(Mutex::new(IndexerStats {
+            started: Instant::now(),
+            first_height: None,
+            last_height: None,
+            blocks_indexed: 0,
+            requests_indexed: 0,
+            chain_head: 0,
+            blocks_per_s: 0.0,
+        })),
+        node_store: store.holder("bench"),
+        indexed_height,
+    });
+    let started = Instant::now();
+    let result = listen_blocks(receiver, state, CancellationToken::new()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(matches!(result, Err(mpc_indexer::ListenError::StreamEnded)), "{result:?}");
+    assert_eq!(read_cursor(&store).unwrap().unwrap().height, workload.messages.len() as u64);
+    elapsed
+}
+
+/// The bare loop: extract, build the batch, commit. Seconds.
+async fn bare_prefilled(workload: &Workload) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let store = node_store(&dir);
+    let (sender, mut receiver) = mpsc::channel(workload.messages.len() + 1);
+    for message in &workload.messages {
+        sender.try_send(message.clone()).unwrap();
+    }
+    drop(sender);
+    let contract = workload.config.chain.contract_id.clone();
+    let started = Instant::now();
+    let mut applied = 0;
+    while let Some(message) = receiver.recv().await {
+        let effects = extract_block_effects(&message, &contract);
+        store.commit(block_update(&effects, applied)).unwrap();
+        applied += effects.requests.len() as u64;
+    }
+    started.elapsed().as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let blocks: u64 = std::env::var("MPC_BENCH_BLOCKS").ok().and_then(|value| value.parse().ok()).unwrap_or(3000);
+    for requests_per_block in [4, 32] {
+        let workload = produce_chain(blocks, requests_per_block).await;
+        let indexed = workload.messages.len() as f64;
+        let requests = indexed * f64::from(requests_per_block);
+        let mut node_s = Vec::new();
+        let mut raw_s = Vec::new();
+        for _ in 0..3 {
+            node_s.push(index_through_the_node(&workload).await);
+            raw_s.push(raw_commits(&workload));
+        }
+        let (node_s, raw_s) = (median(node_s), median(raw_s));
+        println!(
+            "throughput r={requests_per_block}: node {:.0} blocks/s {:.0} requests/s; raw RocksDB {:.0} blocks/s; ratio {:.2}",
+            indexed / node_s,
+            requests / node_s,
+            indexed / raw_s,
+            raw_s / node_s
+        );
+
+        let system = ActorSystem::new();
+        let node = Indexer::start_near_node(&workload.config, &system).unwrap();
+        let mut with = Vec::new();
+        let mut bare = Vec::new();
+        for _ in 0..5 {
+            with.push(listen_prefilled(&workload, &node).await);
+            bare.push(bare_prefilled(&workload).await);
+        }
+        let (with, bare) = (median(with), median(bare));
+        println!(
+            "machinery r={requests_per_block}: listen_blocks {:.1} us/block, bare loop {:.1} us/block, overhead {:+.1} %",
+            with / indexed * 1e6,
+            bare / indexed * 1e6,
+            (with - bare) / bare * 100.0
+        );
+        system.stop();
+        mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30))
+            .unwrap();
+        drop(workload.chain_home);
+    }
+}

@@ -1,0 +1,58 @@
+//! Restart time: SIGTERM to the new process indexing its next block, and the cycle time
+//! of an in-process restart (SIGHUP to the next block indexed).
+//!
+//! Run: `cargo bench --workspace --all-features --bench restart_time`
+//! (`MPC_BENCH_RUNS` sets the runs of each, default 20).
+
+use std::time::{Duration, Instant};
+
+use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, START_PATIENCE, count_in_log, fast_node_args};
+
+const READY: &str = "node ready: first block indexed";
+
+fn summary(name: &str, mut values: Vec<f64>) {
+    values.sort_by(f64::total_cmp);
+    let at = |p: f64| values[((p / 100.0 * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+    println!("{name}: n={} p50={:.1} ms p95={:.1} ms max={:.1} ms", values.len(), at(50.0), at(95.0), at(100.0));
+}
+
+fn wait_for_ready_count(node: &mut NodeProcess, count: usize) {
+    let started = Instant::now();
+    while count_in_log(node, READY) < count {
+        assert!(started.elapsed() < START_PATIENCE, "{}", node.log());
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn main() {
+    let runs: usize = std::env::var("MPC_BENCH_RUNS").ok().and_then(|runs| runs.parse().ok()).unwrap_or(20);
+    let mut args = fast_node_args();
+    args.extend(["--sandbox-block-interval".into(), "2ms".into()]);
+
+    let home = tempfile::tempdir().expect("home");
+    let mut restart_ms = Vec::new();
+    let mut node = NodeProcess::start(home.path(), &args, &[]);
+    wait_for_ready_count(&mut node, 1);
+    for _ in 0..runs {
+        std::thread::sleep(Duration::from_millis(300));
+        let sent = Instant::now();
+        node.signal(libc::SIGTERM);
+        assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+        node = NodeProcess::start(home.path(), &args, &[]);
+        wait_for_ready_count(&mut node, 1);
+        restart_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    let mut cycle_ms = Vec::new();
+    for cycle in 0..runs {
+        std::thread::sleep(Duration::from_millis(100));
+        let sent = Instant::now();
+        node.signal(libc::SIGHUP);
+        wait_for_ready_count(&mut node, cycle + 2);
+        cycle_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    node.signal(libc::SIGTERM);
+    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    summary("process restart (SIGTERM to the new process's first indexed block)", restart_ms);
+    summary("in-process restart cycle (SIGHUP to the next first indexed block)", cycle_ms);
+}
