@@ -1,0 +1,71 @@
+//! Fault injection on the real binary: a full disk and a corrupted store file give a
+//! clear error and a non-zero exit, never a panic, and lose nothing committed.
+
+use std::process::Command;
+
+use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, fast_node_args, home_indexed_to, node_binary};
+
+#[test]
+fn a_full_disk_stops_the_node_with_an_error_and_the_next_start_after_the_fault_clears_is_consistent() {
+    // The home lives on a 6 MiB tmpfs in a private user and mount namespace (no root
+    // needed). The node fills it, must stop with a non-zero exit and a clear message;
+    // then the file system grows, `check` must pass and a new start must resume.
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let binary = node_binary();
+    let args = fast_node_args().join(" ");
+    let script = format!(
+        "mount -t tmpfs -o size=6m tmpfs {m} || exit 90
+         {b} start --home {m}/home {args} --sandbox-block-interval 0ms --sandbox-history-blocks 1000000 \
+             --sandbox-requests-per-block 64 2>{m}/../first.log; echo \"first-exit $?\"
+         mount -o remount,size=256m {m} || exit 91
+         {b} check --home {m}/home; echo \"check-exit $?\"
+         timeout --preserve-status -s TERM 3 {b} start --home {m}/home {args} 2>{m}/../second.log; echo \"second-exit $?\"
+         {b} check --home {m}/home; echo \"final-check-exit $?\"",
+        m = mount.display(),
+        b = binary.display(),
+    );
+    let output = Command::new("timeout")
+        .args(["120", "unshare", "--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let first_log = std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default();
+    let second_log = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
+    let context = format!("stdout:\n{stdout}\nfirst run:\n{}\nsecond run:\n{second_log}", tail(&first_log));
+    let first_exit = field(&stdout, "first-exit").unwrap_or_else(|| panic!("{context}"));
+    assert!(first_exit != 0 && first_exit < 128, "the full disk must end the node with an error exit: {context}");
+    assert!(first_log.contains("no space left on device"), "no clear disk-full message: {context}");
+    assert!(!first_log.contains("panicked"), "{context}");
+    assert_eq!(field(&stdout, "check-exit"), Some(0), "store inconsistent after the disk filled: {context}");
+    assert_eq!(field(&stdout, "second-exit"), Some(0), "the next start did not run and stop cleanly: {context}");
+    assert!(second_log.contains("node ready"), "{context}");
+    assert_eq!(field(&stdout, "final-check-exit"), Some(0), "{context}");
+}
+
+fn field(stdout: &str, name: &str) -> Option<i32> {
+    stdout.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+#[test]
+fn a_corrupted_store_file_exits_3_with_a_clear_message_and_no_panic() {
+    let home = home_indexed_to(20, &fast_node_args());
+    let node_store = home.path().join("node");
+    let manifest = std::fs::read_dir(&node_store)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|entry| entry.file_name().to_string_lossy().starts_with("MANIFEST"))
+        .unwrap();
+    std::fs::write(manifest.path(), b"definitely not a manifest").unwrap();
+    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
+    let status = node.wait_exit(DOCKER_GRACE);
+    assert_eq!(status.code(), Some(3), "{}", node.log());
+    assert!(node.log().contains("is corrupt or unreadable"), "{}", node.log());
+    assert!(!node.log().contains("panicked"), "{}", node.log());
+}
