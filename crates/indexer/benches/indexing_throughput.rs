@@ -214,9 +214,16 @@ async fn main() {
         let node = Indexer::start_near_node(&workload.config, &system).unwrap();
         let mut with = Vec::new();
         let mut bare = Vec::new();
-        for _ in 0..5 {
-            with.push(listen_prefilled(&workload, &node).await);
-            bare.push(bare_prefilled(&workload).await);
+        // Alternate which runs first, so background work of one run (flushes,
+        // compactions) does not always land on the same side.
+        for round in 0..6 {
+            if round % 2 == 0 {
+                with.push(listen_prefilled(&workload, &node).await);
+                bare.push(bare_prefilled(&workload).await);
+            } else {
+                bare.push(bare_prefilled(&workload).await);
+                with.push(listen_prefilled(&workload, &node).await);
+            }
         }
         let (with, bare) = (median(with), median(bare));
         println!(

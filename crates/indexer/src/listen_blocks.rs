@@ -46,14 +46,26 @@ pub async fn listen_blocks(
     let mut applied = read_applied_requests(store)?;
     #[cfg(feature = "test-hooks")]
     let mut committed_here = 0u64;
+    #[cfg(feature = "test-hooks")]
+    let fail_after = fail_after_for_test();
     loop {
-        let message = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Ok(()),
-            message = stream.recv() => match message {
-                Some(message) => message,
-                None if cancel.is_cancelled() => return Ok(()),
-                None => return Err(ListenError::StreamEnded),
+        // Fast path while the streamer is ahead: a queued block is taken without
+        // registering a cancellation waiter; the token is still checked before every block.
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let message = match stream.try_recv() {
+            Ok(message) => message,
+            Err(mpsc::error::TryRecvError::Disconnected) if cancel.is_cancelled() => return Ok(()),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Err(ListenError::StreamEnded),
+            Err(mpsc::error::TryRecvError::Empty) => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                message = stream.recv() => match message {
+                    Some(message) => message,
+                    None if cancel.is_cancelled() => return Ok(()),
+                    None => return Err(ListenError::StreamEnded),
+                },
             },
         };
         let effects = extract_block_effects(&message, &state.contract_id);
@@ -88,7 +100,7 @@ pub async fn listen_blocks(
         #[cfg(feature = "test-hooks")]
         {
             committed_here += 1;
-            if fail_after_for_test().is_some_and(|limit| committed_here >= limit) {
+            if fail_after.is_some_and(|limit| committed_here >= limit) {
                 tracing::warn!(height, "test hook: failing listen_blocks");
                 return Err(ListenError::StreamEnded);
             }
