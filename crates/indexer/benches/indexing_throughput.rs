@@ -191,8 +191,21 @@ async fn bare_prefilled(workload: &Workload) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let blocks: u64 = std::env::var("MPC_BENCH_BLOCKS").ok().and_then(|value| value.parse().ok()).unwrap_or(3000);
+    // `MPC_BENCH_ONLY=machinery` skips the throughput part (for instruction counting
+    // under callgrind, where only the two loops matter).
+    let machinery_only = std::env::var("MPC_BENCH_ONLY").is_ok_and(|only| only == "machinery");
     for requests_per_block in [4, 32] {
         let workload = produce_chain(blocks, requests_per_block).await;
+        if machinery_only {
+            let system = ActorSystem::new();
+            let node = Indexer::start_near_node(&workload.config, &system).unwrap();
+            listen_prefilled(&workload, &node).await;
+            bare_prefilled(&workload).await;
+            system.stop();
+            mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30))
+                .unwrap();
+            continue;
+        }
         let indexed = workload.messages.len() as f64;
         let requests = indexed * f64::from(requests_per_block);
         let mut node_s = Vec::new();
