@@ -185,10 +185,26 @@ impl Supervisor {
         self.inner.token.cancel();
     }
 
-    /// Waits up to `timeout` for every task to finish; true if they all did.
+    /// Waits up to `timeout` for every task to finish; true if they all did. Every second
+    /// it waits it logs the tasks still running, so a slow drain says what it waits for.
     pub async fn wait(&self, timeout: Duration) -> bool {
         self.inner.tracker.close();
-        tokio::time::timeout(timeout, self.inner.tracker.wait()).await.is_ok()
+        let started = tokio::time::Instant::now();
+        loop {
+            let slice = timeout.saturating_sub(started.elapsed()).min(Duration::from_secs(1));
+            if tokio::time::timeout(slice, self.inner.tracker.wait()).await.is_ok() {
+                return true;
+            }
+            if started.elapsed() >= timeout {
+                return false;
+            }
+            tracing::info!(
+                scope = %self.inner.scope,
+                waited_s = started.elapsed().as_secs(),
+                tasks = ?self.running(),
+                "waiting for tasks to stop"
+            );
+        }
     }
 
     /// Aborts the tasks still running and returns their names (for the report).
