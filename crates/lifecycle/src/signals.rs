@@ -52,6 +52,9 @@ impl DeferredSignals {
     }
 }
 
+/// A repeat of the first signal within this window is one delivery, not a second request.
+const DUPLICATE_SIGNAL_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The running listener; dropping it does not stop it, [`SignalListener::stop`] does.
 pub struct SignalListener {
     task: JoinHandle<()>,
@@ -84,7 +87,7 @@ pub fn install_signal_listener(
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let task = tokio::spawn(async move {
-        let mut shutdown_requested = false;
+        let mut shutdown_requested: Option<(OperatorSignal, std::time::Instant)> = None;
         loop {
             let received = tokio::select! {
                 Some(()) = terminate.recv() => OperatorSignal::Terminate,
@@ -96,12 +99,20 @@ pub fn install_signal_listener(
                 }
                 else => return,
             };
-            if shutdown_requested {
+            if let Some((first, at)) = shutdown_requested {
+                // Some tools deliver one stop twice within microseconds (GNU `timeout`
+                // signals the child and then its process group). A person cannot repeat
+                // a signal that fast, so a duplicate inside the window is not a second
+                // request.
+                if first == received && at.elapsed() < DUPLICATE_SIGNAL_WINDOW {
+                    tracing::debug!(signal = received.name(), "duplicate delivery of the first signal ignored");
+                    continue;
+                }
                 tracing::error!(signal = received.name(), "second signal received during shutdown, forcing exit");
                 on_second_signal(received);
                 continue;
             }
-            shutdown_requested = true;
+            shutdown_requested = Some((received, std::time::Instant::now()));
             log_first(received);
             sender.shutdown(ShutdownReason::Signal { signal: received });
         }
