@@ -68,6 +68,24 @@ fn node_store(dir: &tempfile::TempDir) -> Arc<Store> {
     Store::open(&dir.path().join("node"), &StoreOptions::new("node", "bench")).unwrap()
 }
 
+/// The state `listen_blocks` needs, over `node` and `store`.
+fn bench_state(
+    workload: &Workload,
+    node: &mpc_chain::ChainNode,
+    store: &Arc<Store>,
+) -> (Arc<IndexerState>, watch::Receiver<Option<u64>>) {
+    let (indexed_height, watch_height) = watch::channel(None);
+    let state = Arc::new(IndexerState {
+        client: node.client.clone(),
+        view_client: node.view_client.clone(),
+        contract_id: workload.config.chain.contract_id.clone(),
+        stats: Arc::new(Mutex::new(IndexerStats::starting_now())),
+        node_store: store.holder("bench"),
+        indexed_height,
+    });
+    (state, watch_height)
+}
+
 /// The real path: streamer through the actors, then listen_blocks. Seconds.
 async fn index_through_the_node(workload: &Workload) -> f64 {
     let system = ActorSystem::new();
@@ -78,23 +96,7 @@ async fn index_through_the_node(workload: &Workload) -> f64 {
     let token = CancellationToken::new();
     let (sender, _receiver) = shutdown_channel();
     let tasks = Supervisor::new("bench", token.clone(), sender);
-    let (indexed_height, mut watch_height) = watch::channel(None);
-    let state = Arc::new(IndexerState {
-        client: node.client.clone(),
-        view_client: node.view_client.clone(),
-        contract_id: workload.config.chain.contract_id.clone(),
-        stats: Arc::new(Mutex::new(IndexerStats {
-            started: Instant::now(),
-            first_height: None,
-            last_height: None,
-            blocks_indexed: 0,
-            requests_indexed: 0,
-            chain_head: 0,
-            blocks_per_s: 0.0,
-        })),
-        node_store: store.holder("bench"),
-        indexed_height,
-    });
+    let (state, mut watch_height) = bench_state(workload, &node, &store);
     let started = Instant::now();
     let stream = Indexer::from_near_node(workload.config.clone(), &node, None, tasks.clone()).streamer();
     let listener = tokio::spawn(listen_blocks(stream, state.clone(), token.clone()));
@@ -143,23 +145,7 @@ async fn listen_prefilled(workload: &Workload, node: &mpc_chain::ChainNode) -> f
         sender.try_send(message.clone()).unwrap();
     }
     drop(sender);
-    let (indexed_height, _watch) = watch::channel(None);
-    let state = Arc::new(IndexerState {
-        client: node.client.clone(),
-        view_client: node.view_client.clone(),
-        contract_id: workload.config.chain.contract_id.clone(),
-        stats: Arc::new(Mutex::new(IndexerStats {
-            started: Instant::now(),
-            first_height: None,
-            last_height: None,
-            blocks_indexed: 0,
-            requests_indexed: 0,
-            chain_head: 0,
-            blocks_per_s: 0.0,
-        })),
-        node_store: store.holder("bench"),
-        indexed_height,
-    });
+    let (state, _watch) = bench_state(workload, node, &store);
     let started = Instant::now();
     let result = listen_blocks(receiver, state, CancellationToken::new()).await;
     let elapsed = started.elapsed().as_secs_f64();

@@ -27,6 +27,21 @@ pub struct IndexerStats {
     pub blocks_per_s: f64,
 }
 
+impl IndexerStats {
+    /// Counters of a thread that starts indexing now.
+    pub fn starting_now() -> Self {
+        IndexerStats {
+            started: Instant::now(),
+            first_height: None,
+            last_height: None,
+            blocks_indexed: 0,
+            requests_indexed: 0,
+            chain_head: 0,
+            blocks_per_s: 0.0,
+        }
+    }
+}
+
 /// Progress counters shared by the indexer's tasks and the node's metrics. Separate from
 /// `IndexerState` on purpose: the node may keep this after the thread is gone, while
 /// nothing outside the thread may keep `IndexerState` (it holds a store).

@@ -146,15 +146,7 @@ pub fn spawn_indexer_thread(
         OnTaskFailure::RestartIndexer,
     );
     let state_probe = Arc::new(Mutex::new(Weak::new()));
-    let stats: SharedStats = Arc::new(Mutex::new(IndexerStats {
-        started: Instant::now(),
-        first_height: None,
-        last_height: None,
-        blocks_indexed: 0,
-        requests_indexed: 0,
-        chain_head: 0,
-        blocks_per_s: 0.0,
-    }));
+    let stats: SharedStats = Arc::new(Mutex::new(IndexerStats::starting_now()));
     let thread = {
         let tasks = tasks.clone();
         let state_probe = state_probe.clone();
