@@ -8,7 +8,9 @@ use near_indexer_primitives::types::Finality;
 use near_indexer_primitives::views::BlockView;
 use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutcomeWithReceipt};
 
-use crate::chain_store::{read_block, read_chunk, read_contract_view, read_outcomes, write_block};
+use crate::chain_store::{
+    MissingPiece, read_block, read_chunk, read_contract_view, read_outcomes, read_streamer_message, write_block,
+};
 use crate::config::ChainConfig;
 
 /// Blocks produced per actor message while catching up history: enough for speed, few
@@ -141,6 +143,11 @@ pub struct GetOutcomes {
     pub shard: usize,
 }
 
+/// Everything the indexer streams for one height (block, chunks, outcomes) in one
+/// round-trip to the view client, instead of one query per piece.
+#[derive(Debug, Clone, Copy)]
+pub struct GetStreamerMessage(pub u64);
+
 /// A view call on the MPC contract (`state`, `allowed_docker_image_hashes`,
 /// `get_tee_accounts`, `migration_info`).
 #[derive(Debug, Clone)]
@@ -185,6 +192,17 @@ impl Handler<GetOutcomes, Result<Vec<IndexerExecutionOutcomeWithReceipt>, ViewEr
     fn handle(&mut self, query: GetOutcomes) -> Result<Vec<IndexerExecutionOutcomeWithReceipt>, ViewError> {
         read_outcomes(&self.store, query.height, query.shard)?
             .ok_or(ViewError::MissingOutcomes { height: query.height, shard: query.shard })
+    }
+}
+
+impl Handler<GetStreamerMessage, Result<near_indexer_primitives::StreamerMessage, ViewError>> for ViewClientActor {
+    fn handle(&mut self, query: GetStreamerMessage) -> Result<near_indexer_primitives::StreamerMessage, ViewError> {
+        let height = query.0;
+        read_streamer_message(&self.store, height)?.map_err(|missing| match missing {
+            MissingPiece::Block => ViewError::UnknownBlock(height),
+            MissingPiece::Chunk(hash) => ViewError::UnknownChunk(hash),
+            MissingPiece::Outcomes(shard) => ViewError::MissingOutcomes { height, shard },
+        })
     }
 }
 

@@ -153,19 +153,31 @@ pub(crate) fn read_contract_view(store: &Store, method: &str) -> StoreResult<Opt
     store.get_json(Column::ContractState, method)
 }
 
-/// Reassembles, from the store alone, the message the indexer streams for `height`:
-/// the chain's own record of that block, used by `mpc-node check` to verify what the
-/// node store applied. `None` if the block or any of its pieces is missing.
-pub fn stored_streamer_message(
+/// The first piece of a block found missing while reassembling its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MissingPiece {
+    /// The block itself.
+    Block,
+    /// A chunk, by hash.
+    Chunk(CryptoHash),
+    /// The outcomes of a shard.
+    Outcomes(usize),
+}
+
+/// Reassembles, from the store alone, the message the indexer streams for `height`, or
+/// names the first piece that is missing.
+pub(crate) fn read_streamer_message(
     store: &Store,
     height: u64,
-) -> StoreResult<Option<near_indexer_primitives::StreamerMessage>> {
-    let Some(block) = read_block(store, height)? else { return Ok(None) };
+) -> StoreResult<Result<near_indexer_primitives::StreamerMessage, MissingPiece>> {
+    let Some(block) = read_block(store, height)? else { return Ok(Err(MissingPiece::Block)) };
     let mut shards = Vec::with_capacity(block.chunks.len());
     for (shard, header) in block.chunks.iter().enumerate() {
-        let (Some(chunk), Some(outcomes)) = (read_chunk(store, &header.chunk_hash)?, read_outcomes(store, height, shard)?)
-        else {
-            return Ok(None);
+        let Some(chunk) = read_chunk(store, &header.chunk_hash)? else {
+            return Ok(Err(MissingPiece::Chunk(header.chunk_hash)));
+        };
+        let Some(outcomes) = read_outcomes(store, height, shard)? else {
+            return Ok(Err(MissingPiece::Outcomes(shard)));
         };
         shards.push(near_indexer_primitives::IndexerShard {
             shard_id: header.shard_id,
@@ -174,5 +186,15 @@ pub fn stored_streamer_message(
             state_changes: vec![],
         });
     }
-    Ok(Some(near_indexer_primitives::StreamerMessage { block, shards }))
+    Ok(Ok(near_indexer_primitives::StreamerMessage { block, shards }))
+}
+
+/// The chain's own record of block `height`, as the indexer streams it; used by
+/// `mpc-node check` to verify what the node store applied. `None` if any piece is
+/// missing.
+pub fn stored_streamer_message(
+    store: &Store,
+    height: u64,
+) -> StoreResult<Option<near_indexer_primitives::StreamerMessage>> {
+    Ok(read_streamer_message(store, height)?.ok())
 }

@@ -16,7 +16,7 @@ mod views;
 pub mod workload;
 
 pub use actors::{
-    BlockQuery, FINALITY_LAG, ChainStatus, ClientActor, ContractView, GetChunk, GetOutcomes, GetStatus, ViewClientActor, ViewError,
+    BlockQuery, FINALITY_LAG, ChainStatus, ClientActor, ContractView, GetChunk, GetOutcomes, GetStatus, GetStreamerMessage, ViewClientActor, ViewError,
 };
 #[cfg(feature = "test-faults")]
 pub use actors::FaultInjectionStore;

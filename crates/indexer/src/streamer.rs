@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use mpc_chain::{BlockQuery, ChainStatus, GetChunk, GetOutcomes, GetStatus, ViewError};
+use mpc_chain::{ChainStatus, GetStatus, GetStreamerMessage, ViewError};
 use near_async::messaging::CanSendAsync;
 use near_indexer_primitives::types::Finality;
-use near_indexer_primitives::{IndexerShard, StreamerMessage};
+use near_indexer_primitives::StreamerMessage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -45,22 +45,13 @@ fn available_height(status: &ChainStatus, finality: &Finality) -> u64 {
     }
 }
 
-/// Assembles the message for `height`: the block, every chunk and its outcomes.
+/// Assembles the message for `height` (the block, every chunk and its outcomes) in one
+/// query to the view client.
 pub(crate) async fn fetch_message(node: &NearNode, height: u64) -> Result<StreamerMessage, ViewError> {
-    let unreachable = |err: near_async::messaging::AsyncSendError| ViewError::Store(format!("view client: {err:?}"));
-    let block = node.view_client.send_async(BlockQuery::Height(height)).await.map_err(unreachable)??;
-    let mut shards = Vec::with_capacity(block.chunks.len());
-    for (shard, header) in block.chunks.iter().enumerate() {
-        let chunk = node.view_client.send_async(GetChunk(header.chunk_hash)).await.map_err(unreachable)??;
-        let outcomes = node.view_client.send_async(GetOutcomes { height, shard }).await.map_err(unreachable)??;
-        shards.push(IndexerShard {
-            shard_id: header.shard_id,
-            chunk: Some(chunk),
-            receipt_execution_outcomes: outcomes,
-            state_changes: vec![],
-        });
-    }
-    Ok(StreamerMessage { block, shards })
+    node.view_client
+        .send_async(GetStreamerMessage(height))
+        .await
+        .map_err(|err| ViewError::Store(format!("view client: {err:?}")))?
 }
 
 /// Fetches `height`, retrying with linear backoff up to `max_attempts` times. Returns
