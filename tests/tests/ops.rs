@@ -165,14 +165,16 @@ fn as_pid_1_of_a_pid_namespace_sigterm_takes_the_graceful_path() {
     let home = tempfile::tempdir().unwrap();
     let mut command = Command::new("unshare");
     command
-        .args(["--user", "--map-root-user", "--pid", "--fork", "--mount-proc"])
+        // --kill-child: if this test dies, unshare's death takes the node with it.
+        .args(["--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--kill-child"])
         .arg(node_binary())
         .args(["start", "--home", home.path().to_str().unwrap()])
         .args(fast_node_args())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut unshare = command.spawn().unwrap();
+    let unshare = command.spawn().unwrap();
     let unshare_pid = unshare.id();
+    let mut unshare = ReapOnDrop(Some(unshare));
     // The node is unshare's only child: PID 1 inside the namespace.
     let started = Instant::now();
     let node_pid: i32 = loop {
@@ -197,13 +199,11 @@ fn as_pid_1_of_a_pid_namespace_sigterm_takes_the_graceful_path() {
     let output = {
         let deadline = Instant::now() + DOCKER_GRACE;
         loop {
-            if let Some(_status) = unshare.try_wait().unwrap() {
-                break unshare.wait_with_output().unwrap();
+            let child = unshare.0.as_mut().expect("child");
+            if child.try_wait().unwrap().is_some() {
+                break unshare.0.take().expect("child").wait_with_output().unwrap();
             }
-            if Instant::now() > deadline {
-                let _ = unshare.kill();
-                panic!("node as PID 1 did not exit within the grace period");
-            }
+            assert!(Instant::now() < deadline, "node as PID 1 did not exit within the grace period");
             std::thread::sleep(Duration::from_millis(5));
         }
     };
@@ -212,4 +212,17 @@ fn as_pid_1_of_a_pid_namespace_sigterm_takes_the_graceful_path() {
     assert!(log.contains("SIGTERM received, initiating graceful shutdown"), "{log}");
     assert!(log.contains("\"final_instance_count\":0"), "{log}");
     assert_consistent(home.path());
+}
+
+/// Kills and reaps the `unshare` process (and, through `--kill-child`, the node) if the
+/// test ends early.
+struct ReapOnDrop(Option<std::process::Child>);
+
+impl Drop for ReapOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
