@@ -40,9 +40,7 @@ pub fn shutdown_channel() -> (ShutdownSender, ShutdownReceiver) {
 impl ShutdownSender {
     /// Asks for a shutdown. Never blocks; after the run loop is gone it is a no-op.
     pub fn shutdown(&self, reason: ShutdownReason) {
-        if self.sender.send(LifecycleRequest::Shutdown(reason.clone())).is_err() {
-            tracing::debug!(%reason, "shutdown requested after the run loop ended");
-        }
+        self.request(LifecycleRequest::Shutdown(reason));
     }
 
     /// Asks for an in-process restart of the indexer subsystem.
@@ -56,8 +54,8 @@ impl ShutdownSender {
     }
 
     fn request(&self, request: LifecycleRequest) {
-        if self.sender.send(request).is_err() {
-            tracing::debug!("lifecycle request after the run loop ended");
+        if let Err(unsent) = self.sender.send(request) {
+            tracing::debug!(request = ?unsent.0, "lifecycle request after the run loop ended");
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::{OperatorSignal, ShutdownReason, ShutdownSender};
 
-/// Operator signals blocked from the first line of `main` until the listener exists.
+/// Operator signals blocked from before `main` until the listener exists.
 ///
 /// Why: between `exec` and the listener's installation the default action of SIGTERM
 /// is to kill the process, so a stop sent in the first milliseconds would be a crash.
@@ -27,7 +27,8 @@ pub struct DeferredSignals {
 const DEFERRED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
 /// Blocks SIGTERM, SIGINT and SIGHUP on the calling thread (and every thread it
-/// spawns afterwards). Call first thing in `main`, before the runtime exists.
+/// spawns afterwards). Call before the runtime exists: from an ELF constructor, and
+/// again in `main` to hold the [`DeferredSignals`] that releases them.
 pub fn defer_operator_signals() -> DeferredSignals {
     // SAFETY: sigemptyset/sigaddset initialise a local set; pthread_sigmask only changes
     // this thread's mask. No memory is shared.

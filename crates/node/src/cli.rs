@@ -66,7 +66,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `start` options.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Args)]
 pub struct StartArgs {
     /// Node home directory (created on first start).
     #[arg(long)]

@@ -86,7 +86,6 @@ pub async fn restart_indexer_subsystem(
     request: RestartRequest,
     bound: Duration,
 ) -> Result<(IndexerExit, LastSequence), String> {
-    let started = Instant::now();
     let mut timings = RestartTimings::new();
     context.phase.set(LifecyclePhase::Restarting);
     tracing::warn!(why = %request.why, wipe = request.wipe_token.is_some(), "restarting indexer subsystem");
@@ -136,7 +135,7 @@ pub async fn restart_indexer_subsystem(
     start_indexer_subsystem(&context, exit_sender).map_err(|err| err.message)?;
     timings.done("start_indexer_subsystem");
     tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
+        elapsed_ms = timings.started.elapsed().as_millis() as u64,
         open_instances = mpc_store::instance_count(),
         "indexer subsystem restarted"
     );

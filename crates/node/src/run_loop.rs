@@ -63,6 +63,10 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
     };
     tracing::info!(home = %args.home.display(), pid = std::process::id(), "mpc-node starting");
 
+    if let Err(err) = std::fs::create_dir_all(&args.home) {
+        tracing::error!(error = %err, home = %args.home.display(), "cannot create home directory");
+        return ExitCode::USAGE;
+    }
     let notifier = Notifier::from_environment();
     let history = LifecycleHistory::default();
     let ops_tasks = Supervisor::new("ops", CancellationToken::new(), shutdown_signal_sender.clone());
@@ -90,15 +94,8 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
     };
     let (indexer_exit_sender, indexer_exit_receiver) = oneshot::channel();
     let mut indexer_exit: Option<IndexerExit> = Some(indexer_exit_receiver);
-    let mut root_task = pin!(start_node(StartupContext {
-        args: (*args).clone(),
-        phase: phase.clone(),
-        root_token: root_token.clone(),
-        node_tasks: node_tasks.clone(),
-        shutdown_signal_sender: shutdown_signal_sender.clone(),
-        resources: resources.clone(),
-        indexer_exit: indexer_exit_sender,
-    }));
+    let mut root_task =
+        pin!(start_node(StartupContext { subsystem: subsystem.clone(), indexer_exit: indexer_exit_sender }));
     let mut restart: Option<RestartInFlight> = None;
     let mut restart_policy = RestartPolicy::default();
 
@@ -190,8 +187,6 @@ async fn start_ops_server(
     history: &LifecycleHistory,
     ops_tasks: &Supervisor,
 ) -> Result<(), String> {
-    std::fs::create_dir_all(&args.home)
-        .map_err(|err| format!("cannot create home directory {}: {err}", args.home.display()))?;
     let admin_token = load_or_create_admin_token(&args.home)?;
     let listener = tokio::net::TcpListener::bind(args.web_addr)
         .await

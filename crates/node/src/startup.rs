@@ -68,30 +68,17 @@ pub fn indexer_config(args: &StartArgs) -> IndexerConfig {
 
 /// Everything start-up needs from the run loop.
 pub struct StartupContext {
-    /// Parsed `start` flags.
-    pub args: StartArgs,
-    /// Lifecycle phase, for readiness.
-    pub phase: PhaseTracker,
-    /// The root token; start-up hands child tokens to everything it starts.
-    pub root_token: CancellationToken,
-    /// Node-level supervised tasks (watchers).
-    pub node_tasks: Supervisor,
-    /// The shutdown channel (`shutdown_signal_sender`).
-    pub shutdown_signal_sender: ShutdownSender,
-    /// Where start-up records what it created.
-    pub resources: SharedResources,
-    /// The indexer thread reports its end here.
+    /// What the indexer subsystem is started with (also used by restarts).
+    pub subsystem: SubsystemContext,
+    /// The first indexer thread reports its end here.
     pub indexer_exit: oneshot::Sender<Result<(), IndexerError>>,
 }
 
-/// Starts the node and then waits forever; returns only on a start-up failure.
+/// Starts the node and then waits forever; returns only on a start-up failure. The home
+/// directory already exists (the run loop creates it before binding the ops server).
 pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupError> {
-    let StartupContext { args, phase, root_token, node_tasks, shutdown_signal_sender, resources, indexer_exit } =
-        context;
-    std::fs::create_dir_all(&args.home).map_err(|err| StartupError {
-        message: format!("cannot create home directory {}: {err}", args.home.display()),
-        exit_code: ExitCode::USAGE,
-    })?;
+    let StartupContext { subsystem, indexer_exit } = context;
+    let SubsystemContext { args, phase, root_token, node_tasks, shutdown_signal_sender, resources } = &subsystem;
 
     phase.set(LifecyclePhase::OpeningStores);
     let store_path = node_store_path(&args.home);
@@ -119,12 +106,13 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
             tracing::info!(from, to, checkpoint = ?checkpoint, "node store migrated")
         }
     }
-    resources.lock().node_store = Some(node_store.clone());
+    // Moved, not cloned: nothing in this (possibly pending) future may keep the store
+    // open after the shutdown sequence takes it.
+    resources.lock().node_store = Some(node_store);
     if root_token.is_cancelled() {
         return std::future::pending().await;
     }
 
-    drop(node_store);
     crate::restart::finish_interrupted_wipe(&args.home)
         .map_err(|message| StartupError { message, exit_code: ExitCode::STORE })?;
     {
@@ -133,14 +121,6 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
             crate::restart::watch_data_wipe_token(home, resources, sender, cancel)
         });
     }
-    let subsystem = SubsystemContext {
-        args: Arc::new(args),
-        phase,
-        root_token,
-        node_tasks,
-        shutdown_signal_sender,
-        resources,
-    };
     start_indexer_subsystem(&subsystem, indexer_exit)?;
     std::future::pending().await
 }
