@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, START_PATIENCE, count_in_log, fast_node_args};
+use mpc_node_process_tests::{NodeProcess, START_PATIENCE, count_in_log, fast_node_args};
 
 const READY: &str = "node ready: first block indexed";
 
@@ -36,8 +36,7 @@ fn main() {
     for _ in 0..runs {
         std::thread::sleep(Duration::from_millis(300));
         let sent = Instant::now();
-        node.signal(libc::SIGTERM);
-        assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+        node.stop_gracefully();
         node = NodeProcess::start(home.path(), &args, &[]);
         wait_for_ready_count(&mut node, 1);
         restart_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
@@ -51,8 +50,7 @@ fn main() {
         wait_for_ready_count(&mut node, cycle + 2);
         cycle_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
     }
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     summary("process restart (SIGTERM to the new process's first indexed block)", restart_ms);
     summary("in-process restart cycle (SIGHUP to the next first indexed block)", cycle_ms);
 }

@@ -134,6 +134,12 @@ impl NodeProcess {
         }
     }
 
+    /// SIGTERM, then asserts a graceful exit (code 0) within Docker's grace period.
+    pub fn stop_gracefully(&mut self) {
+        self.signal(libc::SIGTERM);
+        assert_eq!(self.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", self.log());
+    }
+
     /// Sends `signal` to the process.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the pid of our own unreaped child.
@@ -272,8 +278,7 @@ pub fn home_indexed_to(height: u64, args: &[String]) -> tempfile::TempDir {
         assert!(started.elapsed() < START_PATIENCE, "did not index {height} blocks:\n{}", node.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     home
 }
 

@@ -125,8 +125,7 @@ fn random_sigkills_in_every_phase_never_leave_an_inconsistent_store() {
     // A final clean start completes anything left (such as an interrupted migration).
     let mut node = NodeProcess::start(home.path(), &args(history), &[]);
     node.wait_for_log("node ready", START_PATIENCE);
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(mpc_node_process_tests::DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     let final_cursor = checked_cursor(home.path(), "final").expect("migrated");
     eprintln!("campaign seed {seed}: {rounds} rounds, 0 failures, kills by phase {covered:?}, final cursor {final_cursor}");
 }

@@ -42,8 +42,7 @@ fn random_sigkills_while_indexing_lose_no_block_and_apply_none_twice() {
     let mut node = NodeProcess::start(home.path(), &args, &[]);
     node.wait_for_log(&format!("streamer started start_height={}", indexed + 1), START_PATIENCE);
     node.wait_for_log("node ready", START_PATIENCE);
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     assert!(assert_consistent(home.path()) > indexed);
 }
 
@@ -64,8 +63,7 @@ fn a_second_node_on_the_same_home_exits_3_with_a_locked_error() {
     let status = second.wait_exit(DOCKER_GRACE);
     assert_eq!(status.code(), Some(3), "{}", second.log());
     assert!(second.log().contains("locked by another process"), "{}", second.log());
-    first.signal(libc::SIGTERM);
-    assert_eq!(first.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", first.log());
+    first.stop_gracefully();
     assert_consistent(home.path());
 }
 

@@ -56,8 +56,7 @@ fn endpoints_report_health_readiness_metrics_and_lifecycle() {
     let after = http(addr, "GET", "/metrics", None).unwrap().1;
     assert_eq!(metric(&after, "mpc_indexer_restarts_total"), 1.0);
     assert!(after.contains("mpc_lifecycle_sequence_phase_seconds{phase=\"join_indexer_thread\",sequence=\"restart\"}"), "{after}");
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
 }
 
 #[test]

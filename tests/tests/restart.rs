@@ -52,8 +52,7 @@ fn a_hundred_sighup_restarts_resume_gap_free_and_leak_no_threads_fds_or_stores()
     assert!(threads_at_end <= threads_at_start + 3, "threads {threads_at_start} -> {threads_at_end}");
     assert!(fds_at_end <= fds_at_start + 3, "fds {fds_at_start} -> {fds_at_end}");
 
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     assert_eq!(node.shutdown_report().expect("report")["final_instance_count"], 0);
     assert!(assert_consistent(home.path()) >= *heights.last().unwrap());
 }
@@ -107,8 +106,7 @@ fn a_new_data_wipe_token_wipes_the_chain_data_once_and_indexing_resumes_gap_free
     node.wait_for_log("chain data wiped", DOCKER_GRACE);
     wait_for_count(&mut node, READY, 2, START_PATIENCE);
     std::thread::sleep(Duration::from_millis(200));
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     let heights = start_heights(&node.log());
     assert_eq!(heights.len(), 2);
     assert!(heights[1] > heights[0]);
@@ -117,8 +115,7 @@ fn a_new_data_wipe_token_wipes_the_chain_data_once_and_indexing_resumes_gap_free
     let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
     node.wait_for_log(READY, START_PATIENCE);
     std::thread::sleep(Duration::from_millis(1200));
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     assert!(!node.log().contains("data-wipe token changed"), "an applied token wiped again:\n{}", node.log());
     assert!(assert_consistent(home.path()) > indexed);
 }

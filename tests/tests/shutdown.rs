@@ -55,8 +55,7 @@ fn sigterm_while_indexing_exits_0_through_every_phase_and_a_restart_resumes_at_c
     let mut restarted = NodeProcess::start(home.path(), &args(&[]), &[]);
     restarted.wait_for_log(&format!("streamer started start_height={}", cursor + 1), START_PATIENCE);
     restarted.wait_for_log("node ready", START_PATIENCE);
-    restarted.signal(libc::SIGTERM);
-    assert_eq!(restarted.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", restarted.log());
+    restarted.stop_gracefully();
     assert!(assert_consistent(home.path()) > cursor);
 }
 
@@ -78,8 +77,7 @@ fn sigterm_during_catch_up_of_a_large_history_exits_0_with_a_consistent_store() 
     let mut node = NodeProcess::start(home.path(), &args(&["--sandbox-history-blocks", "1000000"]), &[]);
     node.wait_for_log("node ready", START_PATIENCE);
     std::thread::sleep(Duration::from_millis(400));
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     assert_graceful_report(&node, "signal", 0);
     let indexed = assert_consistent(home.path());
     assert!(indexed < 1_000_000, "the history was not still being caught up");
@@ -110,8 +108,7 @@ fn sigterm_during_migration_of_an_old_schema_store_exits_0_and_the_next_start_co
     let slow_migration = [("MPC_MIGRATION_CHUNK_SIZE", "1")];
     let mut node = NodeProcess::start(home.path(), &args(&[]), &slow_migration);
     node.wait_for_log("migrating store schema", START_PATIENCE);
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     assert!(node.log().contains("migration stopped at a safe point"), "{}", node.log());
     assert!(!node.log().contains("migration step applied from=2"), "migration was already done:\n{}", node.log());
     assert_eq!(node.shutdown_report().expect("report")["final_instance_count"], 0);
@@ -119,8 +116,7 @@ fn sigterm_during_migration_of_an_old_schema_store_exits_0_and_the_next_start_co
     let mut node = NodeProcess::start(home.path(), &args(&[]), &[]);
     node.wait_for_log("node store migrated", START_PATIENCE);
     node.wait_for_log("node ready", START_PATIENCE);
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     assert!(assert_consistent(home.path()) >= before);
 }
 
@@ -187,8 +183,7 @@ fn sighup_does_not_terminate_the_node() {
     node.signal(libc::SIGHUP);
     node.wait_for_log("SIGHUP received", DOCKER_GRACE);
     std::thread::sleep(Duration::from_millis(300));
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
 }
 
 #[test]
@@ -196,8 +191,7 @@ fn json_logs_are_one_object_per_line_with_the_same_stable_messages() {
     let home = tempfile::tempdir().unwrap();
     let mut node = NodeProcess::start(home.path(), &args(&["--log-format", "json"]), &[]);
     node.wait_for_log("node ready", START_PATIENCE);
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
+    node.stop_gracefully();
     let lines: Vec<serde_json::Value> = node
         .log()
         .lines()

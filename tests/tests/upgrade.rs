@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use mpc_node_process_tests::{
-    DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent, fast_node_args, home_indexed_to,
+    NodeProcess, START_PATIENCE, assert_consistent, fast_node_args, home_indexed_to,
     rewrite_node_store_at_version, run_node_command,
 };
 use mpc_store::migration::read_version;
@@ -22,11 +22,6 @@ fn fast_history(blocks: u64) -> Vec<String> {
     args
 }
 
-fn stop(node: &mut NodeProcess) {
-    node.signal(libc::SIGTERM);
-    assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
-}
-
 #[test]
 fn start_migrates_every_older_schema_and_indexing_continues_gap_free() {
     for version in [1, 2] {
@@ -39,7 +34,7 @@ fn start_migrates_every_older_schema_and_indexing_continues_gap_free() {
         node.wait_for_log(&format!("node store migrated from={version} to=3"), START_PATIENCE);
         node.wait_for_log(&format!("streamer started start_height={}", cursor + 1), START_PATIENCE);
         node.wait_for_log("node ready", START_PATIENCE);
-        stop(&mut node);
+        node.stop_gracefully();
         assert!(assert_consistent(home.path()) > cursor, "from v{version}");
     }
 }
@@ -59,7 +54,7 @@ fn a_sigkill_during_migration_is_completed_by_the_next_start() {
     node.wait_for_log("resuming an interrupted request-index migration", START_PATIENCE);
     node.wait_for_log("node store migrated", START_PATIENCE);
     node.wait_for_log("node ready", START_PATIENCE);
-    stop(&mut node);
+    node.stop_gracefully();
     assert_consistent(home.path());
 }
 
@@ -115,7 +110,7 @@ fn a_rolling_upgrade_of_three_nodes_keeps_two_ready_at_every_moment() {
             })
         };
         assert!(others_ready(&mut nodes), "fewer than two nodes ready before upgrading node {upgraded}");
-        stop(&mut nodes[upgraded]);
+        nodes[upgraded].stop_gracefully();
         assert!(others_ready(&mut nodes), "fewer than two nodes ready while node {upgraded} was down");
         // The "new binary" is this build; the upgrade path is the same stop-start on the home.
         nodes[upgraded] = NodeProcess::start(homes[upgraded].path(), &fast_node_args(), &[]);
@@ -123,7 +118,7 @@ fn a_rolling_upgrade_of_three_nodes_keeps_two_ready_at_every_moment() {
         assert!(others_ready(&mut nodes), "fewer than two nodes ready after upgrading node {upgraded}");
     }
     for node in &mut nodes {
-        stop(node);
+        node.stop_gracefully();
     }
     for home in &homes {
         assert_consistent(home.path());

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mpc_chain::{
-    ChainConfig, ChainNode, FaultInjectionStore, GetStatus, delete_outcomes_for_test, restore_outcomes_for_test,
+    ChainConfig, ChainNode, FaultInjectionStore, GetStatus, GetStreamerMessage, delete_outcomes_for_test,
+    restore_outcomes_for_test,
 };
 use mpc_indexer::{
     AwaitForNodeSyncedEnum, INDEXER_STORE_GROUP, Indexer, IndexerConfig, IndexerThreadParams, MonitorIntervals,
@@ -74,7 +75,7 @@ async fn same_seed_gives_the_same_chain_and_a_restart_resumes_from_the_stored_he
         wait_for_head(&node, 40).await;
         let mut chain = Vec::new();
         for height in 0..=40 {
-            let message = mpc_indexer_fetch(&node, height).await;
+            let message = fetch(&node, height).await;
             chain.push((message.block.header.hash, serde_json::to_string(&message.shards).unwrap()));
         }
         hashes.push(chain);
@@ -90,24 +91,13 @@ async fn same_seed_gives_the_same_chain_and_a_restart_resumes_from_the_stored_he
     let status = node.client.send_async(GetStatus).await.unwrap();
     assert!(status.head_height >= 40, "restart lost blocks: head {}", status.head_height);
     wait_for_head(&node, status.head_height + 3).await;
-    assert_eq!(mpc_indexer_fetch(&node, 7).await.block.header.hash, hashes[0][7].0);
+    assert_eq!(fetch(&node, 7).await.block.header.hash, hashes[0][7].0);
     stop_chain(&system);
 }
 
-async fn mpc_indexer_fetch(node: &ChainNode, height: u64) -> StreamerMessage {
-    let block = node.view_client.send_async(mpc_chain::BlockQuery::Height(height)).await.unwrap().unwrap();
-    let mut shards = Vec::new();
-    for (shard, header) in block.chunks.iter().enumerate() {
-        let chunk = node.view_client.send_async(mpc_chain::GetChunk(header.chunk_hash)).await.unwrap().unwrap();
-        let outcomes = node.view_client.send_async(mpc_chain::GetOutcomes { height, shard }).await.unwrap().unwrap();
-        shards.push(near_indexer_primitives::IndexerShard {
-            shard_id: header.shard_id,
-            chunk: Some(chunk),
-            receipt_execution_outcomes: outcomes,
-            state_changes: vec![],
-        });
-    }
-    StreamerMessage { block, shards }
+/// The streamed message of `height`, from the view client in one query.
+async fn fetch(node: &ChainNode, height: u64) -> StreamerMessage {
+    node.view_client.send_async(GetStreamerMessage(height)).await.unwrap().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
