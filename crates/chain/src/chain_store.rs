@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mpc_store::migration::{MigrationSettings, Schema, open_migrated};
+use mpc_store::migration::{MigrationSettings, Schema, open_migrated_with_initial};
 use mpc_store::{Column, Store, StoreError, StoreOptions, StoreResult, StoreUpdate};
 use near_indexer_primitives::views::BlockView;
 use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutcomeWithReceipt};
@@ -27,28 +27,49 @@ pub enum ChainStoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The store was produced from another seed; continuing would mix two chains.
-    #[error("chain store at {path} was created with seed {stored}, but the configured seed is {configured}")]
-    SeedMismatch { path: String, stored: u64, configured: u64 },
+    #[error(
+        "chain store at {path} was created with seed {stored}, but the configured seed is {configured}"
+    )]
+    SeedMismatch {
+        path: String,
+        stored: u64,
+        configured: u64,
+    },
 }
 
 /// The chain store's schema: one version so far, but the runner still refuses a store
 /// written by a newer binary.
 pub fn chain_schema() -> Schema {
-    Schema { latest: CHAIN_SCHEMA_VERSION, steps: Vec::new() }
+    Schema {
+        latest: CHAIN_SCHEMA_VERSION,
+        steps: Vec::new(),
+    }
 }
 
-/// Opens the chain store at `path` and writes genesis on first start.
+/// Opens the chain store at `path`. A new store is created with its genesis block, its
+/// contract state and its seed in the same batch as its schema version, so no crash
+/// leaves a chain store without them.
 pub fn open_chain_store(
     path: &Path,
     config: &ChainConfig,
     options: &StoreOptions,
 ) -> Result<Arc<Store>, ChainStoreError> {
-    let (store, _) = open_migrated(path, options, &chain_schema(), &MigrationSettings::default())?;
+    let (store, _) = open_migrated_with_initial(
+        path,
+        options,
+        &chain_schema(),
+        &MigrationSettings::default(),
+        || genesis(config),
+    )?;
     match store.get(Column::Misc, SEED_KEY)? {
         Some(bytes) => {
-            let stored = <[u8; 8]>::try_from(bytes.as_slice()).map(u64::from_be_bytes).map_err(|_| {
-                StoreError::Decode { path: path.to_path_buf(), what: "chain seed".into(), detail: "bad length".into() }
-            })?;
+            let stored = <[u8; 8]>::try_from(bytes.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Decode {
+                    path: path.to_path_buf(),
+                    what: "chain seed".into(),
+                    detail: "bad length".into(),
+                })?;
             if stored != config.seed {
                 return Err(ChainStoreError::SeedMismatch {
                     path: path.display().to_string(),
@@ -57,25 +78,34 @@ pub fn open_chain_store(
                 });
             }
         }
-        None => {
-            let mut update = block_update(&build_block(config, 0));
-            for (method, value) in workload::genesis_contract_state(config) {
-                update.put_json(Column::ContractState, method, &value);
-            }
-            update.put(Column::Misc, SEED_KEY, config.seed.to_be_bytes());
-            store.commit(update)?;
-        }
+        // Written by an older binary that was killed between the version and genesis.
+        None => store.commit(genesis(config))?,
     }
     Ok(store)
+}
+
+/// Block 0, the contract's initial state and the seed, as one batch.
+fn genesis(config: &ChainConfig) -> StoreUpdate {
+    let mut update = block_update(&build_block(config, 0));
+    for (method, value) in workload::genesis_contract_state(config) {
+        update.put_json(Column::ContractState, method, &value);
+    }
+    update.put(Column::Misc, SEED_KEY, config.seed.to_be_bytes());
+    update
 }
 
 /// Height of the last stored block (`None` before genesis is written).
 pub fn chain_head(store: &Store) -> StoreResult<Option<u64>> {
     match store.get(Column::Misc, HEAD_KEY)? {
         None => Ok(None),
-        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice()).map(u64::from_be_bytes).map(Some).map_err(|_| {
-            StoreError::Decode { path: store.path().to_path_buf(), what: "chain head".into(), detail: "bad length".into() }
-        }),
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .map(Some)
+            .map_err(|_| StoreError::Decode {
+                path: store.path().to_path_buf(),
+                what: "chain head".into(),
+                detail: "bad length".into(),
+            }),
     }
 }
 
@@ -91,7 +121,11 @@ fn block_update(produced: &ProducedBlock) -> StoreUpdate {
     let mut update = StoreUpdate::new();
     let height = produced.block.header.height;
     update.put_json(Column::Blocks, height.to_be_bytes(), &produced.block);
-    update.put(Column::BlockHeightByHash, produced.block.header.hash.0, height.to_be_bytes());
+    update.put(
+        Column::BlockHeightByHash,
+        produced.block.header.hash.0,
+        height.to_be_bytes(),
+    );
     for chunk in &produced.chunks {
         update.put_json(Column::Chunks, chunk.header.chunk_hash.0, chunk);
     }
@@ -116,7 +150,10 @@ pub(crate) fn read_block(store: &Store, height: u64) -> StoreResult<Option<Block
 }
 
 /// The stored chunk with `hash`.
-pub(crate) fn read_chunk(store: &Store, hash: &CryptoHash) -> StoreResult<Option<IndexerChunkView>> {
+pub(crate) fn read_chunk(
+    store: &Store,
+    hash: &CryptoHash,
+) -> StoreResult<Option<IndexerChunkView>> {
     store.get_json(Column::Chunks, hash.0)
 }
 
@@ -132,7 +169,11 @@ pub(crate) fn read_outcomes(
 /// Deletes the stored outcomes of one shard of one block, returning them: the "receipt
 /// missing" fault of the upstream indexer. Test-only (feature `test-faults`).
 #[cfg(feature = "test-faults")]
-pub fn delete_outcomes_for_test(store: &Store, height: u64, shard: usize) -> StoreResult<Option<Vec<u8>>> {
+pub fn delete_outcomes_for_test(
+    store: &Store,
+    height: u64,
+    shard: usize,
+) -> StoreResult<Option<Vec<u8>>> {
     let previous = store.get(Column::Outcomes, outcome_key(height, shard))?;
     let mut update = StoreUpdate::new();
     update.delete(Column::Outcomes, outcome_key(height, shard));
@@ -142,14 +183,22 @@ pub fn delete_outcomes_for_test(store: &Store, height: u64, shard: usize) -> Sto
 
 /// Puts back what [`delete_outcomes_for_test`] removed. Test-only (feature `test-faults`).
 #[cfg(feature = "test-faults")]
-pub fn restore_outcomes_for_test(store: &Store, height: u64, shard: usize, bytes: &[u8]) -> StoreResult<()> {
+pub fn restore_outcomes_for_test(
+    store: &Store,
+    height: u64,
+    shard: usize,
+    bytes: &[u8],
+) -> StoreResult<()> {
     let mut update = StoreUpdate::new();
     update.put(Column::Outcomes, outcome_key(height, shard), bytes);
     store.commit(update)
 }
 
 /// The stored value of a contract view method.
-pub(crate) fn read_contract_view(store: &Store, method: &str) -> StoreResult<Option<serde_json::Value>> {
+pub(crate) fn read_contract_view(
+    store: &Store,
+    method: &str,
+) -> StoreResult<Option<serde_json::Value>> {
     store.get_json(Column::ContractState, method)
 }
 
@@ -170,7 +219,9 @@ pub(crate) fn read_streamer_message(
     store: &Store,
     height: u64,
 ) -> StoreResult<Result<near_indexer_primitives::StreamerMessage, MissingPiece>> {
-    let Some(block) = read_block(store, height)? else { return Ok(Err(MissingPiece::Block)) };
+    let Some(block) = read_block(store, height)? else {
+        return Ok(Err(MissingPiece::Block));
+    };
     let mut shards = Vec::with_capacity(block.chunks.len());
     for (shard, header) in block.chunks.iter().enumerate() {
         let Some(chunk) = read_chunk(store, &header.chunk_hash)? else {
@@ -186,7 +237,10 @@ pub(crate) fn read_streamer_message(
             state_changes: vec![],
         });
     }
-    Ok(Ok(near_indexer_primitives::StreamerMessage { block, shards }))
+    Ok(Ok(near_indexer_primitives::StreamerMessage {
+        block,
+        shards,
+    }))
 }
 
 /// The chain's own record of block `height`, as the indexer streams it; used by

@@ -2,19 +2,17 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::RngCore;
 
-/// Where the token lives: readable by the node's user only.
-pub fn admin_token_path(home: &Path) -> PathBuf {
-    home.join("admin-token")
-}
+use crate::home::Home;
 
 /// Reads the admin token, creating a random one (mode 0600) on first start. An empty or
 /// unreadable file is an error: admin requests must never be accepted without a token.
-pub fn load_or_create_admin_token(home: &Path) -> Result<String, String> {
-    let path = admin_token_path(home);
+/// Surrounding white space (the newline `echo` adds) is not part of the token.
+pub fn load_or_create_admin_token(home: &Home) -> Result<String, String> {
+    let path = home.admin_token();
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
         Ok(_) => Err(format!("admin token file {} is empty", path.display())),
@@ -22,16 +20,34 @@ pub fn load_or_create_admin_token(home: &Path) -> Result<String, String> {
             let mut bytes = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut bytes);
             let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|err| format!("cannot create admin token file {}: {err}", path.display()))?;
-            writeln!(file, "{token}").map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+            write_atomically(&path, &token).map_err(|err| {
+                format!("cannot create admin token file {}: {err}", path.display())
+            })?;
             tracing::info!(path = %path.display(), "admin token created");
             Ok(token)
         }
-        Err(err) => Err(format!("cannot read admin token file {}: {err}", path.display())),
+        Err(err) => Err(format!(
+            "cannot read admin token file {}: {err}",
+            path.display()
+        )),
     }
+}
+
+/// Writes the token to a staging file, syncs it and renames it into place, so a crash
+/// never leaves an empty or partial token file (which would make every later start
+/// refuse the home).
+fn write_atomically(path: &Path, token: &str) -> std::io::Result<()> {
+    let staging = mpc_store::directories::sibling(path, ".tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&staging)?;
+    writeln!(file, "{token}")?;
+    file.sync_all()?;
+    drop(file);
+    mpc_store::crash_points::reached("admin_token:staged", "admin-token");
+    std::fs::rename(&staging, path)?;
+    mpc_store::directories::sync_parent(path).map_err(std::io::Error::other)
 }

@@ -18,7 +18,7 @@ use mpc_migrations::{NODE_SCHEMA_VERSION, layout::SignRequestRecord};
 use mpc_store::migration::read_version;
 use mpc_store::{Column, Store, StoreError, StoreOptions};
 
-use crate::startup::node_store_path;
+use crate::home::Home;
 
 /// What `check` found.
 #[derive(Debug, Default, serde::Serialize)]
@@ -44,8 +44,9 @@ pub struct CheckSummary {
 /// Checks the stores under `home`. `Err` only when a store cannot be read at all.
 pub fn check_home(home: &Path) -> Result<CheckSummary, StoreError> {
     let mut summary = CheckSummary::default();
-    let node = Store::open_read_only(&node_store_path(home), &StoreOptions::new("node", "check"))?;
-    let chain = Store::open_read_only(&home.join("data"), &StoreOptions::new("chain", "check"))?;
+    let home = Home::new(home);
+    let node = Store::open_read_only(&home.node_store(), &StoreOptions::new("node", "check"))?;
+    let chain = Store::open_read_only(&home.chain_data(), &StoreOptions::new("chain", "check"))?;
     summary.schema_version = read_version(&node)?;
     if summary.schema_version != Some(NODE_SCHEMA_VERSION) {
         summary.problems.push(format!(

@@ -4,6 +4,7 @@
 mod admin_token;
 mod check;
 mod cli;
+mod home;
 mod logging;
 mod metrics;
 mod ops_state;
@@ -47,6 +48,7 @@ fn main() {
         (!run_loop::signal_handler_disabled_for_test()).then(mpc_lifecycle::defer_operator_signals);
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    arm_crash_point_for_test();
     let deferred_signals = match (&cli.command, deferred_signals) {
         (Command::Start(_), deferred) => deferred,
         // Offline commands keep the default disposition: SIGTERM stops them at once,
@@ -63,7 +65,11 @@ fn main() {
         Command::Check(args) => match check::check_home(&args.home) {
             Ok(summary) => {
                 check::print_summary(&summary);
-                if summary.problems.is_empty() { ExitCode::GRACEFUL } else { ExitCode::FATAL }
+                if summary.problems.is_empty() {
+                    ExitCode::GRACEFUL
+                } else {
+                    ExitCode::FATAL
+                }
             }
             Err(err) => {
                 eprintln!("error: {err}");
@@ -76,8 +82,31 @@ fn main() {
     std::process::exit(code.0);
 }
 
-fn run_start(args: cli::StartArgs, deferred_signals: Option<mpc_lifecycle::DeferredSignals>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("node").enable_all().build()
+/// Test hook (feature `test-hooks`): `MPC_TEST_CRASH_AT=POINT[@SUBJECT]` makes the
+/// process SIGKILL itself at that step of a directory operation (see
+/// `mpc_store::crash_points`). Read once, here; a bad name is a usage error.
+#[cfg(feature = "test-hooks")]
+fn arm_crash_point_for_test() {
+    if let Ok(spec) = std::env::var("MPC_TEST_CRASH_AT")
+        && let Err(err) = mpc_store::crash_points::arm(&spec)
+    {
+        eprintln!("error: MPC_TEST_CRASH_AT: {err}");
+        std::process::exit(ExitCode::USAGE.0);
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn arm_crash_point_for_test() {}
+
+fn run_start(
+    args: cli::StartArgs,
+    deferred_signals: Option<mpc_lifecycle::DeferredSignals>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("node")
+        .enable_all()
+        .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {

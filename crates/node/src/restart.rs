@@ -8,7 +8,6 @@
 //! that interrupts a restart (the run loop drops this future) still stops all of it.
 
 use std::collections::VecDeque;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mpc_indexer::{INDEXER_STORE_GROUP, IndexerError};
@@ -16,9 +15,10 @@ use mpc_lifecycle::LifecyclePhase;
 use mpc_store::{Column, Store, StoreUpdate};
 use tokio::sync::oneshot;
 
+use crate::home::Home;
+use crate::ops_state::LastSequence;
 use crate::resources::SharedResources;
 use crate::startup::{SubsystemContext, start_indexer_subsystem};
-use crate::ops_state::LastSequence;
 use crate::subsystem_stop::{stop_indexer_thread, wait_for_stores_closed};
 
 /// Key in the node store's `Misc` column of the last applied data-wipe token.
@@ -47,7 +47,11 @@ struct RestartTimings {
 
 impl RestartTimings {
     fn new() -> Self {
-        RestartTimings { started: Instant::now(), phase_started: Instant::now(), phases: Vec::new() }
+        RestartTimings {
+            started: Instant::now(),
+            phase_started: Instant::now(),
+            phases: Vec::new(),
+        }
     }
 
     fn done(&mut self, phase: &str) {
@@ -60,7 +64,11 @@ impl RestartTimings {
     fn finish(self, why: &str) -> LastSequence {
         let total_ms = self.started.elapsed().as_secs_f64() * 1e3;
         let report = serde_json::json!({"kind": "restart", "why": why, "phases": self.phases, "total_ms": total_ms});
-        LastSequence { kind: "restart", phases: self.phases, report }
+        LastSequence {
+            kind: "restart",
+            phases: self.phases,
+            report,
+        }
     }
 }
 
@@ -95,13 +103,22 @@ pub async fn restart_indexer_subsystem(
         if let Some(token) = resources.subsystem_token.take() {
             token.cancel();
         }
-        resources.indexer.take().or_else(|| resources.retiring_indexer.take())
+        resources
+            .indexer
+            .take()
+            .or_else(|| resources.retiring_indexer.take())
     };
-    let mut retiring = Retiring { resources: context.resources.clone(), handle };
+    let mut retiring = Retiring {
+        resources: context.resources.clone(),
+        handle,
+    };
     if let Some(handle) = retiring.handle.as_mut() {
         let stop = stop_indexer_thread(handle, bound).await;
         if stop.still_running {
-            return Err(format!("indexer thread did not stop (stuck tasks: {})", stop.aborted.join(", ")));
+            return Err(format!(
+                "indexer thread did not stop (stuck tasks: {})",
+                stop.aborted.join(", ")
+            ));
         }
         if !stop.aborted.is_empty() {
             tracing::warn!(aborted = ?stop.aborted, "restart aborted tasks that ignored cancellation");
@@ -118,16 +135,22 @@ pub async fn restart_indexer_subsystem(
     }
     if let Err(open) = wait_for_stores_closed(Some(INDEXER_STORE_GROUP), bound).await {
         let holders: Vec<String> = open.iter().map(ToString::to_string).collect();
-        return Err(format!("chain store still open after the restart drain: {}", holders.join("; ")));
+        return Err(format!(
+            "chain store still open after the restart drain: {}",
+            holders.join("; ")
+        ));
     }
     timings.done("close_subsystem_stores");
 
     if let Some(token) = &request.wipe_token {
-        wipe_chain_data(&context.args.home, &context.resources, token)?;
+        wipe_chain_data(&Home::new(&context.args.home), &context.resources, token)?;
         timings.done("wipe_chain_data");
     }
     if !request.backoff.is_zero() {
-        tracing::info!(backoff_ms = request.backoff.as_millis() as u64, "waiting before starting the indexer again");
+        tracing::info!(
+            backoff_ms = request.backoff.as_millis() as u64,
+            "waiting before starting the indexer again"
+        );
         tokio::time::sleep(request.backoff).await;
     }
 
@@ -144,25 +167,33 @@ pub async fn restart_indexer_subsystem(
 
 /// Wipes `<home>/data` atomically (rename, record the token durably, then delete), as
 /// upstream's data wipe does. An interrupted wipe leaves `data.wiping`, removed at the
-/// next start by [`finish_interrupted_wipe`].
-fn wipe_chain_data(home: &Path, resources: &SharedResources, token: &str) -> Result<(), String> {
-    let data = home.join("data");
-    let wiping = home.join("data.wiping");
+/// next start by [`finish_interrupted_wipe`]; the new chain store is created
+/// crash-atomically by the next generation.
+fn wipe_chain_data(home: &Home, resources: &SharedResources, token: &str) -> Result<(), String> {
+    let (data, wiping) = (home.chain_data(), home.chain_data_wiping());
     if data.exists() {
-        std::fs::rename(&data, &wiping).map_err(|err| format!("cannot move {} aside: {err}", data.display()))?;
+        mpc_store::directories::rename_durably(&data, &wiping)
+            .map_err(|err| format!("cannot move {} aside: {err}", data.display()))?;
+        mpc_store::crash_points::reached("wipe:data_set_aside", "chain");
     }
-    let node_store = resources.lock().node_store.clone().ok_or("node store is not open")?;
+    let node_store = resources
+        .lock()
+        .node_store
+        .clone()
+        .ok_or("node store is not open")?;
     record_applied_wipe_token(&node_store, token).map_err(|err| err.to_string())?;
+    mpc_store::crash_points::reached("wipe:token_recorded", "chain");
     finish_interrupted_wipe(home)?;
     tracing::warn!(token, "chain data wiped");
     Ok(())
 }
 
 /// Removes what an interrupted wipe left behind.
-pub fn finish_interrupted_wipe(home: &Path) -> Result<(), String> {
-    let wiping = home.join("data.wiping");
+pub fn finish_interrupted_wipe(home: &Home) -> Result<(), String> {
+    let wiping = home.chain_data_wiping();
     if wiping.exists() {
-        std::fs::remove_dir_all(&wiping).map_err(|err| format!("cannot remove {}: {err}", wiping.display()))?;
+        std::fs::remove_dir_all(&wiping)
+            .map_err(|err| format!("cannot remove {}: {err}", wiping.display()))?;
     }
     Ok(())
 }
@@ -209,30 +240,41 @@ impl RestartPolicy {
     /// failures within the window exceed the limit.
     pub fn on_failure(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        while self.failures.front().is_some_and(|at| now.duration_since(*at) > self.window) {
+        while self
+            .failures
+            .front()
+            .is_some_and(|at| now.duration_since(*at) > self.window)
+        {
             self.failures.pop_front();
         }
         self.failures.push_back(now);
         let count = self.failures.len();
-        (count <= self.max_failures).then(|| self.base_backoff.saturating_mul(1 << (count - 1).min(6)))
+        (count <= self.max_failures)
+            .then(|| self.base_backoff.saturating_mul(1 << (count - 1).min(6)))
     }
 }
 
 /// Polls `<home>/data-wipe-token` and asks for a wiping restart when it differs from
 /// the token last applied. Operators change the file to wipe the chain data in place.
 pub async fn watch_data_wipe_token(
-    home: std::path::PathBuf,
+    home: Home,
     resources: SharedResources,
     sender: mpc_lifecycle::ShutdownSender,
     cancel: tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
     let mut requested: Option<String> = None;
     loop {
-        let configured = std::fs::read_to_string(home.join("data-wipe-token")).ok().map(|text| text.trim().to_owned());
+        let configured = std::fs::read_to_string(home.data_wipe_token())
+            .ok()
+            .map(|text| text.trim().to_owned());
         let store = resources.lock().node_store.clone();
-        if let (Some(configured), Some(store)) = (configured.filter(|token| !token.is_empty()), store) {
+        if let (Some(configured), Some(store)) =
+            (configured.filter(|token| !token.is_empty()), store)
+        {
             let applied = applied_wipe_token(&store);
-            if applied.as_deref() != Some(configured.as_str()) && requested.as_deref() != Some(configured.as_str()) {
+            if applied.as_deref() != Some(configured.as_str())
+                && requested.as_deref() != Some(configured.as_str())
+            {
                 tracing::warn!(token = %configured, "data-wipe token changed");
                 sender.restart_indexer_with_wipe("data-wipe token changed", configured.clone());
                 requested = Some(configured);

@@ -18,18 +18,19 @@ use std::time::Duration;
 
 use mpc_indexer::IndexerError;
 use mpc_lifecycle::{
-    DeferredSignals, ExitCode, LifecycleRequest, OperatorSignal, PhaseTracker, ShutdownReason, Supervisor, install_signal_listener,
-    shutdown_channel,
+    DeferredSignals, ExitCode, LifecycleRequest, OperatorSignal, PhaseTracker, ShutdownReason,
+    Supervisor, install_signal_listener, shutdown_channel,
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::StartArgs;
 use crate::admin_token::load_or_create_admin_token;
+use crate::cli::StartArgs;
+use crate::home::Home;
 use crate::ops_state::{LastSequence, LifecycleHistory, OpsState};
 use crate::resources::SharedResources;
-use crate::sd_notify::Notifier;
 use crate::restart::{IndexerExit, RestartPolicy, RestartRequest, restart_indexer_subsystem};
+use crate::sd_notify::Notifier;
 use crate::shutdown::{ShutdownContext, shut_down};
 use crate::startup::{StartupContext, StartupError, SubsystemContext, start_node};
 
@@ -41,7 +42,11 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
     let root_token = CancellationToken::new();
     let phase = PhaseTracker::default();
     let resources = SharedResources::default();
-    let node_tasks = Supervisor::new("node", root_token.child_token(), shutdown_signal_sender.clone());
+    let node_tasks = Supervisor::new(
+        "node",
+        root_token.child_token(),
+        shutdown_signal_sender.clone(),
+    );
 
     // First, before anything is opened: from here on no signal takes the default action.
     let _signal_listener = if signal_handler_disabled_for_test() {
@@ -63,14 +68,33 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
     };
     tracing::info!(home = %args.home.display(), pid = std::process::id(), "mpc-node starting");
 
-    if let Err(err) = std::fs::create_dir_all(&args.home) {
-        tracing::error!(error = %err, home = %args.home.display(), "cannot create home directory");
-        return ExitCode::USAGE;
-    }
+    // Claimed before any port is bound or any store opened, so a second node on this
+    // home is told so, whatever else the two share.
+    let _home_lock = match Home::new(&args.home).claim() {
+        Ok(lock) => lock,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot claim the home");
+            return err.exit_code();
+        }
+    };
     let notifier = Notifier::from_environment();
     let history = LifecycleHistory::default();
-    let ops_tasks = Supervisor::new("ops", CancellationToken::new(), shutdown_signal_sender.clone());
-    match start_ops_server(&args, &phase, &resources, &node_tasks, &shutdown_signal_sender, &history, &ops_tasks).await {
+    let ops_tasks = Supervisor::new(
+        "ops",
+        CancellationToken::new(),
+        shutdown_signal_sender.clone(),
+    );
+    match start_ops_server(
+        &args,
+        &phase,
+        &resources,
+        &node_tasks,
+        &shutdown_signal_sender,
+        &history,
+        &ops_tasks,
+    )
+    .await
+    {
         Ok(()) => {}
         Err(error) => {
             tracing::error!(%error, "cannot start the operations server");
@@ -79,7 +103,9 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
     }
     {
         let (notifier, phase_changes) = (notifier.clone(), phase.subscribe());
-        node_tasks.spawn("sd_notify", move |cancel| crate::sd_notify::follow_phase(notifier, phase_changes, cancel));
+        node_tasks.spawn("sd_notify", move |cancel| {
+            crate::sd_notify::follow_phase(notifier, phase_changes, cancel)
+        });
     }
 
     let timeout = args.shutdown_timeout;
@@ -94,8 +120,10 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
     };
     let (indexer_exit_sender, indexer_exit_receiver) = oneshot::channel();
     let mut indexer_exit: Option<IndexerExit> = Some(indexer_exit_receiver);
-    let mut root_task =
-        pin!(start_node(StartupContext { subsystem: subsystem.clone(), indexer_exit: indexer_exit_sender }));
+    let mut root_task = pin!(start_node(StartupContext {
+        subsystem: subsystem.clone(),
+        indexer_exit: indexer_exit_sender
+    }));
     let mut restart: Option<RestartInFlight> = None;
     let mut restart_policy = RestartPolicy::default();
 
@@ -154,14 +182,26 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
             Err(failure) = &mut root_task => break startup_failure_reason(failure),
         };
         indexer_exit = None;
-        restart = Some(Box::pin(restart_indexer_subsystem(subsystem.clone(), next_restart, timeout)));
+        restart = Some(Box::pin(restart_indexer_subsystem(
+            subsystem.clone(),
+            next_restart,
+            timeout,
+        )));
     };
     drop(restart);
     drop(shutdown_signal_sender);
 
     let report = shut_down(
         reason,
-        ShutdownContext { phase, root_token, node_tasks, ops_tasks, resources, timeout, notifier },
+        ShutdownContext {
+            phase,
+            root_token,
+            node_tasks,
+            ops_tasks,
+            resources,
+            timeout,
+            notifier,
+        },
     )
     .await;
     ExitCode(report.exit_code)
@@ -187,7 +227,7 @@ async fn start_ops_server(
     history: &LifecycleHistory,
     ops_tasks: &Supervisor,
 ) -> Result<(), String> {
-    let admin_token = load_or_create_admin_token(&args.home)?;
+    let admin_token = load_or_create_admin_token(&Home::new(&args.home))?;
     let listener = tokio::net::TcpListener::bind(args.web_addr)
         .await
         .map_err(|err| format!("cannot listen on {}: {err}", args.web_addr))?;
@@ -201,7 +241,9 @@ async fn start_ops_server(
         admin_token: Arc::new(admin_token),
         history: history.clone(),
     };
-    ops_tasks.spawn("ops_server", move |cancel| crate::web::serve(listener, state, cancel));
+    ops_tasks.spawn("ops_server", move |cancel| {
+        crate::web::serve(listener, state, cancel)
+    });
     Ok(())
 }
 
@@ -217,14 +259,22 @@ enum IndexerExitKind {
 fn classify_indexer_exit(result: Result<(), IndexerError>) -> IndexerExitKind {
     match result {
         Ok(()) => IndexerExitKind::Retryable("indexer stopped unexpectedly".into()),
-        Err(IndexerError::Chain(mpc_chain::ChainError::Store(err))) => IndexerExitKind::Fatal(
-            ShutdownReason::StartupFailed { error: err.to_string(), exit_code: ExitCode::STORE.0 },
-        ),
-        Err(IndexerError::Chain(err @ mpc_chain::ChainError::Config(_))) => IndexerExitKind::Fatal(
-            ShutdownReason::StartupFailed { error: err.to_string(), exit_code: ExitCode::USAGE.0 },
-        ),
+        Err(IndexerError::Chain(mpc_chain::ChainError::Store(err))) => {
+            IndexerExitKind::Fatal(ShutdownReason::StartupFailed {
+                error: err.to_string(),
+                exit_code: ExitCode::STORE.0,
+            })
+        }
+        Err(IndexerError::Chain(err @ mpc_chain::ChainError::Config(_))) => {
+            IndexerExitKind::Fatal(ShutdownReason::StartupFailed {
+                error: err.to_string(),
+                exit_code: ExitCode::USAGE.0,
+            })
+        }
         Err(err @ (IndexerError::Store(_) | IndexerError::Runtime(_))) => {
-            IndexerExitKind::Fatal(ShutdownReason::IndexerExited { error: err.to_string() })
+            IndexerExitKind::Fatal(ShutdownReason::IndexerExited {
+                error: err.to_string(),
+            })
         }
         Err(err) => IndexerExitKind::Retryable(err.to_string()),
     }
@@ -246,7 +296,10 @@ fn forced_exit_on_second_signal(
                 still_running.push("indexer thread".into());
             }
         }
-        let open_stores: Vec<String> = mpc_store::open_instances().iter().map(ToString::to_string).collect();
+        let open_stores: Vec<String> = mpc_store::open_instances()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         tracing::error!(
             signal = signal.name(),
             still_running = ?still_running,

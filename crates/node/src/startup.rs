@@ -6,12 +6,16 @@
 //! is put into [`SharedResources`] at once, so the shutdown sequence stops it.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use mpc_chain::{ChainConfig, ImageHashRevocation, default_contract_id};
-use mpc_indexer::{IndexerConfig, IndexerError, IndexerThreadParams, MonitorIntervals, Observed, spawn_indexer_thread};
-use mpc_lifecycle::{ExitCode, LifecyclePhase, PhaseTracker, ShutdownReason, ShutdownSender, Supervisor};
+use mpc_indexer::{
+    IndexerConfig, IndexerError, IndexerThreadParams, MonitorIntervals, Observed,
+    spawn_indexer_thread,
+};
+use mpc_lifecycle::{
+    ExitCode, LifecyclePhase, PhaseTracker, ShutdownReason, ShutdownSender, Supervisor,
+};
 use mpc_migrations::node_schema;
 use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated, plan};
 use mpc_store::{StoreError, StoreOptions};
@@ -20,6 +24,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::StartArgs;
+use crate::home::Home;
 use crate::resources::SharedResources;
 
 /// Tracker group of the node's own store.
@@ -36,18 +41,19 @@ pub struct StartupError {
 
 impl StartupError {
     fn store(err: StoreError) -> Self {
-        StartupError { message: err.to_string(), exit_code: ExitCode::STORE }
+        StartupError {
+            message: err.to_string(),
+            exit_code: ExitCode::STORE,
+        }
     }
 
     /// The shutdown reason this failure becomes.
     pub fn into_reason(self) -> ShutdownReason {
-        ShutdownReason::StartupFailed { error: self.message, exit_code: self.exit_code.0 }
+        ShutdownReason::StartupFailed {
+            error: self.message,
+            exit_code: self.exit_code.0,
+        }
     }
-}
-
-/// Where the node's own store lives.
-pub fn node_store_path(home: &std::path::Path) -> PathBuf {
-    home.join("node")
 }
 
 /// The indexer settings `start` runs with.
@@ -61,7 +67,10 @@ pub fn indexer_config(args: &StartArgs) -> IndexerConfig {
         contract_id: default_contract_id(),
         revocation: args
             .sandbox_revoke_image_hash_at
-            .map(|at_height| ImageHashRevocation { image_hash: args.image_hash.clone(), at_height }),
+            .map(|at_height| ImageHashRevocation {
+                image_hash: args.image_hash.clone(),
+                at_height,
+            }),
     };
     IndexerConfig::new(args.home.clone(), chain)
 }
@@ -77,14 +86,27 @@ pub struct StartupContext {
 /// Starts the node and then waits forever; returns only on a start-up failure. The home
 /// directory already exists (the run loop creates it before binding the ops server).
 pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupError> {
-    let StartupContext { subsystem, indexer_exit } = context;
-    let SubsystemContext { args, phase, root_token, node_tasks, shutdown_signal_sender, resources } = &subsystem;
+    let StartupContext {
+        subsystem,
+        indexer_exit,
+    } = context;
+    let SubsystemContext {
+        args,
+        phase,
+        root_token,
+        node_tasks,
+        shutdown_signal_sender,
+        resources,
+    } = &subsystem;
 
     phase.set(LifecyclePhase::OpeningStores);
-    let store_path = node_store_path(&args.home);
+    let store_path = Home::new(&args.home).node_store();
     let mut options = StoreOptions::new("node", NODE_STORE_GROUP);
     options.sync_writes = args.sync_writes;
-    let settings = MigrationSettings { keep_checkpoint: args.keep_migration_checkpoint, cancel: root_token.child_token() };
+    let settings = MigrationSettings {
+        keep_checkpoint: args.keep_migration_checkpoint,
+        cancel: root_token.child_token(),
+    };
     let opened = {
         let phase = phase.clone();
         tokio::task::spawn_blocking(move || {
@@ -102,7 +124,11 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
     match &outcome {
         SchemaOutcome::Created { version } => tracing::info!(version, "node store created"),
         SchemaOutcome::Current { version } => tracing::info!(version, "node store opened"),
-        SchemaOutcome::Migrated { from, to, checkpoint } => {
+        SchemaOutcome::Migrated {
+            from,
+            to,
+            checkpoint,
+        } => {
             tracing::info!(from, to, checkpoint = ?checkpoint, "node store migrated")
         }
     }
@@ -113,10 +139,13 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
         return std::future::pending().await;
     }
 
-    crate::restart::finish_interrupted_wipe(&args.home)
-        .map_err(|message| StartupError { message, exit_code: ExitCode::STORE })?;
+    let home = Home::new(&args.home);
+    crate::restart::finish_interrupted_wipe(&home).map_err(|message| StartupError {
+        message,
+        exit_code: ExitCode::STORE,
+    })?;
     {
-        let (home, resources, sender) = (args.home.clone(), resources.clone(), shutdown_signal_sender.clone());
+        let (resources, sender) = (resources.clone(), shutdown_signal_sender.clone());
         node_tasks.spawn("data_wipe_watcher", move |cancel| {
             crate::restart::watch_data_wipe_token(home, resources, sender, cancel)
         });
@@ -150,9 +179,19 @@ pub fn start_indexer_subsystem(
     context: &SubsystemContext,
     indexer_exit: oneshot::Sender<Result<(), IndexerError>>,
 ) -> Result<(), StartupError> {
-    let SubsystemContext { args, phase, root_token, node_tasks, shutdown_signal_sender, resources } = context;
+    let SubsystemContext {
+        args,
+        phase,
+        root_token,
+        node_tasks,
+        shutdown_signal_sender,
+        resources,
+    } = context;
     let Some(node_store) = resources.lock().node_store.clone() else {
-        return Err(StartupError { message: "node store is not open".into(), exit_code: ExitCode::FATAL });
+        return Err(StartupError {
+            message: "node store is not open".into(),
+            exit_code: ExitCode::FATAL,
+        });
     };
     phase.set(LifecyclePhase::StartingIndexer);
     let actor_system = ActorSystem::new();
@@ -176,9 +215,11 @@ pub fn start_indexer_subsystem(
         },
         failures: shutdown_signal_sender.clone(),
     };
-    let handle = spawn_indexer_thread(params, subsystem_token, indexer_exit).map_err(|err| StartupError {
-        message: format!("cannot spawn the indexer thread: {err}"),
-        exit_code: ExitCode::FATAL,
+    let handle = spawn_indexer_thread(params, subsystem_token, indexer_exit).map_err(|err| {
+        StartupError {
+            message: format!("cannot spawn the indexer thread: {err}"),
+            exit_code: ExitCode::FATAL,
+        }
     })?;
     let allowed_image_hashes = handle.allowed_image_hashes.clone();
     let indexed_height = handle.indexed_height.clone();
@@ -187,9 +228,13 @@ pub fn start_indexer_subsystem(
 
     let own_hash = args.image_hash.clone();
     let sender = shutdown_signal_sender.clone();
-    node_tasks.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed_image_hashes, own_hash, sender, cancel));
+    node_tasks.spawn("image_hash_watcher", move |cancel| {
+        watch_image_hash(allowed_image_hashes, own_hash, sender, cancel)
+    });
     let readiness_phase = phase.clone();
-    node_tasks.spawn("readiness", move |cancel| mark_ready_after_first_block(indexed_height, readiness_phase, cancel));
+    node_tasks.spawn("readiness", move |cancel| {
+        mark_ready_after_first_block(indexed_height, readiness_phase, cancel)
+    });
     Ok(())
 }
 
@@ -206,7 +251,9 @@ async fn watch_image_hash(
             && !list.contains(&own_hash)
         {
             tracing::error!(image_hash = %own_hash, "own image hash is no longer allowed by the contract, shutting down");
-            shutdown_signal_sender.shutdown(ShutdownReason::ImageHashRevoked { image_hash: own_hash });
+            shutdown_signal_sender.shutdown(ShutdownReason::ImageHashRevoked {
+                image_hash: own_hash,
+            });
             return Ok(());
         }
         tokio::select! {

@@ -5,14 +5,36 @@ use std::path::Path;
 use mpc_lifecycle::ExitCode;
 use mpc_migrations::node_schema;
 use mpc_store::StoreOptions;
-use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated, plan};
+use mpc_store::migration::{
+    MigrationSettings, SchemaOutcome, open_migrated, plan, recover_interrupted_operations,
+};
 
 use crate::cli::MigrateArgs;
-use crate::startup::{NODE_STORE_GROUP, node_store_path};
+use crate::home::{Home, HomeLock};
+use crate::startup::NODE_STORE_GROUP;
+
+/// Claims the home for an offline command; prints why not and returns the exit code.
+fn claim(home: &Home) -> Result<HomeLock, ExitCode> {
+    home.claim().map_err(|err| {
+        eprintln!("error: {err}");
+        err.exit_code()
+    })
+}
 
 /// Applies or lists pending schema steps of the node store.
 pub fn migrate(args: &MigrateArgs) -> ExitCode {
-    let path = node_store_path(&args.home);
+    let home = Home::new(&args.home);
+    let _claimed = match claim(&home) {
+        Ok(lock) => lock,
+        Err(code) => return code,
+    };
+    let path = home.node_store();
+    // Finishing an interrupted rollback or removal is not a migration: even a dry run
+    // does it, so it reports the store the next start would see.
+    if let Err(err) = recover_interrupted_operations(&path) {
+        eprintln!("error: {err}");
+        return ExitCode::STORE;
+    }
     let options = StoreOptions::new("node", NODE_STORE_GROUP);
     let schema = node_schema();
     let pending = match plan(&path, &options, &schema) {
@@ -56,7 +78,12 @@ pub fn migrate(args: &MigrateArgs) -> ExitCode {
 
 /// Restores the kept pre-migration checkpoint of the node store.
 pub fn rollback(home: &Path) -> ExitCode {
-    let path = node_store_path(home);
+    let home = Home::new(home);
+    let _claimed = match claim(&home) {
+        Ok(lock) => lock,
+        Err(code) => return code,
+    };
+    let path = home.node_store();
     match mpc_store::migration::rollback(&path, &StoreOptions::new("node", NODE_STORE_GROUP)) {
         Ok(version) => {
             println!("node store rolled back to schema v{version}");

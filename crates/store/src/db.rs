@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rocksdb::{ColumnFamilyDescriptor, DB, FlushOptions, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, FlushOptions, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 
 use crate::tracker::InstanceGuard;
 use crate::{Column, StoreError, StoreHolder, StoreResult, StoreUpdate};
@@ -27,7 +29,11 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// Options for a store called `name` in subsystem `group`, with synchronous writes off.
     pub fn new(name: &str, group: &str) -> Self {
-        StoreOptions { name: name.to_owned(), group: group.to_owned(), sync_writes: false }
+        StoreOptions {
+            name: name.to_owned(),
+            group: group.to_owned(),
+            sync_writes: false,
+        }
     }
 }
 
@@ -98,7 +104,10 @@ impl Store {
     /// deciding whether it may be opened for writing, and by `mpc-node check`.
     pub fn open_read_only(path: &Path, options: &StoreOptions) -> StoreResult<Arc<Store>> {
         if !store_exists(path) {
-            return Err(StoreError::Corrupt { path: path.to_path_buf(), detail: "no RocksDB store here".into() });
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: "no RocksDB store here".into(),
+            });
         }
         let existing = existing_column_families(path)?;
         let mut db_options = base_options();
@@ -139,16 +148,20 @@ impl Store {
     }
 
     fn column_family(&self, column: Column) -> StoreResult<&rocksdb::ColumnFamily> {
-        self.db.cf_handle(column.name()).ok_or(StoreError::MissingColumnFamily {
-            path: self.path.clone(),
-            column: column.name(),
-        })
+        self.db
+            .cf_handle(column.name())
+            .ok_or(StoreError::MissingColumnFamily {
+                path: self.path.clone(),
+                column: column.name(),
+            })
     }
 
     /// Reads the raw value under `key`.
     pub fn get(&self, column: Column, key: impl AsRef<[u8]>) -> StoreResult<Option<Vec<u8>>> {
         let family = self.column_family(column)?;
-        self.db.get_cf(family, key).map_err(|err| StoreError::from_rocksdb(&self.path, err))
+        self.db
+            .get_cf(family, key)
+            .map_err(|err| StoreError::from_rocksdb(&self.path, err))
     }
 
     /// Reads and decodes a JSON value under `key`.
@@ -160,11 +173,15 @@ impl Store {
         let key = key.as_ref();
         match self.get(column, key)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| StoreError::Decode {
-                path: self.path.clone(),
-                what: format!("{} record {}", column.name(), printable_key(key)),
-                detail: err.to_string(),
-            }),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|err| StoreError::Decode {
+                        path: self.path.clone(),
+                        what: format!("{} record {}", column.name(), printable_key(key)),
+                        detail: err.to_string(),
+                    })
+            }
         }
     }
 
@@ -205,14 +222,18 @@ impl Store {
                 None => batch.delete_cf(family, key),
             }
         }
-        self.db.write_opt(batch, &self.write_options).map_err(|err| StoreError::from_rocksdb(&self.path, err))
+        self.db
+            .write_opt(batch, &self.write_options)
+            .map_err(|err| StoreError::from_rocksdb(&self.path, err))
     }
 
     /// Writes a consistent copy of the store to `destination` (hard links where possible).
     pub fn create_checkpoint(&self, destination: &Path) -> StoreResult<()> {
-        let checkpoint =
-            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|err| StoreError::from_rocksdb(&self.path, err))?;
-        checkpoint.create_checkpoint(destination).map_err(|err| StoreError::from_rocksdb(destination, err))
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .map_err(|err| StoreError::from_rocksdb(&self.path, err))?;
+        checkpoint
+            .create_checkpoint(destination)
+            .map_err(|err| StoreError::from_rocksdb(destination, err))
     }
 
     /// Flushes memtables of every column family and syncs the WAL, so a later open has
@@ -221,14 +242,18 @@ impl Store {
         if self.read_only {
             return Ok(());
         }
-        let families: Vec<&rocksdb::ColumnFamily> =
-            Column::ALL.iter().filter_map(|column| self.db.cf_handle(column.name())).collect();
+        let families: Vec<&rocksdb::ColumnFamily> = Column::ALL
+            .iter()
+            .filter_map(|column| self.db.cf_handle(column.name()))
+            .collect();
         let mut flush_options = FlushOptions::default();
         flush_options.set_wait(true);
         self.db
             .flush_cfs_opt(&families, &flush_options)
             .map_err(|err| StoreError::from_rocksdb(&self.path, err))?;
-        self.db.flush_wal(true).map_err(|err| StoreError::from_rocksdb(&self.path, err))
+        self.db
+            .flush_wal(true)
+            .map_err(|err| StoreError::from_rocksdb(&self.path, err))
     }
 }
 
@@ -252,17 +277,32 @@ fn existing_column_families(path: &Path) -> StoreResult<Vec<String>> {
     if !store_exists(path) {
         return Ok(Vec::new());
     }
-    let names = DB::list_cf(&Options::default(), path).map_err(|err| StoreError::from_rocksdb(path, err))?;
-    for column in Column::BASE {
-        if !names.iter().any(|name| name == column.name()) {
-            // A damaged manifest can also list too few families: only a store that opens
-            // cleanly with what it lists is really missing a family.
-            let mut probe = Options::default();
-            probe.set_db_log_dir(std::env::temp_dir().join("mpc-store-read-only-logs"));
-            DB::open_cf_for_read_only(&probe, path, &names, false)
-                .map_err(|err| StoreError::from_rocksdb(path, err))?;
-            return Err(StoreError::MissingColumnFamily { path: path.to_path_buf(), column: column.name() });
+    let names = DB::list_cf(&Options::default(), path)
+        .map_err(|err| StoreError::from_rocksdb(path, err))?;
+    if let Some(missing) = Column::BASE
+        .iter()
+        .find(|column| !names.iter().any(|name| name == column.name()))
+    {
+        // A damaged manifest can also list too few families: only a store that opens
+        // cleanly with what it lists is really missing a family.
+        let mut probe = Options::default();
+        probe.set_db_log_dir(std::env::temp_dir().join("mpc-store-read-only-logs"));
+        let db = DB::open_cf_for_read_only(&probe, path, &names, false)
+            .map_err(|err| StoreError::from_rocksdb(path, err))?;
+        // An older binary killed while creating a store left it with some families and
+        // no data at all: that is an interrupted creation, finished by the open (which
+        // creates the missing families). Anything with data is not ours to adopt.
+        let holds_data = names.iter().any(|name| {
+            db.cf_handle(name)
+                .is_some_and(|family| db.iterator_cf(family, IteratorMode::Start).next().is_some())
+        });
+        if holds_data {
+            return Err(StoreError::MissingColumnFamily {
+                path: path.to_path_buf(),
+                column: missing.name(),
+            });
         }
+        tracing::warn!(path = %path.display(), "store without data or column families: finishing an interrupted creation");
     }
     Ok(names)
 }
@@ -270,13 +310,19 @@ fn existing_column_families(path: &Path) -> StoreResult<Vec<String>> {
 /// Our columns plus any family already on disk that this binary does not know (RocksDB
 /// refuses to open a store without naming all of its families).
 fn descriptors(existing: &[String]) -> Vec<ColumnFamilyDescriptor> {
-    let mut names: Vec<String> = Column::ALL.iter().map(|column| column.name().to_owned()).collect();
+    let mut names: Vec<String> = Column::ALL
+        .iter()
+        .map(|column| column.name().to_owned())
+        .collect();
     for name in existing {
         if !names.contains(name) {
             names.push(name.clone());
         }
     }
-    names.into_iter().map(|name| ColumnFamilyDescriptor::new(name, base_options())).collect()
+    names
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, base_options()))
+        .collect()
 }
 
 fn printable_key(key: &[u8]) -> String {

@@ -8,7 +8,9 @@
 //! and exit code instead of a panic.
 
 mod columns;
+pub mod crash_points;
 mod db;
+pub mod directories;
 mod error;
 mod holder;
 pub mod migration;

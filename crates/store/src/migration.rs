@@ -15,7 +15,13 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::crash_points;
 use crate::db::store_exists;
+use crate::directories::{
+    REPLACED_BY_ROLLBACK_SUFFIX, create_store_atomically, delete_dir_atomically, ensure_creatable,
+    finish_interrupted_rollback, remove_interrupted_leftovers, rename_durably, sibling,
+    sync_parent,
+};
 use crate::{Column, Store, StoreError, StoreOptions, StoreResult, StoreUpdate};
 
 /// Key in [`Column::Misc`] holding the schema version as a 4-byte big-endian integer.
@@ -47,7 +53,10 @@ impl Schema {
     }
 
     fn pending(&self, from: u32) -> impl Iterator<Item = &dyn MigrationStep> {
-        self.steps.iter().map(|step| step.as_ref()).filter(move |step| step.source_version() >= from)
+        self.steps
+            .iter()
+            .map(|step| step.as_ref())
+            .filter(move |step| step.source_version() >= from)
     }
 }
 
@@ -68,7 +77,11 @@ pub enum SchemaOutcome {
     /// The store was already at the latest version.
     Current { version: u32 },
     /// The store was migrated.
-    Migrated { from: u32, to: u32, checkpoint: Option<PathBuf> },
+    Migrated {
+        from: u32,
+        to: u32,
+        checkpoint: Option<PathBuf>,
+    },
 }
 
 /// Steps that an open would apply, for `migrate --dry-run`.
@@ -123,9 +136,7 @@ pub fn clear_progress(update: &mut StoreUpdate, from_version: u32) {
 
 /// Where the pre-migration checkpoint of the store at `path` taken at `version` lives.
 pub fn checkpoint_path(path: &Path, version: u32) -> PathBuf {
-    let mut name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
-    name.push(format!(".pre-migration-v{version}"));
-    path.with_file_name(name)
+    sibling(path, &format!(".pre-migration-v{version}"))
 }
 
 /// The existing pre-migration checkpoint of the store at `path`, with its version.
@@ -160,19 +171,30 @@ pub fn plan(path: &Path, options: &StoreOptions, schema: &Schema) -> StoreResult
     check_supported(path, current, schema)?;
     let steps = match current {
         None => Vec::new(),
-        Some(version) => schema.pending(version).map(|step| (step.source_version(), step.description())).collect(),
+        Some(version) => schema
+            .pending(version)
+            .map(|step| (step.source_version(), step.description()))
+            .collect(),
     };
-    Ok(MigrationPlan { current, latest: schema.latest, steps })
+    Ok(MigrationPlan {
+        current,
+        latest: schema.latest,
+        steps,
+    })
 }
 
 fn check_supported(path: &Path, version: Option<u32>, schema: &Schema) -> StoreResult<()> {
     match version {
-        Some(found) if found > schema.latest => {
-            Err(StoreError::SchemaTooNew { path: path.to_path_buf(), found, supported: schema.latest })
-        }
-        Some(found) if found < schema.oldest() => {
-            Err(StoreError::SchemaTooOld { path: path.to_path_buf(), found, oldest: schema.oldest() })
-        }
+        Some(found) if found > schema.latest => Err(StoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found,
+            supported: schema.latest,
+        }),
+        Some(found) if found < schema.oldest() => Err(StoreError::SchemaTooOld {
+            path: path.to_path_buf(),
+            found,
+            oldest: schema.oldest(),
+        }),
         _ => Ok(()),
     }
 }
@@ -180,7 +202,8 @@ fn check_supported(path: &Path, version: Option<u32>, schema: &Schema) -> StoreR
 /// Opens the store at `path` and brings it to `schema.latest`.
 ///
 /// The version is read through a read-only open first, so a store that is newer than
-/// this binary is refused before a single byte of it changes. Before the first step a
+/// this binary is refused before a single byte of it changes. A missing store is
+/// created crash-atomically (see [`crate::directories`]). Before the first step a
 /// RocksDB checkpoint of the old version is taken (kept across interrupted attempts);
 /// it is removed after success unless `settings.keep_checkpoint`.
 pub fn open_migrated(
@@ -189,18 +212,53 @@ pub fn open_migrated(
     schema: &Schema,
     settings: &MigrationSettings,
 ) -> StoreResult<(Arc<Store>, SchemaOutcome)> {
+    open_migrated_with_initial(path, options, schema, settings, StoreUpdate::new)
+}
+
+/// Like [`open_migrated`]; a store created by this call also gets the writes of
+/// `initial()` (a chain's genesis, say) in the same batch as its schema version, so it
+/// never exists without them.
+pub fn open_migrated_with_initial(
+    path: &Path,
+    options: &StoreOptions,
+    schema: &Schema,
+    settings: &MigrationSettings,
+    initial: impl FnOnce() -> StoreUpdate,
+) -> StoreResult<(Arc<Store>, SchemaOutcome)> {
+    recover_interrupted_operations(path)?;
     let probed = probe_version(path, options)?;
     check_supported(path, probed, schema)?;
+    let creation_batch = |initial: StoreUpdate| {
+        let mut update = initial;
+        bump_version(&mut update, schema.latest);
+        update
+    };
+    if !store_exists(path) {
+        ensure_creatable(path)?;
+        create_store_atomically(path, options, creation_batch(initial()))?;
+        let store = Store::open(path, options)?;
+        return Ok((
+            store,
+            SchemaOutcome::Created {
+                version: schema.latest,
+            },
+        ));
+    }
     let store = Store::open(path, options)?;
     let version = match read_version(&store)? {
         Some(version) => version,
         None => {
+            // Only an empty store of an older binary that was killed while creating it
+            // gets here (see `ensure_empty`); it is finished in one batch.
             ensure_empty(&store)?;
-            let mut update = StoreUpdate::new();
-            bump_version(&mut update, schema.latest);
-            store.commit(update)?;
-            tracing::info!(store = %options.name, version = schema.latest, "store created at the latest schema version");
-            return Ok((store, SchemaOutcome::Created { version: schema.latest }));
+            store.commit(creation_batch(initial()))?;
+            tracing::info!(store = %options.name, version = schema.latest, "finished creating a store whose creation was interrupted");
+            return Ok((
+                store,
+                SchemaOutcome::Created {
+                    version: schema.latest,
+                },
+            ));
         }
     };
     if version == schema.latest {
@@ -211,9 +269,11 @@ pub fn open_migrated(
         None => {
             let destination = checkpoint_path(path, version);
             store.create_checkpoint(&destination)?;
+            sync_parent(&destination)?;
             destination
         }
     };
+    crash_points::reached("migrate:checkpoint_taken", &options.name);
     tracing::info!(
         store = %options.name, from = version, to = schema.latest, checkpoint = %checkpoint.display(),
         "migrating store schema"
@@ -235,7 +295,10 @@ pub fn open_migrated(
             return Err(StoreError::Decode {
                 path: path.to_path_buf(),
                 what: "schema version after a migration step".into(),
-                detail: format!("step from v{} left the store at {reached:?}", step.source_version()),
+                detail: format!(
+                    "step from v{} left the store at {reached:?}",
+                    step.source_version()
+                ),
             });
         }
         tracing::info!(
@@ -245,13 +308,29 @@ pub fn open_migrated(
         );
     }
     store.flush()?;
+    crash_points::reached("migrate:steps_done", &options.name);
     let kept = if settings.keep_checkpoint {
         Some(checkpoint)
     } else {
-        std::fs::remove_dir_all(&checkpoint).map_err(|err| StoreError::from_io(&checkpoint, err))?;
+        delete_dir_atomically(&checkpoint)?;
         None
     };
-    Ok((store, SchemaOutcome::Migrated { from: version, to: schema.latest, checkpoint: kept }))
+    Ok((
+        store,
+        SchemaOutcome::Migrated {
+            from: version,
+            to: schema.latest,
+            checkpoint: kept,
+        },
+    ))
+}
+
+/// Brings the directories around the store at `path` back to a state a crash cannot
+/// leave ambiguous: finishes an interrupted rollback and removes the leftovers of
+/// interrupted creations and deletions. Run before anything reads the store for writing.
+pub fn recover_interrupted_operations(path: &Path) -> StoreResult<()> {
+    finish_interrupted_rollback(path)?;
+    remove_interrupted_leftovers(path)
 }
 
 /// A store without a version may only be one whose creation was interrupted before its
@@ -261,7 +340,10 @@ fn ensure_empty(store: &Store) -> StoreResult<()> {
         if store.iter(column, None)?.next().is_some() {
             return Err(StoreError::Corrupt {
                 path: store.path().to_path_buf(),
-                detail: format!("store has data in `{}` but no schema version", column.name()),
+                detail: format!(
+                    "store has data in `{}` but no schema version",
+                    column.name()
+                ),
             });
         }
     }
@@ -271,24 +353,26 @@ fn ensure_empty(store: &Store) -> StoreResult<()> {
 /// Replaces the store at `path` by its kept pre-migration checkpoint.
 ///
 /// The store must be closed (the call takes its lock first, so a running node makes it
-/// fail with [`StoreError::Locked`]). Renames only, so an interruption leaves either the
-/// old or the restored store in place, plus a set-aside copy to clean up.
+/// fail with [`StoreError::Locked`]). Renames only: the store is set aside as
+/// `<path>.replaced-by-rollback`, the checkpoint is renamed into place, the set-aside
+/// store is removed. A crash between any two steps is finished by the next call of
+/// [`recover_interrupted_operations`] (every open for writing and every rollback).
 pub fn rollback(path: &Path, options: &StoreOptions) -> StoreResult<u32> {
-    let (version, checkpoint) = find_checkpoint(path).ok_or_else(|| StoreError::NoCheckpoint { path: path.to_path_buf() })?;
+    recover_interrupted_operations(path)?;
+    let (version, checkpoint) = find_checkpoint(path).ok_or_else(|| StoreError::NoCheckpoint {
+        path: path.to_path_buf(),
+    })?;
+    let aside = sibling(path, REPLACED_BY_ROLLBACK_SUFFIX);
     if store_exists(path) {
         drop(Store::open(path, options)?);
+        rename_durably(path, &aside)?;
+        crash_points::reached("rollback:store_set_aside", &options.name);
     }
-    let mut aside_name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
-    aside_name.push(".replaced-by-rollback");
-    let aside = path.with_file_name(aside_name);
+    rename_durably(&checkpoint, path)?;
+    crash_points::reached("rollback:checkpoint_restored", &options.name);
     if aside.exists() {
         std::fs::remove_dir_all(&aside).map_err(|err| StoreError::from_io(&aside, err))?;
     }
-    if path.exists() {
-        std::fs::rename(path, &aside).map_err(|err| StoreError::from_io(path, err))?;
-    }
-    std::fs::rename(&checkpoint, path).map_err(|err| StoreError::from_io(&checkpoint, err))?;
-    std::fs::remove_dir_all(&aside).map_err(|err| StoreError::from_io(&aside, err))?;
     tracing::info!(store = %options.name, version, "store rolled back to its pre-migration checkpoint");
     Ok(version)
 }
