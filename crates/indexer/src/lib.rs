@@ -8,6 +8,7 @@
 //! them in order so that, after the thread is joined, nothing holds a store.
 
 mod config;
+pub mod counters;
 mod extract;
 mod indexer;
 mod listen_blocks;

@@ -96,6 +96,7 @@ pub async fn listen_blocks(
             stats.blocks_indexed += 1;
             stats.requests_indexed += effects.requests.len() as u64;
         }
+        crate::counters::count_block(effects.requests.len() as u64);
         state.indexed_height.send_replace(Some(height));
         #[cfg(feature = "test-hooks")]
         {

@@ -7,6 +7,7 @@ mod cli;
 mod home;
 mod logging;
 mod metrics;
+mod ops_connections;
 mod ops_state;
 mod resources;
 mod restart;

@@ -2,7 +2,7 @@
 //! counters to keep in sync with the lifecycle state they describe).
 
 use mpc_lifecycle::{LifecyclePhase, TaskState};
-use prometheus::{Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Counter, Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
 
 use crate::ops_state::OpsState;
 
@@ -22,6 +22,13 @@ fn gauge(registry: &Registry, name: &str, help: &str, value: f64) {
     if let Ok(gauge) = Gauge::with_opts(Opts::new(name, help)) {
         gauge.set(value);
         let _ = registry.register(Box::new(gauge));
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, value: f64) {
+    if let Ok(counter) = Counter::with_opts(Opts::new(name, help)) {
+        counter.inc_by(value);
+        let _ = registry.register(Box::new(counter));
     }
 }
 
@@ -58,7 +65,18 @@ pub fn render(state: &OpsState) -> String {
             &durations,
         );
     }
-    gauge(&registry, "mpc_indexer_restarts_total", "In-process restarts of the indexer subsystem", state.history.restarts() as f64);
+    counter(&registry, "mpc_indexer_restarts_total", "In-process restarts of the indexer subsystem", state.history.restarts() as f64);
+    counter(&registry, "mpc_indexer_blocks_indexed_total", "Blocks committed by this process", mpc_indexer::counters::blocks_indexed() as f64);
+    counter(
+        &registry,
+        "mpc_indexer_sign_requests_indexed_total",
+        "Sign requests committed by this process",
+        mpc_indexer::counters::sign_requests_indexed() as f64,
+    );
+    let build = [(vec![env!("CARGO_PKG_VERSION").to_owned(), mpc_migrations::NODE_SCHEMA_VERSION.to_string()], 1.0)];
+    gauge_vec(&registry, "mpc_node_build_info", "Version and node-store schema of this binary (always 1)", &["version", "schema_version"], &build);
+    // Resident memory, open file descriptors, start time, CPU: the standard process_* set.
+    let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
     let open = mpc_store::open_instances();
     gauge(&registry, "mpc_rocksdb_open_instances", "RocksDB instances open in this process", open.len() as f64);
     let holders: Vec<_> = open.iter().map(|store| (vec![store.name.clone()], store.holders.len() as f64)).collect();

@@ -61,6 +61,8 @@ pub struct OpsState {
     pub shutdown_signal_sender: ShutdownSender,
     /// Bearer token of the admin endpoints.
     pub admin_token: Arc<String>,
+    /// Failed admin attempts, for the brute-force limit.
+    pub admin_guard: crate::web::AdminGuard,
     /// Restarts and the last sequence.
     pub history: LifecycleHistory,
 }

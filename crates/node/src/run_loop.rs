@@ -239,6 +239,7 @@ async fn start_ops_server(
         node_tasks: node_tasks.clone(),
         shutdown_signal_sender: sender.clone(),
         admin_token: Arc::new(admin_token),
+        admin_guard: crate::web::AdminGuard::default(),
         history: history.clone(),
     };
     ops_tasks.spawn("ops_server", move |cancel| {

@@ -94,7 +94,10 @@ pub async fn shut_down(reason: ShutdownReason, context: ShutdownContext) -> Shut
 
     let started = Instant::now();
     ops_tasks.cancel();
-    let stopped = ops_tasks.wait(deadline.remaining().max(ABORT_GRACE)).await;
+    // The ops server closes its connections within its own grace, whatever its clients
+    // do; this bound only guards against a bug in that.
+    let ops_bound = (crate::ops_connections::CLOSE_GRACE + ABORT_GRACE).min(deadline.remaining().max(ABORT_GRACE));
+    let stopped = ops_tasks.wait(ops_bound).await;
     if !stopped {
         report.aborted_tasks.extend(ops_tasks.abort_running());
     }

@@ -4,21 +4,47 @@
 //! `ready` phase and 503 from the instant a shutdown or restart begins; `/metrics` and
 //! `/debug/lifecycle` describe the same snapshot. The admin endpoints send into the same
 //! shutdown channel as signals and require the bearer token from `<home>/admin-token`
-//! on every address. The server runs until the shutdown sequence stops it after the
-//! indexer has drained, so probes can watch the whole drain.
+//! on every address, and are locked for a while after repeated failures. The server
+//! runs until the shutdown sequence stops it after the indexer has drained, so probes
+//! can watch the whole drain; its connections are bounded by `ops_connections`.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use mpc_lifecycle::ShutdownReason;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::ops_state::OpsState;
 
-/// Serves until `cancel` fires, then finishes in-flight requests.
+/// Longest a request may take once its head is read; every handler answers from memory
+/// in microseconds, so this only ends requests that something has stalled.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest request body accepted: no endpoint takes one (admin requests are body-less
+/// POSTs), so any body is refused with 413 before a handler runs.
+pub const MAX_BODY_BYTES: usize = 0;
+
+/// Failed admin attempts allowed within [`ADMIN_FAILURE_WINDOW`]; beyond it every admin
+/// request is refused with 429 until the oldest failure leaves the window, so the
+/// 256-bit token cannot be guessed through the port (at most 5 guesses per 10 s).
+pub const MAX_ADMIN_FAILURES: usize = 5;
+
+/// See [`MAX_ADMIN_FAILURES`].
+pub const ADMIN_FAILURE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Serves until `cancel` fires, then closes every connection within
+/// [`crate::ops_connections::CLOSE_GRACE`].
 pub async fn serve(listener: TcpListener, state: OpsState, cancel: CancellationToken) -> Result<(), String> {
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -27,8 +53,10 @@ pub async fn serve(listener: TcpListener, state: OpsState, cancel: CancellationT
         .route("/debug/lifecycle", get(debug_lifecycle))
         .route("/admin/shutdown", post(admin_shutdown))
         .route("/admin/restart-indexer", post(admin_restart_indexer))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
         .with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await.map_err(|err| err.to_string())
+    crate::ops_connections::serve(listener, app, cancel).await
 }
 
 async fn healthz() -> &'static str {
@@ -57,25 +85,48 @@ async fn debug_lifecycle(State(state): State<OpsState>) -> Json<serde_json::Valu
     }))
 }
 
-/// Compares in time independent of where the first difference is.
-fn same_token(given: &str, expected: &str) -> bool {
-    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+/// Recent failed admin attempts, shared by both admin endpoints.
+#[derive(Clone, Default)]
+pub struct AdminGuard {
+    failures: Arc<Mutex<VecDeque<Instant>>>,
 }
 
-/// `None` when the request carries the admin token; otherwise the refusal: 401 without
-/// a bearer token, 403 with a wrong one.
-fn refusal(headers: &HeaderMap, state: &OpsState) -> Option<Response> {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()) else {
-        return Some((StatusCode::UNAUTHORIZED, "missing bearer token\n").into_response());
-    };
-    match value.strip_prefix("Bearer ") {
-        Some(token) if same_token(token.trim(), &state.admin_token) => None,
-        _ => Some((StatusCode::FORBIDDEN, "invalid token\n").into_response()),
+impl AdminGuard {
+    fn failures(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
+        self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `None` when the request carries the admin token; otherwise the refusal: 429 while
+    /// too many attempts failed recently, 401 without a bearer token, 403 with a wrong
+    /// one. Every refusal is logged with the peer's address.
+    fn refusal(&self, headers: &HeaderMap, peer: SocketAddr, expected: &str) -> Option<Response> {
+        let mut failures = self.failures();
+        let now = Instant::now();
+        while failures.front().is_some_and(|at| now.duration_since(*at) >= ADMIN_FAILURE_WINDOW) {
+            failures.pop_front();
+        }
+        if failures.len() >= MAX_ADMIN_FAILURES {
+            tracing::warn!(%peer, "admin request refused: too many failed attempts");
+            return Some((StatusCode::TOO_MANY_REQUESTS, "too many failed attempts, try again later\n").into_response());
+        }
+        let given = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+        let refused = match given.map(|value| value.strip_prefix("Bearer ")) {
+            None => (StatusCode::UNAUTHORIZED, "missing bearer token\n"),
+            Some(Some(token)) if bool::from(token.trim().as_bytes().ct_eq(expected.as_bytes())) => return None,
+            Some(_) => (StatusCode::FORBIDDEN, "invalid token\n"),
+        };
+        failures.push_back(now);
+        tracing::warn!(%peer, status = refused.0.as_u16(), failures = failures.len(), "admin request refused");
+        Some(refused.into_response())
     }
 }
 
-async fn admin_shutdown(State(state): State<OpsState>, headers: HeaderMap) -> Response {
-    if let Some(refused) = refusal(&headers, &state) {
+async fn admin_shutdown(
+    State(state): State<OpsState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = state.admin_guard.refusal(&headers, peer, &state.admin_token) {
         return refused;
     }
     tracing::warn!("admin request: shutdown");
@@ -83,8 +134,12 @@ async fn admin_shutdown(State(state): State<OpsState>, headers: HeaderMap) -> Re
     (StatusCode::ACCEPTED, "shutting down\n").into_response()
 }
 
-async fn admin_restart_indexer(State(state): State<OpsState>, headers: HeaderMap) -> Response {
-    if let Some(refused) = refusal(&headers, &state) {
+async fn admin_restart_indexer(
+    State(state): State<OpsState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = state.admin_guard.refusal(&headers, peer, &state.admin_token) {
         return refused;
     }
     tracing::warn!("admin request: restart the indexer subsystem");
