@@ -19,6 +19,7 @@ use mpc_store::migration::read_version;
 use mpc_store::{Column, Store, StoreError, StoreOptions};
 
 use crate::home::Home;
+use crate::restart::applied_wipe_token;
 
 /// What `check` found.
 #[derive(Debug, Default, serde::Serialize)]
@@ -39,6 +40,9 @@ pub struct CheckSummary {
     pub chain_head: Option<u64>,
     /// Every inconsistency found; empty means consistent.
     pub problems: Vec<String>,
+    /// Indexed blocks that a re-syncing chain (after a data wipe) has not produced again
+    /// yet; the next start re-syncs them. Not an inconsistency.
+    pub awaiting_resync: u64,
 }
 
 /// Checks the stores under `home`. `Err` only when a store cannot be read at all.
@@ -150,7 +154,14 @@ fn check_block_against_chain(
         }
     }
     let Some(message) = stored_streamer_message(chain, height)? else {
-        summary.problems.push(format!("block {height} is indexed but not in the chain store"));
+        // After a data wipe the chain re-syncs up to the cursor; a node stopped or
+        // killed before it got there has indexed blocks beyond the chain's head.
+        let resyncing = applied_wipe_token(node).is_some() && summary.chain_head.is_some_and(|head| height > head);
+        if resyncing {
+            summary.awaiting_resync += 1;
+        } else {
+            summary.problems.push(format!("block {height} is indexed but not in the chain store"));
+        }
         return Ok(stored.len() as u64);
     };
     let contract = mpc_chain::default_contract_id();
@@ -186,6 +197,9 @@ pub fn print_summary(summary: &CheckSummary) {
     );
     println!("requests: {}, responses: {}", summary.requests, summary.responses);
     println!("chain head: {}", summary.chain_head.map_or("none".into(), |height| height.to_string()));
+    if summary.awaiting_resync > 0 {
+        println!("awaiting re-sync after a data wipe: {} indexed blocks beyond the chain head", summary.awaiting_resync);
+    }
     for problem in &summary.problems {
         println!("problem: {problem}");
     }

@@ -256,6 +256,27 @@ impl RestartPolicy {
 
 /// Polls `<home>/data-wipe-token` and asks for a wiping restart when it differs from
 /// the token last applied. Operators change the file to wipe the chain data in place.
+/// The operator's data-wipe token when it differs from the one last applied.
+fn pending_wipe_token(home: &Home, store: &Store) -> Option<String> {
+    let configured = std::fs::read_to_string(home.data_wipe_token()).ok()?.trim().to_owned();
+    (!configured.is_empty() && applied_wipe_token(store).as_deref() != Some(configured.as_str())).then_some(configured)
+}
+
+/// Applies a pending data-wipe token before the first generation starts: a node that
+/// was stopped or killed before its wipe finished completes it at the next start,
+/// before it indexes anything, instead of indexing first and wiping a moment later.
+pub fn apply_pending_wipe_at_start(home: &Home, resources: &SharedResources) -> Result<(), String> {
+    let store = resources.lock().node_store.clone().ok_or("node store is not open")?;
+    match pending_wipe_token(home, &store) {
+        Some(token) => {
+            drop(store);
+            tracing::warn!(token = %token, "data-wipe token pending at start, wiping before the indexer starts");
+            wipe_chain_data(home, resources, &token)
+        }
+        None => Ok(()),
+    }
+}
+
 pub async fn watch_data_wipe_token(
     home: Home,
     resources: SharedResources,
@@ -264,21 +285,12 @@ pub async fn watch_data_wipe_token(
 ) -> Result<(), String> {
     let mut requested: Option<String> = None;
     loop {
-        let configured = std::fs::read_to_string(home.data_wipe_token())
-            .ok()
-            .map(|text| text.trim().to_owned());
         let store = resources.lock().node_store.clone();
-        if let (Some(configured), Some(store)) =
-            (configured.filter(|token| !token.is_empty()), store)
-        {
-            let applied = applied_wipe_token(&store);
-            if applied.as_deref() != Some(configured.as_str())
-                && requested.as_deref() != Some(configured.as_str())
-            {
-                tracing::warn!(token = %configured, "data-wipe token changed");
-                sender.restart_indexer_with_wipe("data-wipe token changed", configured.clone());
-                requested = Some(configured);
-            }
+        let pending = store.and_then(|store| pending_wipe_token(&home, &store));
+        if let Some(token) = pending.filter(|token| requested.as_deref() != Some(token.as_str())) {
+            tracing::warn!(token = %token, "data-wipe token changed");
+            sender.restart_indexer_with_wipe("data-wipe token changed", token.clone());
+            requested = Some(token);
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),

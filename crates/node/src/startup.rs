@@ -140,10 +140,9 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
     }
 
     let home = Home::new(&args.home);
-    crate::restart::finish_interrupted_wipe(&home).map_err(|message| StartupError {
-        message,
-        exit_code: ExitCode::STORE,
-    })?;
+    crate::restart::finish_interrupted_wipe(&home)
+        .and_then(|()| crate::restart::apply_pending_wipe_at_start(&home, resources))
+        .map_err(|message| StartupError { message, exit_code: ExitCode::STORE })?;
     {
         let (resources, sender) = (resources.clone(), shutdown_signal_sender.clone());
         node_tasks.spawn("data_wipe_watcher", move |cancel| {
