@@ -77,6 +77,13 @@ fn leftovers(home: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The next start comes up ready, `check` passes, and no leftover stays behind.
+fn assert_recovered(home: &Path, point: &str) -> u64 {
+    let cursor = assert_starts_ready_and_checks(home, point);
+    assert_eq!(leftovers(home), Vec::<String>::new(), "{point}: leftovers not cleaned up");
+    cursor
+}
+
 fn home_str(home: &Path) -> &str {
     home.to_str().expect("utf-8 path")
 }
@@ -102,12 +109,7 @@ fn a_sigkill_at_every_step_of_a_first_start_leaves_a_home_the_next_start_brings_
     for point in &points {
         let home = tempfile::tempdir().unwrap();
         start_until_crash(home.path(), point, |_| {});
-        assert_starts_ready_and_checks(home.path(), point);
-        assert_eq!(
-            leftovers(home.path()),
-            Vec::<String>::new(),
-            "{point}: leftovers not cleaned up"
-        );
+        assert_recovered(home.path(), point);
     }
 }
 
@@ -168,15 +170,10 @@ fn a_data_wipe_killed_at_every_step_is_finished_by_the_next_start() {
             )
             .unwrap();
         });
-        let after = assert_starts_ready_and_checks(home.path(), point);
+        let after = assert_recovered(home.path(), point);
         assert!(
             after >= before,
             "{point}: the cursor went back from {before} to {after}"
-        );
-        assert_eq!(
-            leftovers(home.path()),
-            Vec::<String>::new(),
-            "{point}: leftovers not cleaned up"
         );
     }
 }
@@ -197,12 +194,7 @@ fn migrate_and_rollback_killed_at_every_step_are_finished_by_the_next_command() 
             args.push("--keep-checkpoint");
         }
         run_until_crash(&args, point);
-        assert_starts_ready_and_checks(home.path(), point);
-        assert_eq!(
-            leftovers(home.path()),
-            Vec::<String>::new(),
-            "{point}: leftovers not cleaned up"
-        );
+        assert_recovered(home.path(), point);
         for entry in std::fs::read_dir(home.path())
             .unwrap()
             .filter_map(Result::ok)
@@ -230,12 +222,7 @@ fn migrate_and_rollback_killed_at_every_step_are_finished_by_the_next_command() 
             "{point}: the rollback was not finished:\n{}",
             dry_run.output
         );
-        assert_starts_ready_and_checks(home.path(), point);
-        assert_eq!(
-            leftovers(home.path()),
-            Vec::<String>::new(),
-            "{point}: leftovers not cleaned up"
-        );
+        assert_recovered(home.path(), point);
     }
 }
 

@@ -191,7 +191,7 @@ fn admin_guesses_beyond_the_limit_get_429_for_the_window_and_a_token_file_may_en
     }
     assert_eq!(restart("wrong"), Some(429));
     assert_eq!(restart("operator-chosen-token"), Some(429), "locked for the window, even with the right token");
-    assert!(node.log().contains("admin request refused") && node.log().contains("peer=127.0.0.1:"), "{}", node.log());
+    assert!(node.log().contains("admin endpoint refused a request") && node.log().contains("peer=127.0.0.1:"), "{}", node.log());
     std::thread::sleep(Duration::from_secs(10));
     assert_eq!(restart("operator-chosen-token"), Some(202), "the right token works after the window");
     node.wait_for_log("indexer subsystem restarted", START_PATIENCE);

@@ -265,6 +265,7 @@ async fn log_stats(state: Arc<IndexerState>, every: Duration, cancel: Cancellati
         let height = stats.last_height.unwrap_or(0);
         let lag = stats.chain_head.saturating_sub(height);
         let eta_s = if blocks_per_s > 0.0 { lag as f64 / blocks_per_s } else { f64::INFINITY };
+        let (blocks_per_s, eta_s) = (mpc_lifecycle::three_decimals(blocks_per_s), mpc_lifecycle::three_decimals(eta_s));
         tracing::info!(height, target = stats.chain_head, blocks_per_s, lag, eta_s, "indexer stats");
     }
 }

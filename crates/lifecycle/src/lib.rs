@@ -10,6 +10,7 @@ mod channel;
 mod deadline;
 mod exit_code;
 mod phase;
+mod readable;
 mod reason;
 mod report;
 mod signals;
@@ -17,6 +18,7 @@ mod supervisor;
 
 pub use channel::{LifecycleRequest, ShutdownReceiver, ShutdownSender, shutdown_channel};
 pub use deadline::Deadline;
+pub use readable::{millis, three_decimals};
 pub use exit_code::ExitCode;
 pub use phase::{LifecyclePhase, PhaseTracker};
 pub use reason::{OperatorSignal, ShutdownReason};

@@ -56,7 +56,7 @@ impl ShutdownReport {
 
     /// Records one phase and logs its stable line.
     pub fn record(&mut self, phase: &'static str, duration: Duration, completed: bool, detail: Option<String>) {
-        let duration_ms = duration.as_secs_f64() * 1000.0;
+        let duration_ms = crate::millis(duration);
         if completed {
             tracing::info!(phase, duration_ms, "shutdown phase done");
         } else {

@@ -134,7 +134,7 @@ mod tests {
                 .contains("is another mpc-node running on this home?")
         );
         drop(first);
-        home.claim().unwrap();
+        let _claimed_again = home.claim().unwrap();
     }
 
     #[test]

@@ -56,13 +56,13 @@ impl RestartTimings {
 
     fn done(&mut self, phase: &str) {
         let seconds = self.phase_started.elapsed().as_secs_f64();
-        tracing::info!(phase, duration_ms = seconds * 1e3, "restart phase done");
+        tracing::info!(phase, duration_ms = mpc_lifecycle::three_decimals(seconds * 1e3), "restart phase done");
         self.phases.push((phase.to_owned(), seconds));
         self.phase_started = Instant::now();
     }
 
     fn finish(self, why: &str) -> LastSequence {
-        let total_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        let total_ms = mpc_lifecycle::millis(self.started.elapsed());
         let report = serde_json::json!({"kind": "restart", "why": why, "phases": self.phases, "total_ms": total_ms});
         LastSequence {
             kind: "restart",

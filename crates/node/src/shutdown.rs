@@ -1,6 +1,6 @@
 //! The shutdown sequence: the same for every reason, timed phase by phase.
 //!
-//! Order matters and follows DESIGN.md: readiness goes first (no new traffic), then the
+//! Order matters (docs/lifecycle.md): readiness goes first (no new traffic), then the
 //! root token (everything starts draining at once), then node tasks, then the indexer
 //! thread (whose monitors release `Arc<IndexerState>`), then the actor system (which
 //! releases the chain store), then our own store handle, and only then the wait for
@@ -132,7 +132,7 @@ pub async fn shut_down(reason: ShutdownReason, context: ShutdownContext) -> Shut
     report.record("wait_for_rocksdb_instances", started.elapsed(), closed, detail);
 
     report.final_instance_count = mpc_store::instance_count();
-    report.total_ms = deadline.elapsed().as_secs_f64() * 1000.0;
+    report.total_ms = mpc_lifecycle::millis(deadline.elapsed());
     if report.was_forced() || !report.not_stopped.is_empty() {
         report.exit_code = ExitCode::DEADLINE_EXCEEDED.0;
     }

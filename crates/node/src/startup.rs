@@ -274,7 +274,7 @@ async fn mark_ready_after_first_block(
             if let Ok(height) = first {
                 let height = *height;
                 phase.advance_from(LifecyclePhase::CatchingUp, LifecyclePhase::Ready);
-                tracing::info!(height = ?height, "node ready: first block indexed");
+                tracing::info!(height = height.unwrap_or_default(), "node ready: first block indexed");
             }
         }
     }

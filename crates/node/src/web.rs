@@ -106,7 +106,7 @@ impl AdminGuard {
             failures.pop_front();
         }
         if failures.len() >= MAX_ADMIN_FAILURES {
-            tracing::warn!(%peer, "admin request refused: too many failed attempts");
+            tracing::warn!(%peer, "admin endpoint refused a request: too many failed attempts");
             return Some((StatusCode::TOO_MANY_REQUESTS, "too many failed attempts, try again later\n").into_response());
         }
         let given = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
@@ -116,7 +116,7 @@ impl AdminGuard {
             Some(_) => (StatusCode::FORBIDDEN, "invalid token\n"),
         };
         failures.push_back(now);
-        tracing::warn!(%peer, status = refused.0.as_u16(), failures = failures.len(), "admin request refused");
+        tracing::warn!(%peer, status = refused.0.as_u16(), failures = failures.len(), "admin endpoint refused a request");
         Some(refused.into_response())
     }
 }

@@ -267,7 +267,7 @@ impl Drop for Store {
         self.db.cancel_all_background_work(true);
         tracing::debug!(
             store = %self.name, path = %self.path.display(),
-            flush_ms = flushed.as_secs_f64() * 1e3, total_ms = started.elapsed().as_secs_f64() * 1e3,
+            flush_ms = flushed.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
             "store closed"
         );
     }
