@@ -203,3 +203,39 @@ fn json_logs_are_one_object_per_line_with_the_same_stable_messages() {
     assert!(warned, "no structured SIGTERM warning:\n{}", node.log());
     assert!(lines.iter().any(|line| line["message"].as_str().is_some_and(|m| m.starts_with("ShutdownReport {"))));
 }
+
+#[test]
+fn a_shutdown_right_after_the_node_store_opened_exits_0_with_every_store_closed() {
+    // The open runs on a blocking thread; the hook keeps that task alive 500 ms after
+    // the store opened, and SIGTERM arrives in that window, so the opened store reaches
+    // a start-up that the shutdown has already overtaken.
+    let home = tempfile::tempdir().unwrap();
+    let hold = [("MPC_TEST_HOLD_AFTER_NODE_STORE_OPEN_MS", "500")];
+    let mut node = NodeProcess::start(home.path(), &args(&["--shutdown-timeout", "2s"]), &hold);
+    node.wait_for_log("test hook: holding start-up after the node store opened", START_PATIENCE);
+    node.signal(libc::SIGTERM);
+    let status = node.wait_exit(DOCKER_GRACE);
+    assert_eq!(status.code(), Some(0), "{}", node.log());
+    let report = node.shutdown_report().expect("report");
+    assert_eq!(report["final_instance_count"], 0, "{report}");
+    assert_eq!(report["holders_alive"], serde_json::json!([]), "{report}");
+}
+
+#[test]
+fn sigterms_at_random_moments_of_the_first_tens_of_milliseconds_all_exit_0() {
+    // `MPC_EARLY_STOP_ROUNDS` sets the rounds (CI: 30; the measurement: 300).
+    use rand::Rng;
+    let rounds: usize = std::env::var("MPC_EARLY_STOP_ROUNDS").ok().and_then(|value| value.parse().ok()).unwrap_or(30);
+    let mut rng = rand::thread_rng();
+    for round in 0..rounds {
+        let home = tempfile::tempdir().unwrap();
+        let mut node = NodeProcess::start(home.path(), &args(&["--shutdown-timeout", "2s"]), &[]);
+        let delay = Duration::from_micros(rng.gen_range(12_000..34_000));
+        std::thread::sleep(delay);
+        node.signal(libc::SIGTERM);
+        let status = node.wait_exit(DOCKER_GRACE);
+        assert_eq!(status.code(), Some(0), "round {round}, SIGTERM after {delay:?}: {status}\n{}", node.log());
+        let report = node.shutdown_report().expect("report");
+        assert_eq!(report["final_instance_count"], 0, "round {round}: {report}");
+    }
+}

@@ -12,7 +12,7 @@
 //! ```
 
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,7 +120,7 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
     };
     let (indexer_exit_sender, indexer_exit_receiver) = oneshot::channel();
     let mut indexer_exit: Option<IndexerExit> = Some(indexer_exit_receiver);
-    let mut root_task = pin!(start_node(StartupContext {
+    let mut root_task = Box::pin(start_node(StartupContext {
         subsystem: subsystem.clone(),
         indexer_exit: indexer_exit_sender
     }));
@@ -189,6 +189,10 @@ pub async fn run(args: StartArgs, deferred_signals: Option<DeferredSignals>) -> 
         )));
     };
     drop(restart);
+    // Start-up may be anywhere, even past a finished blocking open whose result (the
+    // node store) it has not taken yet: dropping it now drops that result, so the wait
+    // for every RocksDB instance below is not left waiting for a store nobody holds.
+    drop(root_task);
     drop(shutdown_signal_sender);
 
     let report = shut_down(

@@ -107,20 +107,40 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
         keep_checkpoint: args.keep_migration_checkpoint,
         cancel: root_token.child_token(),
     };
-    let opened = {
+    // The blocking open runs in a supervised node task and hands its result back through
+    // a channel: if a shutdown overtakes start-up, the receiver is gone and the opened
+    // store is dropped (closed) inside that task, which the shutdown sequence waits for
+    // before it waits for every RocksDB instance.
+    let (opened_sender, opened_receiver) = oneshot::channel();
+    {
         let phase = phase.clone();
-        tokio::task::spawn_blocking(move || {
-            let pending = plan(&store_path, &options, &node_schema())?;
-            if !pending.steps.is_empty() {
-                phase.set(LifecyclePhase::Migrating);
-                tracing::info!(from = ?pending.current, to = pending.latest, steps = pending.steps.len(), "node store needs migration");
-            }
-            open_migrated(&store_path, &options, &node_schema(), &settings)
-        })
-        .await
-        .map_err(|err| StartupError { message: format!("store open task failed: {err}"), exit_code: ExitCode::STORE })?
-    };
-    let (node_store, outcome) = opened.map_err(StartupError::store)?;
+        let hold_after_open = hold_after_node_store_open_for_test();
+        node_tasks.spawn("open_node_store", move |_cancel| async move {
+            let opened = tokio::task::spawn_blocking(move || {
+                let pending = plan(&store_path, &options, &node_schema())?;
+                if !pending.steps.is_empty() {
+                    phase.set(LifecyclePhase::Migrating);
+                    tracing::info!(from = ?pending.current, to = pending.latest, steps = pending.steps.len(), "node store needs migration");
+                }
+                let opened = open_migrated(&store_path, &options, &node_schema(), &settings);
+                if let Some(hold) = hold_after_open {
+                    tracing::warn!(hold_ms = hold.as_millis() as u64, "test hook: holding start-up after the node store opened");
+                    std::thread::sleep(hold);
+                }
+                opened
+            })
+            .await
+            .map_err(|err| StartupError { message: format!("store open task failed: {err}"), exit_code: ExitCode::STORE })
+            .and_then(|opened| opened.map_err(StartupError::store));
+            // Unsent (start-up abandoned): the store drops here, inside this task.
+            let _ = opened_sender.send(opened);
+            Ok::<(), String>(())
+        });
+    }
+    let opened = opened_receiver.await.unwrap_or_else(|_| {
+        Err(StartupError { message: "the store open task ended without a result".into(), exit_code: ExitCode::STORE })
+    });
+    let (node_store, outcome) = opened?;
     match &outcome {
         SchemaOutcome::Created { version } => tracing::info!(version, "node store created"),
         SchemaOutcome::Current { version } => tracing::info!(version, "node store opened"),
@@ -151,6 +171,20 @@ pub async fn start_node(context: StartupContext) -> Result<Infallible, StartupEr
     }
     start_indexer_subsystem(&subsystem, indexer_exit)?;
     std::future::pending().await
+}
+
+/// Test hook (feature `test-hooks`): `MPC_TEST_HOLD_AFTER_NODE_STORE_OPEN_MS=N` keeps the
+/// blocking open task alive N ms after the node store opened, so a test can deliver a
+/// shutdown exactly while the opened store is still on its way to the run loop.
+#[cfg(feature = "test-hooks")]
+fn hold_after_node_store_open_for_test() -> Option<std::time::Duration> {
+    let millis = std::env::var("MPC_TEST_HOLD_AFTER_NODE_STORE_OPEN_MS").ok()?.parse().ok()?;
+    Some(std::time::Duration::from_millis(millis))
+}
+
+#[cfg(not(feature = "test-hooks"))]
+fn hold_after_node_store_open_for_test() -> Option<std::time::Duration> {
+    None
 }
 
 /// What starting (and restarting) the indexer subsystem needs.
