@@ -296,6 +296,12 @@ pub fn assert_starts_ready_and_checks(home: &Path, context: &str) -> u64 {
         .expect("check printed the last indexed height")
 }
 
+/// A count from the environment (rounds of a randomized test), or `default`: CI runs
+/// the default, a person the full count.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+}
+
 /// Log line of a crash point that killed the process (feature `test-hooks`).
 pub const CRASH_POINT_REACHED: &str = "test hook: crash point reached";
 

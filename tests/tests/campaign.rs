@@ -21,7 +21,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use mpc_node_process_tests::{
-    CRASH_POINT_REACHED, NodeProcess, START_PATIENCE, assert_starts_ready_and_checks, check, fast_node_args,
+    CRASH_POINT_REACHED, NodeProcess, env_number, START_PATIENCE, assert_starts_ready_and_checks, check, fast_node_args,
     rewrite_node_store_at_version, run_node_command_with_env,
 };
 use rand::{Rng, SeedableRng};
@@ -159,10 +159,6 @@ fn directory_round(rng: &mut rand::rngs::StdRng, phase: KillPhase, home: &Path, 
     // Migration rounds rebuild the node store from its blocks, which forgets the applied
     // token; a token left in place would wipe the chain again in a later round.
     let _ = std::fs::remove_file(home.join("data-wipe-token"));
-}
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
 
 fn args(history_blocks: u64) -> Vec<String> {

@@ -115,10 +115,7 @@ fn a_sigkill_at_every_step_of_a_first_start_leaves_a_home_the_next_start_brings_
 
 #[test]
 fn sigkills_at_random_moments_of_a_first_start_never_leave_a_home_unstartable() {
-    let rounds: usize = std::env::var("MPC_BIRTH_ROUNDS")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(30);
+    let rounds = mpc_node_process_tests::env_number("MPC_BIRTH_ROUNDS", 30);
     let mut rng = rand::thread_rng();
     let (mut during_creation, mut before_any_store, mut between_stores, mut after_both) =
         (0, 0, 0, 0);

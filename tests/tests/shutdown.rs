@@ -225,7 +225,7 @@ fn a_shutdown_right_after_the_node_store_opened_exits_0_with_every_store_closed(
 fn sigterms_at_random_moments_of_the_first_tens_of_milliseconds_all_exit_0() {
     // `MPC_EARLY_STOP_ROUNDS` sets the rounds (CI: 30; the measurement: 300).
     use rand::Rng;
-    let rounds: usize = std::env::var("MPC_EARLY_STOP_ROUNDS").ok().and_then(|value| value.parse().ok()).unwrap_or(30);
+    let rounds = mpc_node_process_tests::env_number("MPC_EARLY_STOP_ROUNDS", 30);
     let mut rng = rand::thread_rng();
     for round in 0..rounds {
         let home = tempfile::tempdir().unwrap();
