@@ -32,3 +32,19 @@ impl Deadline {
         self.started.elapsed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_time_shrinks_to_zero_and_never_below() {
+        let deadline = Deadline::after(Duration::from_millis(20));
+        assert!(deadline.remaining() <= Duration::from_millis(20));
+        assert!(!deadline.is_passed());
+        std::thread::sleep(Duration::from_millis(25));
+        assert_eq!(deadline.remaining(), Duration::ZERO);
+        assert!(deadline.is_passed());
+        assert!(deadline.elapsed() >= Duration::from_millis(20));
+    }
+}

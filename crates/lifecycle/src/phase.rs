@@ -94,3 +94,24 @@ impl PhaseTracker {
         self.sender.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_is_ready_only_and_a_shutdown_cannot_be_undone_by_a_late_phase() {
+        let phase = PhaseTracker::default();
+        assert!(!phase.is_ready());
+        phase.advance_from(LifecyclePhase::CatchingUp, LifecyclePhase::Ready);
+        assert_eq!(phase.current(), LifecyclePhase::Starting, "advance_from only from the expected phase");
+        phase.set(LifecyclePhase::CatchingUp);
+        phase.advance_from(LifecyclePhase::CatchingUp, LifecyclePhase::Ready);
+        assert!(phase.is_ready());
+        phase.set(LifecyclePhase::ShuttingDown);
+        phase.set(LifecyclePhase::Ready);
+        assert_eq!(phase.current(), LifecyclePhase::ShuttingDown, "a late ready must not flip readiness back on");
+        phase.set(LifecyclePhase::Stopped);
+        assert_eq!(phase.current(), LifecyclePhase::Stopped);
+    }
+}

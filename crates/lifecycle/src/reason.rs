@@ -71,3 +71,31 @@ impl std::fmt::Display for ShutdownReason {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ExitCode;
+
+    #[test]
+    fn each_reason_maps_to_its_documented_exit_code() {
+        let signal = ShutdownReason::Signal { signal: OperatorSignal::Terminate };
+        assert_eq!(signal.exit_code(), ExitCode::GRACEFUL);
+        assert_eq!(ShutdownReason::AdminRequest.exit_code(), ExitCode::GRACEFUL);
+        for fatal in [
+            ShutdownReason::ImageHashRevoked { image_hash: "h".into() },
+            ShutdownReason::IndexerExited { error: "e".into() },
+            ShutdownReason::TaskFailed { task: "t".into(), error: "e".into() },
+        ] {
+            assert_eq!(fatal.exit_code(), ExitCode::FATAL, "{fatal}");
+        }
+        let startup = ShutdownReason::StartupFailed { error: "locked".into(), exit_code: 3 };
+        assert_eq!(startup.exit_code(), ExitCode::STORE);
+    }
+
+    #[test]
+    fn a_forced_exit_reports_128_plus_the_signal_like_a_shell() {
+        assert_eq!(ExitCode::forced_by_signal(OperatorSignal::Terminate.number()), ExitCode(143));
+        assert_eq!(ExitCode::forced_by_signal(OperatorSignal::Interrupt.number()), ExitCode(130));
+    }
+}

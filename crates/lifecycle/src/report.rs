@@ -75,3 +75,25 @@ impl ShutdownReport {
         serde_json::to_string(self).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OperatorSignal;
+
+    #[test]
+    fn an_overrun_phase_marks_the_report_forced_and_the_json_carries_every_field() {
+        let mut report = ShutdownReport::new(ShutdownReason::Signal { signal: OperatorSignal::Terminate });
+        report.record("cancel_root_token", Duration::from_nanos(21_995), true, None);
+        assert!(!report.was_forced());
+        assert_eq!(report.phases[0].duration_ms, 0.022);
+        report.record("join_indexer_thread", Duration::from_secs(1), false, Some("monitor".into()));
+        assert!(report.was_forced());
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["reason"]["kind"], "signal");
+        assert_eq!(json["exit_code"], 0);
+        assert_eq!(json["phases"][1]["completed"], false);
+        assert_eq!(json["phases"][1]["detail"], "monitor");
+        assert!(json["phases"][0].get("detail").is_none());
+    }
+}

@@ -232,3 +232,45 @@ fn panic_message(join_error: tokio::task::JoinError) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LifecycleRequest, shutdown_channel};
+
+    #[tokio::test]
+    async fn a_failed_task_becomes_its_configured_request_and_a_stuck_one_is_named_and_aborted() {
+        let (sender, mut receiver) = shutdown_channel();
+        let node = Supervisor::new("node", CancellationToken::new(), sender.clone());
+        node.spawn("failing", |_cancel| async { Err::<(), _>("boom") });
+        match receiver.recv().await {
+            Some(LifecycleRequest::Shutdown(ShutdownReason::TaskFailed { task, error })) => {
+                assert_eq!((task.as_str(), error.as_str()), ("failing", "boom"));
+            }
+            other => panic!("expected TaskFailed, got {other:?}"),
+        }
+
+        let indexer =
+            Supervisor::with_failure_action("indexer", CancellationToken::new(), sender, OnTaskFailure::RestartIndexer);
+        indexer.spawn("monitor", |_cancel| async { Err::<(), _>("view failed") });
+        assert!(matches!(
+            receiver.recv().await,
+            Some(LifecycleRequest::RestartIndexer { after_failure: true, .. })
+        ));
+
+        indexer.spawn("polite", |cancel: CancellationToken| async move {
+            cancel.cancelled().await;
+            Ok::<(), String>(())
+        });
+        indexer.spawn("stuck", |_cancel| async {
+            std::future::pending::<()>().await;
+            Ok::<(), String>(())
+        });
+        indexer.cancel();
+        assert!(!indexer.wait(Duration::from_millis(50)).await, "the stuck task must hold the wait");
+        assert_eq!(indexer.running(), vec!["stuck".to_owned()]);
+        assert_eq!(indexer.abort_running(), vec!["stuck".to_owned()]);
+        assert!(indexer.wait(Duration::from_secs(5)).await);
+        assert!(indexer.snapshot().iter().any(|task| task.name == "stuck" && task.state == TaskState::Aborted));
+    }
+}
