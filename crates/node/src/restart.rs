@@ -298,3 +298,27 @@ pub async fn watch_data_wipe_token(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_exponentially_and_a_fourth_within_the_window_is_fatal() {
+        let mut policy = RestartPolicy::default();
+        assert_eq!(policy.on_failure(), Some(Duration::from_millis(250)));
+        assert_eq!(policy.on_failure(), Some(Duration::from_millis(500)));
+        assert_eq!(policy.on_failure(), Some(Duration::from_millis(1000)));
+        assert_eq!(policy.on_failure(), None, "more than 3 failures within 60 s stop the node");
+    }
+
+    #[test]
+    fn failures_older_than_the_window_are_forgotten() {
+        let mut policy = RestartPolicy { window: Duration::from_millis(10), ..RestartPolicy::default() };
+        for _ in 0..3 {
+            assert!(policy.on_failure().is_some());
+        }
+        std::thread::sleep(Duration::from_millis(15));
+        assert_eq!(policy.on_failure(), Some(Duration::from_millis(250)), "the window starts over");
+    }
+}

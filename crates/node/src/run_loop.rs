@@ -326,3 +326,29 @@ pub fn signal_handler_disabled_for_test() -> bool {
 pub fn signal_handler_disabled_for_test() -> bool {
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(result: Result<(), IndexerError>) -> Result<ShutdownReason, String> {
+        match classify_indexer_exit(result) {
+            IndexerExitKind::Fatal(reason) => Ok(reason),
+            IndexerExitKind::Retryable(error) => Err(error),
+        }
+    }
+
+    #[test]
+    fn a_chain_config_or_store_error_is_fatal_with_its_exit_code_and_a_stream_failure_is_retried() {
+        let config = IndexerError::Chain(mpc_chain::ChainError::Config("4 shards".into()));
+        assert!(matches!(kind(Err(config)), Ok(ShutdownReason::StartupFailed { exit_code: 2, .. })));
+        let locked = mpc_store::StoreError::Locked { path: "/home/data".into() };
+        let chain_store = IndexerError::Chain(mpc_chain::ChainError::Store(mpc_chain::ChainStoreError::Store(locked)));
+        assert!(matches!(kind(Err(chain_store)), Ok(ShutdownReason::StartupFailed { exit_code: 3, .. })));
+        let node_store = IndexerError::Store(mpc_store::StoreError::Cancelled);
+        assert!(matches!(kind(Err(node_store)), Ok(ShutdownReason::IndexerExited { .. })));
+        let stream = IndexerError::Listen(mpc_indexer::ListenError::StreamEnded);
+        assert!(kind(Err(stream)).is_err(), "a failed stream is retried under the restart policy");
+        assert!(kind(Ok(())).is_err(), "an unrequested clean stop is retried too");
+    }
+}
