@@ -143,7 +143,8 @@ pub async fn restart_indexer_subsystem(
     timings.done("close_subsystem_stores");
 
     if let Some(token) = &request.wipe_token {
-        wipe_chain_data(&Home::new(&context.args.home), &context.resources, token)?;
+        let node_store = context.resources.lock().node_store.clone().ok_or("node store is not open")?;
+        wipe_chain_data(&Home::new(&context.args.home), &node_store, token)?;
         timings.done("wipe_chain_data");
     }
     if !request.backoff.is_zero() {
@@ -169,19 +170,14 @@ pub async fn restart_indexer_subsystem(
 /// upstream's data wipe does. An interrupted wipe leaves `data.wiping`, removed at the
 /// next start by [`finish_interrupted_wipe`]; the new chain store is created
 /// crash-atomically by the next generation.
-fn wipe_chain_data(home: &Home, resources: &SharedResources, token: &str) -> Result<(), String> {
+fn wipe_chain_data(home: &Home, node_store: &Store, token: &str) -> Result<(), String> {
     let (data, wiping) = (home.chain_data(), home.chain_data_wiping());
     if data.exists() {
         mpc_store::directories::rename_durably(&data, &wiping)
             .map_err(|err| format!("cannot move {} aside: {err}", data.display()))?;
         mpc_store::crash_points::reached("wipe:data_set_aside", "chain");
     }
-    let node_store = resources
-        .lock()
-        .node_store
-        .clone()
-        .ok_or("node store is not open")?;
-    record_applied_wipe_token(&node_store, token).map_err(|err| err.to_string())?;
+    record_applied_wipe_token(node_store, token).map_err(|err| err.to_string())?;
     mpc_store::crash_points::reached("wipe:token_recorded", "chain");
     finish_interrupted_wipe(home)?;
     tracing::warn!(token, "chain data wiped");
@@ -269,9 +265,8 @@ pub fn apply_pending_wipe_at_start(home: &Home, resources: &SharedResources) -> 
     let store = resources.lock().node_store.clone().ok_or("node store is not open")?;
     match pending_wipe_token(home, &store) {
         Some(token) => {
-            drop(store);
             tracing::warn!(token = %token, "data-wipe token pending at start, wiping before the indexer starts");
-            wipe_chain_data(home, resources, &token)
+            wipe_chain_data(home, &store, &token)
         }
         None => Ok(()),
     }

@@ -108,7 +108,8 @@ pub fn remove_interrupted_leftovers(path: &Path) -> StoreResult<()> {
     Ok(())
 }
 
-/// What may be at a path where a new store is about to be created.
+/// What may be at a path where a new store is about to be created (the caller has
+/// found no store there): nothing, or an empty directory.
 pub(crate) fn ensure_creatable(path: &Path) -> StoreResult<()> {
     let is_empty = match std::fs::read_dir(path) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -117,7 +118,7 @@ pub(crate) fn ensure_creatable(path: &Path) -> StoreResult<()> {
     };
     // An empty directory (made by an operator, or by an older binary killed before it
     // wrote anything) is replaced by the rename.
-    if is_empty || store_exists(path) {
+    if is_empty {
         return Ok(());
     }
     Err(StoreError::Corrupt {
