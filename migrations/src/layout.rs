@@ -228,3 +228,45 @@ pub fn block_update_encoded(effects: &BlockEffects, applied_before: u64, encodin
     }
     update
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_and_sorts_by_height_as_bytes() {
+        let cursor = Cursor { height: 0x0102_0304_0506_0708, block_hash: Hash32([0xab; 32]) };
+        let bytes = cursor.encode();
+        assert_eq!(&bytes[..8], &[1, 2, 3, 4, 5, 6, 7, 8], "height first, big-endian");
+        assert_eq!(Cursor::decode(&bytes), Some(cursor));
+        let lower = Cursor { height: 255, block_hash: Hash32([0xff; 32]) }.encode();
+        let higher = Cursor { height: 256, block_hash: Hash32([0; 32]) }.encode();
+        assert!(lower < higher, "byte order is height order");
+    }
+
+    #[test]
+    fn a_cursor_of_any_other_length_is_refused_not_misread() {
+        let bytes = Cursor { height: 7, block_hash: Hash32::default() }.encode();
+        assert_eq!(Cursor::decode(&bytes[..39]), None);
+        assert_eq!(Cursor::decode(&[bytes.as_slice(), &[0]].concat()), None);
+        assert_eq!(Cursor::decode(b"42"), None, "a v1 decimal cursor is not a v2 cursor");
+        assert_eq!(Cursor::decode(&[]), None);
+    }
+
+    #[test]
+    fn hashes_print_as_hex_and_parse_back_only_from_64_hex_digits() {
+        let hash = Hash32([0x0f; 32]);
+        assert_eq!(hash.to_hex(), "0f".repeat(32));
+        assert_eq!(Hash32::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(Hash32::from_hex(&"0f".repeat(31)), None);
+        assert_eq!(Hash32::from_hex(&"zz".repeat(32)), None);
+        assert_eq!(Hash32::from_hex(&"é".repeat(32)), None, "multi-byte text is refused, not sliced");
+    }
+
+    #[test]
+    fn request_keys_sort_in_chain_order_and_give_back_their_height() {
+        assert!(request_key(1, u32::MAX) < request_key(2, 0));
+        assert_eq!(request_key_height(&request_key(99, 3)), Some(99));
+        assert_eq!(request_key_height(&[1, 2, 3]), None);
+    }
+}

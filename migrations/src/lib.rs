@@ -17,14 +17,19 @@ use mpc_store::migration::Schema;
 /// Schema version this binary writes for the node store.
 pub const NODE_SCHEMA_VERSION: u32 = 3;
 
+/// Entries per batch of the resumable steps unless the operator sets another size: small
+/// enough that a batch commits in a few milliseconds, so cancellation is prompt.
+pub const DEFAULT_MIGRATION_CHUNK_SIZE: u64 = 2_000;
+
 /// The node store's schema: every step from the oldest supported version to the latest.
 pub fn node_schema() -> Schema {
-    node_schema_with_chunk_size(v2_to_v3_request_id_index::chunk_size_from_env())
+    node_schema_with_chunk_size(DEFAULT_MIGRATION_CHUNK_SIZE)
 }
 
-/// Like [`node_schema`] with an explicit chunk size for the resumable steps; small
-/// chunks make interruption points frequent in tests.
-pub fn node_schema_with_chunk_size(chunk_size: usize) -> Schema {
+/// Like [`node_schema`] with an explicit batch size for the resumable steps; smaller
+/// batches make cancellation points more frequent.
+pub fn node_schema_with_chunk_size(chunk_size: u64) -> Schema {
+    let chunk_size = usize::try_from(chunk_size).unwrap_or(usize::MAX);
     Schema {
         latest: NODE_SCHEMA_VERSION,
         steps: vec![

@@ -10,23 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::layout::SignRequestRecord;
 
-/// Entries per chunk when none is configured: small enough that a chunk commits in a few
-/// milliseconds, so cancellation is prompt.
-pub(crate) const DEFAULT_CHUNK_SIZE: usize = 2_000;
-
 /// The v2 -> v3 step.
 pub(crate) struct RequestIdIndex {
     pub(crate) chunk_size: usize,
-}
-
-/// Chunk size from `MPC_MIGRATION_CHUNK_SIZE`, else [`DEFAULT_CHUNK_SIZE`]. Operators
-/// can lower it on slow disks to make cancellation points more frequent.
-pub(crate) fn chunk_size_from_env() -> usize {
-    std::env::var("MPC_MIGRATION_CHUNK_SIZE")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .filter(|size| *size > 0)
-        .unwrap_or(DEFAULT_CHUNK_SIZE)
 }
 
 impl MigrationStep for RequestIdIndex {

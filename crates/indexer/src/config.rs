@@ -47,6 +47,21 @@ pub struct IndexerConfig {
     pub poll_interval: Duration,
     /// Attempts to fetch one block before the streamer gives up with an error.
     pub max_fetch_attempts: u32,
+    /// Fault hooks for process tests (empty unless built with feature `test-hooks`).
+    pub test_hooks: IndexerTestHooks,
+}
+
+/// Fault hooks for process tests, filled in once by the node at start. Without feature
+/// `test-hooks` the type has no fields, so production code cannot set or read one.
+#[derive(Debug, Clone, Default)]
+pub struct IndexerTestHooks {
+    /// The monitor with this name ignores cancellation (tests the shutdown deadline).
+    #[cfg(feature = "test-hooks")]
+    pub hang_monitor: Option<String>,
+    /// `listen_blocks` fails after committing this many blocks (tests the restart
+    /// policy).
+    #[cfg(feature = "test-hooks")]
+    pub fail_listen_after_blocks: Option<u64>,
 }
 
 impl IndexerConfig {
@@ -61,6 +76,7 @@ impl IndexerConfig {
             streamer_buffer: 100,
             poll_interval: Duration::from_millis(20),
             max_fetch_attempts: 10,
+            test_hooks: IndexerTestHooks::default(),
         }
     }
 

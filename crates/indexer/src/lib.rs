@@ -17,14 +17,14 @@ mod state;
 mod streamer;
 mod thread;
 
-pub use config::{AwaitForNodeSyncedEnum, IndexerConfig, SyncModeEnum};
+pub use config::{AwaitForNodeSyncedEnum, IndexerConfig, IndexerTestHooks, SyncModeEnum};
 pub use extract::extract_block_effects;
 pub use indexer::{Indexer, NearNode};
 pub use listen_blocks::{ListenError, listen_blocks};
 pub use monitors::{MonitorIntervals, Observed};
 pub use state::{IndexerState, IndexerStats, SharedStats};
 pub use streamer::StreamerError;
-pub use thread::{IndexerError, IndexerHandle, IndexerThreadParams, spawn_indexer_thread};
+pub use thread::{IndexerError, IndexerHandle, IndexerThreadParams, ThreadAlive, spawn_indexer_thread};
 
 /// Tracker group of the indexer subsystem's stores (the chain hot store), so an
 /// in-process restart can wait for exactly these to close.

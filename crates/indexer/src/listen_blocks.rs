@@ -14,7 +14,7 @@ use near_indexer_primitives::StreamerMessage;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::IndexerState;
+use crate::{IndexerState, IndexerTestHooks};
 use crate::extract::extract_block_effects;
 
 /// Why `listen_blocks` stopped without being cancelled.
@@ -37,17 +37,25 @@ pub enum ListenError {
 /// Commits every block from `stream` until `cancel` fires (between blocks: a block being
 /// committed is always finished) or the stream ends.
 pub async fn listen_blocks(
+    stream: mpsc::Receiver<StreamerMessage>,
+    state: Arc<IndexerState>,
+    cancel: CancellationToken,
+) -> Result<(), ListenError> {
+    listen_blocks_with_hooks(stream, state, cancel, &IndexerTestHooks::default()).await
+}
+
+/// [`listen_blocks`] with the process tests' fault hooks (no-ops in production builds).
+pub(crate) async fn listen_blocks_with_hooks(
     mut stream: mpsc::Receiver<StreamerMessage>,
     state: Arc<IndexerState>,
     cancel: CancellationToken,
+    #[cfg_attr(not(feature = "test-hooks"), allow(unused_variables))] hooks: &IndexerTestHooks,
 ) -> Result<(), ListenError> {
     let store = &state.node_store;
     let mut cursor = read_cursor(store)?;
     let mut applied = read_applied_requests(store)?;
     #[cfg(feature = "test-hooks")]
     let mut committed_here = 0u64;
-    #[cfg(feature = "test-hooks")]
-    let fail_after = fail_after_for_test();
     loop {
         // Fast path while the streamer is ahead: a queued block is taken without
         // registering a cancellation waiter; the token is still checked before every block.
@@ -101,17 +109,10 @@ pub async fn listen_blocks(
         #[cfg(feature = "test-hooks")]
         {
             committed_here += 1;
-            if fail_after.is_some_and(|limit| committed_here >= limit) {
+            if hooks.fail_listen_after_blocks.is_some_and(|limit| committed_here >= limit) {
                 tracing::warn!(height, "test hook: failing listen_blocks");
                 return Err(ListenError::StreamEnded);
             }
         }
     }
-}
-
-/// Test hook (feature `test-hooks`): `MPC_TEST_FAIL_LISTEN_AFTER_BLOCKS=N` makes
-/// `listen_blocks` fail after committing N blocks, to exercise the restart policy.
-#[cfg(feature = "test-hooks")]
-fn fail_after_for_test() -> Option<u64> {
-    std::env::var("MPC_TEST_FAIL_LISTEN_AFTER_BLOCKS").ok()?.parse().ok()
 }

@@ -104,6 +104,9 @@ struct ViewMonitor<T> {
     on_error: OnError,
     publisher: watch::Sender<Observed<T>>,
     decode: fn(serde_json::Value) -> Option<T>,
+    /// Test hook: ignore cancellation (see [`crate::IndexerTestHooks::hang_monitor`]).
+    #[cfg(feature = "test-hooks")]
+    hang_on_cancel: bool,
 }
 
 fn backoff_delay(interval: Duration, failures: u32) -> Duration {
@@ -112,15 +115,6 @@ fn backoff_delay(interval: Duration, failures: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-/// Test hook: `MPC_TEST_HANG_MONITOR=<name>` makes that monitor ignore cancellation, to
-/// test the shutdown deadline. Compiled only with feature `test-hooks`.
-#[cfg(feature = "test-hooks")]
-async fn test_hook_hang_if_configured(name: &str) {
-    if std::env::var("MPC_TEST_HANG_MONITOR").is_ok_and(|hung| hung == name) {
-        tracing::warn!(task = name, "test hook: ignoring cancellation");
-        std::future::pending::<()>().await;
-    }
-}
 
 impl<T: Clone + PartialEq + serde::Serialize + Send + Sync + 'static> ViewMonitor<T> {
     async fn run(self, state: Arc<IndexerState>, holder: StoreHolder, cancel: CancellationToken) -> Result<(), String> {
@@ -131,7 +125,10 @@ impl<T: Clone + PartialEq + serde::Serialize + Send + Sync + 'static> ViewMonito
                 biased;
                 _ = cancel.cancelled() => {
                     #[cfg(feature = "test-hooks")]
-                    test_hook_hang_if_configured(self.name).await;
+                    if self.hang_on_cancel {
+                        tracing::warn!(task = self.name, "test hook: ignoring cancellation");
+                        std::future::pending::<()>().await;
+                    }
                     return Ok(());
                 }
                 _ = tokio::time::sleep(delay) => {}
@@ -191,7 +188,10 @@ fn spawn_view_monitor<T: Clone + PartialEq + serde::Serialize + Send + Sync + 's
     tasks: &Supervisor,
     state: &Arc<IndexerState>,
     monitor: ViewMonitor<T>,
+    #[cfg_attr(not(feature = "test-hooks"), allow(unused_variables))] hooks: &crate::IndexerTestHooks,
 ) {
+    #[cfg(feature = "test-hooks")]
+    let monitor = ViewMonitor { hang_on_cancel: hooks.hang_monitor.as_deref() == Some(monitor.name), ..monitor };
     let state = state.clone();
     let holder = state.node_store.holder(monitor.name);
     tasks.spawn(monitor.name, move |cancel| monitor.run(state, holder, cancel));
@@ -203,6 +203,7 @@ pub(crate) fn spawn_monitors(
     state: &Arc<IndexerState>,
     senders: MonitorSenders,
     intervals: &MonitorIntervals,
+    hooks: &crate::IndexerTestHooks,
 ) {
     spawn_view_monitor(tasks, state, ViewMonitor {
         name: "monitor_contract_state",
@@ -211,7 +212,9 @@ pub(crate) fn spawn_monitors(
         on_error: OnError::Retry,
         publisher: senders.contract_state,
         decode: as_value,
-    });
+        #[cfg(feature = "test-hooks")]
+        hang_on_cancel: false,
+    }, hooks);
     spawn_view_monitor(tasks, state, ViewMonitor {
         name: "monitor_allowed_image_hashes",
         method: "allowed_docker_image_hashes",
@@ -219,7 +222,9 @@ pub(crate) fn spawn_monitors(
         on_error: OnError::Backoff,
         publisher: senders.allowed_image_hashes,
         decode: as_string_list,
-    });
+        #[cfg(feature = "test-hooks")]
+        hang_on_cancel: false,
+    }, hooks);
     spawn_view_monitor(tasks, state, ViewMonitor {
         name: "monitor_tee_accounts",
         method: "get_tee_accounts",
@@ -227,7 +232,9 @@ pub(crate) fn spawn_monitors(
         on_error: OnError::Retry,
         publisher: senders.tee_accounts,
         decode: as_value,
-    });
+        #[cfg(feature = "test-hooks")]
+        hang_on_cancel: false,
+    }, hooks);
     spawn_view_monitor(tasks, state, ViewMonitor {
         name: "monitor_migration_info",
         method: "migration_info",
@@ -235,7 +242,9 @@ pub(crate) fn spawn_monitors(
         on_error: OnError::Retry,
         publisher: senders.migration_info,
         decode: as_value,
-    });
+        #[cfg(feature = "test-hooks")]
+        hang_on_cancel: false,
+    }, hooks);
     let stats_state = state.clone();
     let every = intervals.stats;
     tasks.spawn("stats_logger", move |cancel| log_stats(stats_state, every, cancel));

@@ -16,6 +16,7 @@
 //! 3. The chain store is held by the chain's actors, not by this thread: it closes when
 //!    the caller stops the actor system, after joining the thread.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::IndexerConfig;
 use crate::indexer::Indexer;
-use crate::listen_blocks::{ListenError, listen_blocks};
+use crate::listen_blocks::{ListenError, listen_blocks_with_hooks};
 use crate::monitors::{MonitorIntervals, MonitorSenders, Observed, monitor_channels, spawn_monitors};
 use crate::state::{IndexerState, IndexerStats, SharedStats};
 
@@ -86,6 +87,8 @@ pub struct IndexerHandle {
     pub tasks: Supervisor,
     /// Progress counters, for metrics.
     pub stats: SharedStats,
+    /// Whether the thread still runs, for observers that do not own this handle.
+    pub alive: ThreadAlive,
     state_probe: Arc<Mutex<Weak<IndexerState>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -98,7 +101,7 @@ impl IndexerHandle {
     }
 
     /// True once the thread has returned.
-    pub fn is_finished(&self) -> bool {
+    fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|thread| thread.is_finished())
     }
 
@@ -128,6 +131,27 @@ impl IndexerHandle {
     }
 }
 
+/// Whether the indexer thread is still running. Cheap to clone; the thread clears it
+/// when it ends, however it ends (a panic included).
+#[derive(Debug, Clone)]
+pub struct ThreadAlive(Arc<AtomicBool>);
+
+impl ThreadAlive {
+    /// True until the thread's body has returned or unwound.
+    pub fn is_alive(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Clears [`ThreadAlive`] when dropped, at the very end of the thread.
+struct ClearOnExit(ThreadAlive);
+
+impl Drop for ClearOnExit {
+    fn drop(&mut self) {
+        (self.0).0.store(false, Ordering::Release);
+    }
+}
+
 /// Starts the indexer thread. Returns at once; the thread's result arrives on
 /// `exit_sender` (`Ok` only when it stopped because `token` was cancelled).
 pub fn spawn_indexer_thread(
@@ -143,15 +167,18 @@ pub fn spawn_indexer_thread(
         "indexer",
         token.child_token(),
         params.failures.clone(),
-        OnTaskFailure::RestartIndexer,
+        OnTaskFailure::Restart,
     );
     let state_probe = Arc::new(Mutex::new(Weak::new()));
     let stats: SharedStats = Arc::new(Mutex::new(IndexerStats::starting_now()));
+    let alive = ThreadAlive(Arc::new(AtomicBool::new(true)));
     let thread = {
         let tasks = tasks.clone();
         let state_probe = state_probe.clone();
         let stats = stats.clone();
+        let clear_on_exit = ClearOnExit(alive.clone());
         std::thread::Builder::new().name("indexer".into()).spawn(move || {
+            let _clear_on_exit = clear_on_exit;
             let links = ThreadLinks { tasks, senders, indexed_height: indexed_height_sender, state_probe, stats };
             let result = run_thread(params, token, links);
             if let Err(err) = &result {
@@ -168,6 +195,7 @@ pub fn spawn_indexer_thread(
         indexed_height,
         tasks,
         stats,
+        alive,
         state_probe,
         thread: Some(thread),
     })
@@ -216,12 +244,13 @@ async fn run_indexer(params: IndexerThreadParams, token: CancellationToken, link
     if let Ok(mut probe) = state_probe.lock() {
         *probe = Arc::downgrade(&state);
     }
-    spawn_monitors(&tasks, &state, senders, &intervals);
+    spawn_monitors(&tasks, &state, senders, &intervals, &config.test_hooks);
+    let test_hooks = config.test_hooks.clone();
     let indexer = Indexer::from_near_node(config, &node, cursor, tasks.clone());
     let stream = indexer.streamer();
     tracing::info!(resume_after = cursor.map(|cursor| cursor.height), "indexer thread: listening for blocks");
 
-    let listened = listen_blocks(stream, state.clone(), token.clone()).await;
+    let listened = listen_blocks_with_hooks(stream, state.clone(), token.clone(), &test_hooks).await;
     tracing::info!(cancelled = token.is_cancelled(), "indexer thread: listen_blocks returned");
 
     // Stop the streamer and monitors (also when listen_blocks failed on its own) and wait

@@ -1,8 +1,9 @@
 //! The node's internal shutdown channel (`shutdown_signal_sender`).
 //!
-//! Unbounded on purpose: senders include a signal handler and `Drop`-time code paths
-//! that must never wait. Only the first request ends the run loop; later ones are
-//! logged by the receiver's owner.
+//! Unbounded on purpose: senders include a signal listener and `Drop`-time code paths
+//! that must never wait. The run loop is the only receiver; it decides what each
+//! request does (the first shutdown request ends the loop; a restart request may be
+//! merged into one already running).
 
 use tokio::sync::mpsc;
 
@@ -13,10 +14,15 @@ use crate::ShutdownReason;
 pub enum LifecycleRequest {
     /// Stop the process.
     Shutdown(ShutdownReason),
-    /// Restart the indexer subsystem without exiting; with a wipe token, wipe the chain
-    /// data first and record the token as applied. `after_failure` marks restarts caused
-    /// by a failure, which the restart policy counts.
-    RestartIndexer { why: String, wipe_token: Option<String>, after_failure: bool },
+    /// Restart the restartable part of the process without exiting; which part that is
+    /// belongs to the receiver. `after_failure` marks restarts caused by a failure,
+    /// which a restart policy counts.
+    Restart {
+        /// Why, for the logs.
+        why: String,
+        /// True when a failure (not an operator) asked for it.
+        after_failure: bool,
+    },
 }
 
 /// Sending half; cheap to clone, handed to every component that may stop the node.
@@ -43,14 +49,14 @@ impl ShutdownSender {
         self.request(LifecycleRequest::Shutdown(reason));
     }
 
-    /// Asks for an in-process restart of the indexer subsystem.
-    pub fn restart_indexer(&self, why: &str) {
-        self.request(LifecycleRequest::RestartIndexer { why: why.to_owned(), wipe_token: None, after_failure: false });
+    /// Asks for an in-process restart on an operator's behalf.
+    pub fn restart(&self, why: &str) {
+        self.request(LifecycleRequest::Restart { why: why.to_owned(), after_failure: false });
     }
 
-    /// Asks for a restart because part of the indexer subsystem failed.
-    pub fn restart_indexer_after_failure(&self, why: &str) {
-        self.request(LifecycleRequest::RestartIndexer { why: why.to_owned(), wipe_token: None, after_failure: true });
+    /// Asks for a restart because part of the restartable subsystem failed.
+    pub fn restart_after_failure(&self, why: &str) {
+        self.request(LifecycleRequest::Restart { why: why.to_owned(), after_failure: true });
     }
 
     fn request(&self, request: LifecycleRequest) {
@@ -58,25 +64,33 @@ impl ShutdownSender {
             tracing::debug!(request = ?unsent.0, "lifecycle request after the run loop ended");
         }
     }
-
-    /// Asks for a restart that first wipes the chain data, recording `wipe_token`.
-    pub fn restart_indexer_with_wipe(&self, why: &str, wipe_token: String) {
-        self.request(LifecycleRequest::RestartIndexer {
-            why: why.to_owned(),
-            wipe_token: Some(wipe_token),
-            after_failure: false,
-        });
-    }
 }
 
 impl ShutdownReceiver {
-    /// The next request; `None` only if every sender is gone.
+    /// The next request. `None` cannot happen while the receiver's owner also holds a
+    /// sender, which the run loop does.
     pub async fn recv(&mut self) -> Option<LifecycleRequest> {
         self.receiver.recv().await
     }
+}
 
-    /// A request already queued, without waiting.
-    pub fn try_recv(&mut self) -> Option<LifecycleRequest> {
-        self.receiver.try_recv().ok()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_arrive_in_order_and_sending_after_the_receiver_is_gone_is_harmless() {
+        let (sender, mut receiver) = shutdown_channel();
+        sender.restart("SIGHUP");
+        sender.restart_after_failure("monitor failed");
+        sender.shutdown(ShutdownReason::AdminRequest);
+        assert_eq!(receiver.recv().await, Some(LifecycleRequest::Restart { why: "SIGHUP".into(), after_failure: false }));
+        assert_eq!(
+            receiver.recv().await,
+            Some(LifecycleRequest::Restart { why: "monitor failed".into(), after_failure: true })
+        );
+        assert_eq!(receiver.recv().await, Some(LifecycleRequest::Shutdown(ShutdownReason::AdminRequest)));
+        drop(receiver);
+        sender.shutdown(ShutdownReason::AdminRequest);
     }
 }

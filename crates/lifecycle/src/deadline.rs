@@ -22,11 +22,6 @@ impl Deadline {
         self.limit.saturating_sub(self.started.elapsed())
     }
 
-    /// True once the deadline has passed.
-    pub fn is_passed(&self) -> bool {
-        self.remaining().is_zero()
-    }
-
     /// Time since the deadline was set.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
@@ -41,10 +36,8 @@ mod tests {
     fn remaining_time_shrinks_to_zero_and_never_below() {
         let deadline = Deadline::after(Duration::from_millis(20));
         assert!(deadline.remaining() <= Duration::from_millis(20));
-        assert!(!deadline.is_passed());
         std::thread::sleep(Duration::from_millis(25));
         assert_eq!(deadline.remaining(), Duration::ZERO);
-        assert!(deadline.is_passed());
         assert!(deadline.elapsed() >= Duration::from_millis(20));
     }
 }

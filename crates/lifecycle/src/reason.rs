@@ -44,6 +44,9 @@ pub enum ShutdownReason {
     AdminRequest,
     /// Start-up failed before the node was running (store, config).
     StartupFailed { error: String, exit_code: i32 },
+    /// An in-process restart could not stop the old generation or start the new one;
+    /// the exit code is that of the underlying error (3 for a store, 1 otherwise).
+    RestartFailed { error: String, exit_code: i32 },
 }
 
 impl ShutdownReason {
@@ -51,7 +54,9 @@ impl ShutdownReason {
     pub fn exit_code(&self) -> crate::ExitCode {
         match self {
             ShutdownReason::Signal { .. } | ShutdownReason::AdminRequest => crate::ExitCode::GRACEFUL,
-            ShutdownReason::StartupFailed { exit_code, .. } => crate::ExitCode(*exit_code),
+            ShutdownReason::StartupFailed { exit_code, .. } | ShutdownReason::RestartFailed { exit_code, .. } => {
+                crate::ExitCode(*exit_code)
+            }
             ShutdownReason::ImageHashRevoked { .. }
             | ShutdownReason::IndexerExited { .. }
             | ShutdownReason::TaskFailed { .. } => crate::ExitCode::FATAL,
@@ -68,6 +73,7 @@ impl std::fmt::Display for ShutdownReason {
             ShutdownReason::TaskFailed { task, error } => write!(f, "task {task} failed: {error}"),
             ShutdownReason::AdminRequest => write!(f, "admin request"),
             ShutdownReason::StartupFailed { error, .. } => write!(f, "start-up failed: {error}"),
+            ShutdownReason::RestartFailed { error, .. } => write!(f, "restart failed: {error}"),
         }
     }
 }
@@ -91,6 +97,8 @@ mod tests {
         }
         let startup = ShutdownReason::StartupFailed { error: "locked".into(), exit_code: 3 };
         assert_eq!(startup.exit_code(), ExitCode::STORE);
+        let restart = ShutdownReason::RestartFailed { error: "chain store locked".into(), exit_code: 3 };
+        assert_eq!(restart.exit_code(), ExitCode::STORE, "a restart keeps the exit code of its error");
     }
 
     #[test]

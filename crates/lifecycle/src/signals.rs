@@ -5,11 +5,10 @@
 //! loop stays the one place that decides. The listener is installed before anything is
 //! opened, so a signal in any phase is honoured. A second SIGTERM/SIGINT means the
 //! operator will not wait: the `on_second_signal` callback logs what is still running
-//! and exits at once. SIGHUP asks for an in-process restart of the indexer and never
-//! terminates the process.
+//! and exits at once. SIGHUP never terminates the process: what it means is the
+//! caller's `on_hangup` (the node restarts its indexer in-process).
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::task::JoinHandle;
 
 use crate::{OperatorSignal, ShutdownReason, ShutdownSender};
 
@@ -56,19 +55,6 @@ impl DeferredSignals {
 /// A repeat of the first signal within this window is one delivery, not a second request.
 const DUPLICATE_SIGNAL_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The running listener; dropping it does not stop it, [`SignalListener::stop`] does.
-pub struct SignalListener {
-    task: JoinHandle<()>,
-}
-
-impl SignalListener {
-    /// Stops listening (the default disposition is *not* restored: tokio keeps its
-    /// handler, so late signals are ignored rather than fatal).
-    pub fn stop(self) {
-        self.task.abort();
-    }
-}
-
 fn log_first(signal: OperatorSignal) {
     // Exact, stable messages: operators grep for them to confirm the graceful path.
     match signal {
@@ -79,23 +65,26 @@ fn log_first(signal: OperatorSignal) {
 
 /// Installs SIGTERM, SIGINT and SIGHUP listeners on the current runtime. Registration
 /// happens before this returns, so no signal sent after it can take the default
-/// (terminating) action.
+/// (terminating) action. The first SIGTERM/SIGINT becomes a shutdown request on
+/// `sender`; a second one calls `on_second_signal`; every SIGHUP calls `on_hangup`.
+/// The listener runs until the runtime ends: once installed, the process never goes
+/// back to the default (terminating) disposition.
 pub fn install_signal_listener(
     sender: ShutdownSender,
     on_second_signal: impl Fn(OperatorSignal) + Send + Sync + 'static,
-) -> std::io::Result<SignalListener> {
+    on_hangup: impl Fn() + Send + Sync + 'static,
+) -> std::io::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut shutdown_requested: Option<(OperatorSignal, std::time::Instant)> = None;
         loop {
             let received = tokio::select! {
                 Some(()) = terminate.recv() => OperatorSignal::Terminate,
                 Some(()) = interrupt.recv() => OperatorSignal::Interrupt,
                 Some(()) = hangup.recv() => {
-                    tracing::warn!("SIGHUP received, restarting the indexer subsystem");
-                    sender.restart_indexer("SIGHUP");
+                    on_hangup();
                     continue;
                 }
                 else => return,
@@ -118,5 +107,5 @@ pub fn install_signal_listener(
             sender.shutdown(ShutdownReason::Signal { signal: received });
         }
     });
-    Ok(SignalListener { task })
+    Ok(())
 }

@@ -2,8 +2,9 @@
 //!
 //! Why: a shutdown that waits on anonymous tasks can only say "something is stuck".
 //! Every long-lived task is spawned here under a name with a child token of the
-//! supervisor's token; a task that returns an error or panics becomes a
-//! [`ShutdownReason::TaskFailed`] on the shutdown channel, and a task that ignores
+//! supervisor's token; a task that returns an error or panics becomes a request on the
+//! shutdown channel (a [`ShutdownReason::TaskFailed`], or a restart request for a
+//! supervisor built with [`OnTaskFailure::Restart`]), and a task that ignores
 //! cancellation can be named in the report and aborted.
 
 use std::collections::BTreeMap;
@@ -24,8 +25,9 @@ use crate::{ShutdownReason, ShutdownSender};
 pub enum OnTaskFailure {
     /// A [`ShutdownReason::TaskFailed`]: the node stops (exit 1).
     ShutDown,
-    /// A restart of the indexer subsystem, counted by the node's restart policy.
-    RestartIndexer,
+    /// A restart request (after a failure): the receiver restarts the subsystem the
+    /// supervisor belongs to, under its restart policy.
+    Restart,
 }
 
 /// State of a supervised task.
@@ -105,11 +107,6 @@ impl Supervisor {
         self.inner.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The token every task's token is a child of.
-    pub fn token(&self) -> &CancellationToken {
-        &self.inner.token
-    }
-
     /// Spawns `make(child_token)` on the current runtime under `name`.
     pub fn spawn<F, Fut, E>(&self, name: &str, make: F)
     where
@@ -146,8 +143,8 @@ impl Supervisor {
                         OnTaskFailure::ShutDown => {
                             supervisor.inner.failures.shutdown(ShutdownReason::TaskFailed { task: name, error })
                         }
-                        OnTaskFailure::RestartIndexer => {
-                            supervisor.inner.failures.restart_indexer_after_failure(&format!("task {name} failed: {error}"))
+                        OnTaskFailure::Restart => {
+                            supervisor.inner.failures.restart_after_failure(&format!("task {name} failed: {error}"))
                         }
                     }
                 }
@@ -251,11 +248,11 @@ mod tests {
         }
 
         let indexer =
-            Supervisor::with_failure_action("indexer", CancellationToken::new(), sender, OnTaskFailure::RestartIndexer);
+            Supervisor::with_failure_action("indexer", CancellationToken::new(), sender, OnTaskFailure::Restart);
         indexer.spawn("monitor", |_cancel| async { Err::<(), _>("view failed") });
         assert!(matches!(
             receiver.recv().await,
-            Some(LifecycleRequest::RestartIndexer { after_failure: true, .. })
+            Some(LifecycleRequest::Restart { after_failure: true, .. })
         ));
 
         indexer.spawn("polite", |cancel: CancellationToken| async move {

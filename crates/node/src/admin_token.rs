@@ -6,30 +6,28 @@ use std::path::Path;
 
 use rand::RngCore;
 
+use crate::error::NodeError;
 use crate::home::Home;
 
 /// Reads the admin token, creating a random one (mode 0600) on first start. An empty or
 /// unreadable file is an error: admin requests must never be accepted without a token.
 /// Surrounding white space (the newline `echo` adds) is not part of the token.
-pub fn load_or_create_admin_token(home: &Home) -> Result<String, String> {
+pub fn load_or_create_admin_token(home: &Home) -> Result<String, NodeError> {
     let path = home.admin_token();
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
-        Ok(_) => Err(format!("admin token file {} is empty", path.display())),
+        Ok(_) => Err(NodeError::Config(format!("admin token file {} is empty", path.display()))),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut bytes);
             let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
             write_atomically(&path, &token).map_err(|err| {
-                format!("cannot create admin token file {}: {err}", path.display())
+                NodeError::Config(format!("cannot create admin token file {}: {err}", path.display()))
             })?;
             tracing::info!(path = %path.display(), "admin token created");
             Ok(token)
         }
-        Err(err) => Err(format!(
-            "cannot read admin token file {}: {err}",
-            path.display()
-        )),
+        Err(err) => Err(NodeError::Config(format!("cannot read admin token file {}: {err}", path.display()))),
     }
 }
 

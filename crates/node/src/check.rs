@@ -18,8 +18,10 @@ use mpc_migrations::{NODE_SCHEMA_VERSION, layout::SignRequestRecord};
 use mpc_store::migration::read_version;
 use mpc_store::{Column, Store, StoreError, StoreOptions};
 
+use mpc_lifecycle::ExitCode;
+
+use crate::data_wipe::applied_wipe_token;
 use crate::home::Home;
-use crate::restart::applied_wipe_token;
 
 /// What `check` found.
 #[derive(Debug, Default, serde::Serialize)]
@@ -181,8 +183,23 @@ fn check_block_against_chain(
     Ok(stored.len() as u64)
 }
 
+/// `mpc-node check`: prints the summary; exit 0 iff consistent, 1 with problems, 3 when
+/// a store cannot be read.
+pub fn run(home: &Path) -> ExitCode {
+    match check_home(home) {
+        Ok(summary) => {
+            print_summary(&summary);
+            if summary.problems.is_empty() { ExitCode::GRACEFUL } else { ExitCode::FATAL }
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::STORE
+        }
+    }
+}
+
 /// Prints the summary as an operator reads it.
-pub fn print_summary(summary: &CheckSummary) {
+fn print_summary(summary: &CheckSummary) {
     let consistent = summary.problems.is_empty();
     println!("consistent: {}", if consistent { "yes" } else { "no" });
     println!("schema version: {}", summary.schema_version.map_or("none".into(), |v| v.to_string()));

@@ -59,6 +59,23 @@ pub struct MigrateArgs {
     /// Keep the pre-migration checkpoint for `mpc-node rollback`.
     #[arg(long)]
     pub keep_checkpoint: bool,
+    #[command(flatten)]
+    pub migration: MigrationTuning,
+}
+
+/// How migrations run; shared by `start` (which migrates an old store) and `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrationTuning {
+    /// Entries per batch of a resumable migration step. Each batch is one atomic write
+    /// and a stop waits for at most one, so smaller batches make a stop during a long
+    /// migration answer sooner on slow disks.
+    #[arg(
+        long = "migration-chunk-size",
+        env = "MPC_MIGRATION_CHUNK_SIZE",
+        default_value_t = mpc_migrations::DEFAULT_MIGRATION_CHUNK_SIZE,
+        value_parser = clap::value_parser!(u64).range(1..),
+    )]
+    pub chunk_size: u64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -88,6 +105,8 @@ pub struct StartArgs {
     /// Keep the pre-migration checkpoint when start migrates an old store.
     #[arg(long)]
     pub keep_migration_checkpoint: bool,
+    #[command(flatten)]
+    pub migration: MigrationTuning,
     /// Sandbox chain: pause between blocks (0 = as fast as possible).
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub sandbox_block_interval: Duration,

@@ -4,19 +4,26 @@
 mod admin_token;
 mod check;
 mod cli;
+mod data_wipe;
+mod error;
+mod generation;
 mod home;
+mod indexer_slot;
 mod logging;
 mod metrics;
+mod operator_signals;
 mod ops_connections;
 mod ops_state;
-mod resources;
 mod restart;
+mod restart_control;
 mod run_loop;
 mod sd_notify;
 mod shutdown;
 mod startup;
-mod subsystem_stop;
+mod stores_closed;
+mod test_hooks;
 mod upgrade;
+mod watchers;
 mod web;
 
 use std::time::Duration;
@@ -25,6 +32,7 @@ use clap::Parser;
 use mpc_lifecycle::ExitCode;
 
 use crate::cli::{Cli, Command};
+use crate::test_hooks::TestHooks;
 
 /// Bound on stray runtime work after the shutdown sequence finished.
 const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(200);
@@ -38,71 +46,42 @@ const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(200);
 static DEFER_OPERATOR_SIGNALS_BEFORE_MAIN: extern "C" fn() = defer_operator_signals_before_main;
 
 extern "C" fn defer_operator_signals_before_main() {
-    if !run_loop::signal_handler_disabled_for_test() {
-        // The blocked set is taken over again by `main`; nothing to keep here.
-        let _blocked_until_main = mpc_lifecycle::defer_operator_signals();
-    }
+    // The blocked set is taken over again by `main`; nothing to keep here.
+    let _blocked_until_main = mpc_lifecycle::defer_operator_signals();
 }
 
 fn main() {
-    let deferred_signals =
-        (!run_loop::signal_handler_disabled_for_test()).then(mpc_lifecycle::defer_operator_signals);
+    let deferred_signals = mpc_lifecycle::defer_operator_signals();
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    arm_crash_point_for_test();
-    let deferred_signals = match (&cli.command, deferred_signals) {
-        (Command::Start(_), deferred) => deferred,
-        // Offline commands keep the default disposition: SIGTERM stops them at once,
-        // and each of their writes is one atomic batch.
-        (_, deferred) => {
-            if let Some(deferred) = deferred {
-                deferred.release();
-            }
-            None
+    let test_hooks = match TestHooks::from_environment() {
+        Ok(hooks) => hooks,
+        Err(err) => {
+            eprintln!("error: {err}");
+            std::process::exit(ExitCode::USAGE.0);
         }
     };
+    // Offline commands release the signals at once and keep the default disposition:
+    // SIGTERM stops them at once, and each of their writes is one atomic batch.
     let code = match cli.command {
-        Command::Start(args) => run_start(args, deferred_signals),
-        Command::Check(args) => match check::check_home(&args.home) {
-            Ok(summary) => {
-                check::print_summary(&summary);
-                if summary.problems.is_empty() {
-                    ExitCode::GRACEFUL
-                } else {
-                    ExitCode::FATAL
-                }
-            }
-            Err(err) => {
-                eprintln!("error: {err}");
-                ExitCode::STORE
-            }
-        },
-        Command::Migrate(args) => upgrade::migrate(&args),
-        Command::Rollback(args) => upgrade::rollback(&args.home),
+        Command::Start(args) => run_start(args, deferred_signals, test_hooks),
+        Command::Check(args) => {
+            deferred_signals.release();
+            check::run(&args.home)
+        }
+        Command::Migrate(args) => {
+            deferred_signals.release();
+            upgrade::migrate(&args)
+        }
+        Command::Rollback(args) => {
+            deferred_signals.release();
+            upgrade::rollback(&args.home)
+        }
     };
     std::process::exit(code.0);
 }
 
-/// Test hook (feature `test-hooks`): `MPC_TEST_CRASH_AT=POINT[@SUBJECT]` makes the
-/// process SIGKILL itself at that step of a directory operation (see
-/// `mpc_store::crash_points`). Read once, here; a bad name is a usage error.
-#[cfg(feature = "test-hooks")]
-fn arm_crash_point_for_test() {
-    if let Ok(spec) = std::env::var("MPC_TEST_CRASH_AT")
-        && let Err(err) = mpc_store::crash_points::arm(&spec)
-    {
-        eprintln!("error: MPC_TEST_CRASH_AT: {err}");
-        std::process::exit(ExitCode::USAGE.0);
-    }
-}
-
-#[cfg(not(feature = "test-hooks"))]
-fn arm_crash_point_for_test() {}
-
-fn run_start(
-    args: cli::StartArgs,
-    deferred_signals: Option<mpc_lifecycle::DeferredSignals>,
-) -> ExitCode {
+fn run_start(args: cli::StartArgs, deferred_signals: mpc_lifecycle::DeferredSignals, test_hooks: TestHooks) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("node")
@@ -115,7 +94,7 @@ fn run_start(
             return ExitCode::FATAL;
         }
     };
-    let code = runtime.block_on(run_loop::run(args, deferred_signals));
+    let code = runtime.block_on(run_loop::run(args, deferred_signals, test_hooks));
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN_TIMEOUT);
     code
 }

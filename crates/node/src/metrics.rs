@@ -1,5 +1,6 @@
-//! `/metrics`: Prometheus text, rendered from a fresh snapshot on every scrape (no
-//! counters to keep in sync with the lifecycle state they describe).
+//! `/metrics`: Prometheus text, rendered from a fresh snapshot on every scrape. Nothing
+//! is pushed into a registry as it happens: gauges read the lifecycle state and the
+//! current generation, counters read the process-wide atomics that count them.
 
 use mpc_lifecycle::{LifecyclePhase, TaskState};
 use prometheus::{Counter, Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
@@ -54,13 +55,17 @@ pub fn render(state: &OpsState) -> String {
     let phases: Vec<_> =
         PHASES.iter().map(|phase| (vec![phase.name().to_owned()], f64::from(u8::from(*phase == current)))).collect();
     gauge_vec(&registry, "mpc_lifecycle_phase", "1 for the current lifecycle phase", &["phase"], &phases);
-    if let Some(last) = state.history.last_sequence() {
-        let durations: Vec<_> =
-            last.phases.iter().map(|(phase, seconds)| (vec![last.kind.to_owned(), phase.clone()], *seconds)).collect();
+    if let Some(last) = state.history.last_restart() {
+        let durations: Vec<_> = last
+            .timings
+            .phases
+            .iter()
+            .map(|phase| (vec!["restart".to_owned(), phase.phase.to_owned()], phase.duration_ms / 1e3))
+            .collect();
         gauge_vec(
             &registry,
             "mpc_lifecycle_sequence_phase_seconds",
-            "Duration of each phase of the last shutdown or restart",
+            "Duration of each phase of the last in-process restart",
             &["sequence", "phase"],
             &durations,
         );

@@ -9,6 +9,7 @@
 //! whatever is still open after [`CLOSE_GRACE`] is closed. A stop costs the ops port at
 //! most that grace, whatever its clients do.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ pub const CLOSE_GRACE: Duration = Duration::from_millis(250);
 
 /// Accepts connections on `listener` and serves `app` on each until `cancel` fires,
 /// then closes them all within [`CLOSE_GRACE`].
-pub async fn serve(listener: TcpListener, app: Router, cancel: CancellationToken) -> Result<(), String> {
+pub async fn serve(listener: TcpListener, app: Router, cancel: CancellationToken) -> Result<(), Infallible> {
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {

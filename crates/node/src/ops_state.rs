@@ -1,35 +1,29 @@
 //! What the operations endpoints read: one snapshot source for `/readyz`, `/metrics`
-//! and `/debug/lifecycle`, so they never disagree.
+//! and `/debug/lifecycle`, so they never disagree. It reads a `watch` of the current
+//! generation and never locks anything the lifecycle holds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mpc_lifecycle::{PhaseTracker, ShutdownSender, Supervisor, TaskInfo};
+use mpc_lifecycle::{PhaseTracker, RestartReport, ShutdownSender, Supervisor, TaskInfo};
+use tokio::sync::watch;
 
-use crate::resources::SharedResources;
-
-/// Phase timings of the last shutdown or in-process restart.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct LastSequence {
-    /// "restart" or "shutdown".
-    pub kind: &'static str,
-    /// `(phase, seconds)` in order.
-    pub phases: Vec<(String, f64)>,
-    /// The full report (JSON) for `/debug/lifecycle`.
-    pub report: serde_json::Value,
-}
+use crate::generation::GenerationView;
 
 /// Counters and records the endpoints expose, written by the run loop.
 #[derive(Clone, Default)]
 pub struct LifecycleHistory {
     restarts: Arc<AtomicU64>,
-    last_sequence: Arc<Mutex<Option<LastSequence>>>,
+    last_restart: Arc<Mutex<Option<RestartReport>>>,
 }
 
 impl LifecycleHistory {
-    /// Counts one completed in-process restart.
-    pub fn count_restart(&self) {
-        self.restarts.fetch_add(1, Ordering::Relaxed);
+    /// Records a finished restart; `succeeded` ones are counted.
+    pub fn record_restart(&self, report: RestartReport, succeeded: bool) {
+        if succeeded {
+            self.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        *self.last_restart.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(report);
     }
 
     /// Completed in-process restarts.
@@ -37,14 +31,9 @@ impl LifecycleHistory {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// Records the phases of a finished shutdown or restart.
-    pub fn record(&self, sequence: LastSequence) {
-        *self.last_sequence.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sequence);
-    }
-
-    /// The last recorded sequence.
-    pub fn last_sequence(&self) -> Option<LastSequence> {
-        self.last_sequence.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    /// The report of the last restart.
+    pub fn last_restart(&self) -> Option<RestartReport> {
+        self.last_restart.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 }
 
@@ -53,8 +42,8 @@ impl LifecycleHistory {
 pub struct OpsState {
     /// Lifecycle phase (readiness).
     pub phase: PhaseTracker,
-    /// What the node runs (indexer handle, stores).
-    pub resources: SharedResources,
+    /// The current generation of the indexer, if one runs.
+    pub generation: watch::Receiver<Option<GenerationView>>,
     /// Node-level tasks.
     pub node_tasks: Supervisor,
     /// Where admin requests go: the same channel as every other stop reason.
@@ -63,7 +52,7 @@ pub struct OpsState {
     pub admin_token: Arc<String>,
     /// Failed admin attempts, for the brute-force limit.
     pub admin_guard: crate::web::AdminGuard,
-    /// Restarts and the last sequence.
+    /// Restarts and the last restart's report.
     pub history: LifecycleHistory,
 }
 
@@ -79,27 +68,25 @@ pub struct IndexerProgress {
 }
 
 impl OpsState {
-    /// Every supervised task of the node and of the current indexer.
+    /// Every supervised task of the node and of the current generation.
     pub fn tasks(&self) -> Vec<TaskInfo> {
         let mut tasks = self.node_tasks.snapshot();
-        if let Some(indexer) = &self.resources.lock().indexer {
-            tasks.extend(indexer.tasks.snapshot());
+        if let Some(view) = &*self.generation.borrow() {
+            tasks.extend(view.indexer_tasks.snapshot());
+            tasks.extend(view.watchers.snapshot());
         }
         tasks
     }
 
-    /// The current indexer's progress.
+    /// The current generation's progress.
     pub fn progress(&self) -> IndexerProgress {
-        let resources = self.resources.lock();
-        let Some(indexer) = &resources.indexer else { return IndexerProgress::default() };
-        let latest_height = *indexer.indexed_height.borrow();
-        let stats = indexer.stats.lock().map(|stats| stats.clone()).ok();
+        let Some(view) = self.generation.borrow().clone() else { return IndexerProgress::default() };
+        let latest_height = *view.indexed_height.borrow();
+        let stats = view.stats.lock().map(|stats| stats.clone()).ok();
         IndexerProgress {
             latest_height,
             blocks_per_s: stats.as_ref().map_or(0.0, |stats| stats.blocks_per_s),
-            lag_blocks: stats
-                .as_ref()
-                .map_or(0, |stats| stats.chain_head.saturating_sub(latest_height.unwrap_or(0))),
+            lag_blocks: stats.as_ref().map_or(0, |stats| stats.chain_head.saturating_sub(latest_height.unwrap_or(0))),
         }
     }
 }

@@ -67,7 +67,7 @@ pub async fn follow_phase(
     notifier: Notifier,
     mut phase: tokio::sync::watch::Receiver<mpc_lifecycle::LifecyclePhase>,
     cancel: tokio_util::sync::CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), std::convert::Infallible> {
     use mpc_lifecycle::LifecyclePhase;
     let watchdog = Notifier::watchdog_interval();
     let mut tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1)));

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use mpc_lifecycle::ExitCode;
-use mpc_migrations::node_schema;
+use mpc_migrations::node_schema_with_chunk_size;
 use mpc_store::StoreOptions;
 use mpc_store::migration::{
     MigrationSettings, SchemaOutcome, open_migrated, plan, recover_interrupted_operations,
@@ -36,7 +36,7 @@ pub fn migrate(args: &MigrateArgs) -> ExitCode {
         return ExitCode::STORE;
     }
     let options = StoreOptions::new("node", NODE_STORE_GROUP);
-    let schema = node_schema();
+    let schema = node_schema_with_chunk_size(args.migration.chunk_size);
     let pending = match plan(&path, &options, &schema) {
         Ok(pending) => pending,
         Err(err) => {

@@ -9,6 +9,7 @@
 //! can watch the whole drain; its connections are bounded by `ops_connections`.
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,7 +46,7 @@ pub const ADMIN_FAILURE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Serves until `cancel` fires, then closes every connection within
 /// [`crate::ops_connections::CLOSE_GRACE`].
-pub async fn serve(listener: TcpListener, state: OpsState, cancel: CancellationToken) -> Result<(), String> {
+pub async fn serve(listener: TcpListener, state: OpsState, cancel: CancellationToken) -> Result<(), Infallible> {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -81,7 +82,7 @@ async fn debug_lifecycle(State(state): State<OpsState>) -> Json<serde_json::Valu
         "store_holders": stores,
         "indexer": state.progress(),
         "restarts": state.history.restarts(),
-        "last_report": state.history.last_sequence().map(|last| last.report),
+        "last_report": state.history.last_restart(),
     }))
 }
 
@@ -143,6 +144,6 @@ async fn admin_restart_indexer(
         return refused;
     }
     tracing::warn!("admin request: restart the indexer subsystem");
-    state.shutdown_signal_sender.restart_indexer("admin request");
+    state.shutdown_signal_sender.restart("admin request");
     (StatusCode::ACCEPTED, "restarting the indexer\n").into_response()
 }

@@ -1,0 +1,228 @@
+//! One generation of the indexer subsystem, with one owner from start to stop.
+//!
+//! A generation is what an in-process restart replaces: a child token of the root token,
+//! a new actor system (the chain's actors, which hold the chain store), the indexer
+//! thread (streamer, monitors, `listen_blocks`) and the watchers that follow it. Whoever
+//! holds an [`IndexerGeneration`] owns all of that: [`IndexerGeneration::start`] returns
+//! it, [`IndexerGeneration::stop`] consumes it, so no stopped generation can be left
+//! half-running and no running one can be forgotten. Observers (the operations server,
+//! the forced-exit path) read a [`GenerationView`] from a `watch` instead.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mpc_chain::{ChainConfig, ImageHashRevocation, default_contract_id};
+use mpc_indexer::{
+    IndexerConfig, IndexerError, IndexerHandle, IndexerTestHooks, IndexerThreadParams, MonitorIntervals,
+    SharedStats, ThreadAlive, spawn_indexer_thread,
+};
+use mpc_lifecycle::{LifecyclePhase, PhaseOutcome, PhaseTimings, PhaseTracker, ShutdownSender, Supervisor};
+use mpc_store::Store;
+use near_async::ActorSystem;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::StartArgs;
+use crate::error::NodeError;
+
+/// Extra time given to tasks after they were aborted at a deadline, to unwind.
+pub const ABORT_GRACE: Duration = Duration::from_millis(500);
+
+/// Actor systems this process has created. near-async's global `shutdown_all_actors()`
+/// panics once there has been more than one, so it is used only while this is 1.
+static ACTOR_SYSTEMS_CREATED: AtomicUsize = AtomicUsize::new(0);
+
+/// What every generation is started with; the same for all generations of a process.
+#[derive(Clone)]
+pub struct GenerationContext {
+    /// Parsed `start` flags.
+    pub args: Arc<StartArgs>,
+    /// Lifecycle phase, for readiness.
+    pub phase: PhaseTracker,
+    /// Each generation's token is a child of this one.
+    pub root_token: CancellationToken,
+    /// Where failures and the image-hash revocation are reported.
+    pub shutdown_signal_sender: ShutdownSender,
+    /// Where the current generation is published for observers.
+    pub view: watch::Sender<Option<GenerationView>>,
+    /// Fault hooks of the process tests (empty in production builds).
+    pub test_hooks: IndexerTestHooks,
+}
+
+/// What observers may see of the running generation; holds no store.
+#[derive(Clone)]
+pub struct GenerationView {
+    /// The indexer's supervised tasks (streamer, monitors).
+    pub indexer_tasks: Supervisor,
+    /// The generation's watchers (image hash, readiness).
+    pub watchers: Supervisor,
+    /// Height of the last committed block.
+    pub indexed_height: watch::Receiver<Option<u64>>,
+    /// Progress counters.
+    pub stats: SharedStats,
+    /// Whether the indexer thread still runs.
+    pub thread_alive: ThreadAlive,
+}
+
+/// How the indexer thread of a generation ended on its own (`Ok` only when the node
+/// asked it to stop; an `Err` from the channel when it vanished without a word).
+pub type IndexerExit = Result<Result<(), IndexerError>, oneshot::error::RecvError>;
+
+/// Why a generation is stopped: for a restart another one follows in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopFor {
+    /// An in-process restart: never the global `shutdown_all_actors()`.
+    Restart,
+    /// The process exits after this stop.
+    Exit,
+}
+
+/// A running generation of the indexer subsystem.
+pub struct IndexerGeneration {
+    token: CancellationToken,
+    actor_system: ActorSystem,
+    indexer: IndexerHandle,
+    exit: oneshot::Receiver<Result<(), IndexerError>>,
+    watchers: Supervisor,
+    view: watch::Sender<Option<GenerationView>>,
+}
+
+/// How a generation's stop went, for the caller's report.
+#[derive(Debug, Default)]
+pub struct GenerationStop {
+    /// Tasks aborted because they ignored cancellation.
+    pub aborted: Vec<String>,
+    /// What did not stop even after aborting (the indexer thread, live state references).
+    pub not_stopped: Vec<String>,
+}
+
+/// The indexer settings `start` runs with.
+pub fn indexer_config(args: &StartArgs, test_hooks: IndexerTestHooks) -> IndexerConfig {
+    let chain = ChainConfig {
+        seed: args.sandbox_seed,
+        block_interval: args.sandbox_block_interval,
+        num_shards: args.sandbox_shards,
+        sign_requests_per_block: args.sandbox_requests_per_block,
+        history_blocks: args.sandbox_history_blocks,
+        contract_id: default_contract_id(),
+        revocation: args
+            .sandbox_revoke_image_hash_at
+            .map(|at_height| ImageHashRevocation { image_hash: args.image_hash.clone(), at_height }),
+    };
+    IndexerConfig { test_hooks, ..IndexerConfig::new(args.home.clone(), chain) }
+}
+
+impl IndexerGeneration {
+    /// Starts a generation on `node_store`: a new actor system, the indexer thread under
+    /// a fresh child of the root token, and its watchers. Returns at once; the thread
+    /// starts the chain and catches up on its own. Refused once a shutdown has begun.
+    pub fn start(context: &GenerationContext, node_store: &Arc<Store>) -> Result<Self, NodeError> {
+        if context.root_token.is_cancelled() {
+            return Err(NodeError::Cancelled);
+        }
+        let args = &context.args;
+        context.phase.set(LifecyclePhase::StartingIndexer);
+        let token = context.root_token.child_token();
+        let actor_system = ActorSystem::new();
+        ACTOR_SYSTEMS_CREATED.fetch_add(1, Ordering::SeqCst);
+        let params = IndexerThreadParams {
+            config: indexer_config(args, context.test_hooks.clone()),
+            node_store: node_store.clone(),
+            actor_system: actor_system.clone(),
+            intervals: MonitorIntervals {
+                contract_state: args.monitor_interval,
+                allowed_image_hashes: args.monitor_interval,
+                tee_accounts: args.monitor_interval,
+                migration_info: args.monitor_interval,
+                stats: args.stats_interval,
+            },
+            failures: context.shutdown_signal_sender.clone(),
+        };
+        let (exit_sender, exit) = oneshot::channel();
+        let indexer = match spawn_indexer_thread(params, token.clone(), exit_sender) {
+            Ok(indexer) => indexer,
+            Err(source) => {
+                stop_actor_system(actor_system, StopFor::Restart);
+                return Err(NodeError::Spawn { what: "indexer", source });
+            }
+        };
+        context.phase.set(LifecyclePhase::CatchingUp);
+        let watchers = Supervisor::new("generation", token.child_token(), context.shutdown_signal_sender.clone());
+        crate::watchers::spawn_generation_watchers(&watchers, &indexer, context);
+        context.view.send_replace(Some(GenerationView {
+            indexer_tasks: indexer.tasks.clone(),
+            watchers: watchers.clone(),
+            indexed_height: indexer.indexed_height.clone(),
+            stats: indexer.stats.clone(),
+            thread_alive: indexer.alive.clone(),
+        }));
+        Ok(IndexerGeneration { token, actor_system, indexer, exit, watchers, view: context.view.clone() })
+    }
+
+    /// Resolves when the indexer thread ends on its own. Cancel-safe: the run loop
+    /// races it against every other request.
+    pub async fn exited(&mut self) -> IndexerExit {
+        (&mut self.exit).await
+    }
+
+    /// Stops the generation: cancels its token, joins the indexer thread within `bound`
+    /// (aborting tasks that ignore cancellation, then [`ABORT_GRACE`] more), stops the
+    /// watchers and then the actor system, which releases the chain store. Phases are
+    /// timed into `timings`, so a restart and a shutdown report them alike.
+    pub async fn stop(mut self, bound: Duration, timings: &mut PhaseTimings, stop_for: StopFor) -> GenerationStop {
+        self.token.cancel();
+        let joined = timings.phase("join_indexer_thread", join_indexer_thread(&mut self.indexer, bound)).await;
+        self.watchers.wait(ABORT_GRACE).await;
+        self.view.send_replace(None);
+        let mut stop = GenerationStop { aborted: joined.aborted, not_stopped: Vec::new() };
+        if joined.still_running {
+            stop.not_stopped.push("indexer thread".to_owned());
+        }
+        if joined.state_references > 0 {
+            stop.not_stopped.push(format!("IndexerState ({} references)", joined.state_references));
+        }
+        let actor_system = self.actor_system;
+        timings.phase("stop_actor_system", async move { stop_actor_system(actor_system, stop_for) }).await;
+        stop
+    }
+}
+
+/// How joining the indexer thread went.
+struct ThreadJoin {
+    joined_in_time: bool,
+    aborted: Vec<String>,
+    still_running: bool,
+    state_references: usize,
+}
+
+impl PhaseOutcome for ThreadJoin {
+    fn unfinished(&self) -> Option<String> {
+        (!self.joined_in_time).then(|| format!("tasks still running at the deadline: {}", self.aborted.join(", ")))
+    }
+}
+
+/// Waits up to `bound` for the (already cancelled) indexer thread; on time-out aborts its
+/// remaining tasks and gives them [`ABORT_GRACE`] to unwind.
+async fn join_indexer_thread(indexer: &mut IndexerHandle, bound: Duration) -> ThreadJoin {
+    let joined_in_time = indexer.join(bound).await;
+    let mut aborted = Vec::new();
+    let mut still_running = false;
+    if !joined_in_time {
+        aborted = indexer.tasks.abort_running();
+        still_running = !indexer.join(ABORT_GRACE).await;
+    }
+    ThreadJoin { joined_in_time, aborted, still_running, state_references: indexer.state_strong_count() }
+}
+
+/// Stops a generation's actor system: with near-async's global `shutdown_all_actors()`
+/// when the process exits and never created another system (the upstream contract for
+/// the plain start-then-stop case), otherwise explicitly, since the global call panics
+/// once a process has created more than one.
+fn stop_actor_system(actor_system: ActorSystem, stop_for: StopFor) {
+    if stop_for == StopFor::Exit && ACTOR_SYSTEMS_CREATED.load(Ordering::SeqCst) <= 1 {
+        near_async::shutdown_all_actors();
+    } else {
+        actor_system.stop();
+    }
+}

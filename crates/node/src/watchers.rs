@@ -1,0 +1,66 @@
+//! The watchers that follow one generation of the indexer: they turn what the indexer
+//! observes into lifecycle decisions (stop on a revoked image hash, become ready on the
+//! first indexed block). They run under the generation's own supervisor, so they end
+//! with it.
+
+use std::convert::Infallible;
+
+use mpc_indexer::{IndexerHandle, Observed};
+use mpc_lifecycle::{LifecyclePhase, PhaseTracker, ShutdownReason, ShutdownSender, Supervisor};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::generation::GenerationContext;
+
+/// Spawns the image-hash watcher and the readiness watcher of a new generation.
+pub fn spawn_generation_watchers(watchers: &Supervisor, indexer: &IndexerHandle, context: &GenerationContext) {
+    let allowed = indexer.allowed_image_hashes.clone();
+    let own_hash = context.args.image_hash.clone();
+    let sender = context.shutdown_signal_sender.clone();
+    watchers.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed, own_hash, sender, cancel));
+    let indexed_height = indexer.indexed_height.clone();
+    let phase = context.phase.clone();
+    watchers.spawn("readiness", move |cancel| mark_ready_after_first_block(indexed_height, phase, cancel));
+}
+
+/// Sends `ImageHashRevoked` into the shutdown channel once the contract's allowed list
+/// is known and no longer contains this node's hash.
+async fn watch_image_hash(
+    mut allowed: watch::Receiver<Observed<Vec<String>>>,
+    own_hash: String,
+    shutdown_signal_sender: ShutdownSender,
+    cancel: CancellationToken,
+) -> Result<(), Infallible> {
+    loop {
+        if let Observed::Known(list) = &*allowed.borrow_and_update()
+            && !list.contains(&own_hash)
+        {
+            tracing::error!(image_hash = %own_hash, "own image hash is no longer allowed by the contract, shutting down");
+            shutdown_signal_sender.shutdown(ShutdownReason::ImageHashRevoked { image_hash: own_hash });
+            return Ok(());
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            changed = allowed.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
+}
+
+/// Flips the node to ready once the generation has committed its first block.
+async fn mark_ready_after_first_block(
+    mut indexed_height: watch::Receiver<Option<u64>>,
+    phase: PhaseTracker,
+    cancel: CancellationToken,
+) -> Result<(), Infallible> {
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        first = indexed_height.wait_for(Option::is_some) => {
+            if let Ok(height) = first {
+                let height = height.unwrap_or_default();
+                phase.advance_from(LifecyclePhase::CatchingUp, LifecyclePhase::Ready);
+                tracing::info!(height, "node ready: first block indexed");
+            }
+        }
+    }
+    Ok(())
+}
