@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use mpc_chain::{ChainStatus, GetStatus, GetStreamerMessage, ViewError};
+use mpc_chain::{ChainNode, ChainStatus, GetStatus, GetStreamerMessage, ViewError};
 use near_async::messaging::CanSendAsync;
 use near_indexer_primitives::types::Finality;
 use near_indexer_primitives::StreamerMessage;
@@ -16,7 +16,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AwaitForNodeSyncedEnum, IndexerConfig};
-use crate::indexer::NearNode;
 
 /// Why the streamer stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +31,7 @@ pub enum StreamerError {
     ChainFailed(String),
 }
 
-async fn status(node: &NearNode) -> Result<ChainStatus, StreamerError> {
+async fn status(node: &ChainNode) -> Result<ChainStatus, StreamerError> {
     node.client.send_async(GetStatus).await.map_err(|err| StreamerError::ChainUnreachable(format!("{err:?}")))
 }
 
@@ -47,7 +46,7 @@ fn available_height(status: &ChainStatus, finality: &Finality) -> u64 {
 
 /// Assembles the message for `height` (the block, every chunk and its outcomes) in one
 /// query to the view client.
-pub(crate) async fn fetch_message(node: &NearNode, height: u64) -> Result<StreamerMessage, ViewError> {
+pub(crate) async fn fetch_message(node: &ChainNode, height: u64) -> Result<StreamerMessage, ViewError> {
     node.view_client
         .send_async(GetStreamerMessage(height))
         .await
@@ -57,7 +56,7 @@ pub(crate) async fn fetch_message(node: &NearNode, height: u64) -> Result<Stream
 /// Fetches `height`, retrying with linear backoff up to `max_attempts` times. Returns
 /// `Ok(None)` if cancelled while waiting.
 async fn fetch_with_retries(
-    node: &NearNode,
+    node: &ChainNode,
     height: u64,
     max_attempts: u32,
     cancel: &CancellationToken,
@@ -83,13 +82,13 @@ async fn fetch_with_retries(
 }
 
 /// Where a stream that was asked to start "at the latest block" begins.
-pub(crate) async fn latest_final_height(node: &NearNode, finality: &Finality) -> Result<u64, StreamerError> {
+pub(crate) async fn latest_final_height(node: &ChainNode, finality: &Finality) -> Result<u64, StreamerError> {
     Ok(available_height(&status(node).await?, finality))
 }
 
 /// Streams heights `start..` into `sender` until cancelled or the receiver is dropped.
 pub(crate) async fn run_streamer(
-    node: NearNode,
+    node: ChainNode,
     config: IndexerConfig,
     start: u64,
     sender: mpsc::Sender<StreamerMessage>,

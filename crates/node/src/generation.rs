@@ -149,7 +149,13 @@ impl IndexerGeneration {
         };
         context.phase.set(LifecyclePhase::CatchingUp);
         let watchers = Supervisor::new("generation", token.child_token(), context.shutdown_signal_sender.clone());
-        crate::watchers::spawn_generation_watchers(&watchers, &indexer, context);
+        crate::watchers::spawn_generation_watchers(
+            &watchers,
+            &indexer,
+            args.image_hash.clone(),
+            context.phase.clone(),
+            context.shutdown_signal_sender.clone(),
+        );
         context.view.send_replace(Some(GenerationView {
             indexer_tasks: indexer.tasks.clone(),
             watchers: watchers.clone(),

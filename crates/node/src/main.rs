@@ -1,6 +1,7 @@
 //! `mpc-node`: entry point. Parses the command line, sets up logs, builds the runtime
 //! and maps every outcome to the documented exit code.
 
+mod admin_guard;
 mod admin_token;
 mod check;
 mod cli;
@@ -58,7 +59,7 @@ fn main() {
         Ok(hooks) => hooks,
         Err(err) => {
             eprintln!("error: {err}");
-            std::process::exit(ExitCode::USAGE.0);
+            std::process::exit(err.exit_code().0);
         }
     };
     // Offline commands release the signals at once and keep the default disposition:

@@ -51,7 +51,7 @@ pub struct OpsState {
     /// Bearer token of the admin endpoints.
     pub admin_token: Arc<String>,
     /// Failed admin attempts, for the brute-force limit.
-    pub admin_guard: crate::web::AdminGuard,
+    pub admin_guard: crate::admin_guard::AdminGuard,
     /// Restarts and the last restart's report.
     pub history: LifecycleHistory,
 }

@@ -66,7 +66,7 @@ pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks:
         node_tasks: node_tasks.clone(),
         shutdown_signal_sender: shutdown_signal_sender.clone(),
         admin_token: Arc::new(String::new()),
-        admin_guard: crate::web::AdminGuard::default(),
+        admin_guard: crate::admin_guard::AdminGuard::default(),
         history: history.clone(),
     };
     if let Err(error) = start_ops_server(&args, ops_state, &ops_tasks).await {

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use mpc_indexer::IndexerTestHooks;
 
+use crate::error::NodeError;
+
 /// Fault hooks of one process, read once at start.
 #[derive(Debug, Clone, Default)]
 pub struct TestHooks {
@@ -30,15 +32,15 @@ impl TestHooks {
     /// Reads every hook from the environment and arms the store's crash point
     /// (`MPC_TEST_CRASH_AT=POINT[@SUBJECT]`); a malformed hook is a usage error.
     #[cfg(feature = "test-hooks")]
-    pub fn from_environment() -> Result<Self, String> {
-        fn number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String> {
+    pub fn from_environment() -> Result<Self, NodeError> {
+        fn number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, NodeError> {
             match std::env::var(name) {
-                Ok(text) => text.parse().map(Some).map_err(|_| format!("{name}={text} is not a number")),
+                Ok(text) => text.parse().map(Some).map_err(|_| NodeError::Config(format!("{name}={text} is not a number"))),
                 Err(_) => Ok(None),
             }
         }
         if let Ok(spec) = std::env::var("MPC_TEST_CRASH_AT") {
-            mpc_store::crash_points::arm(&spec).map_err(|err| format!("MPC_TEST_CRASH_AT: {err}"))?;
+            mpc_store::crash_points::arm(&spec).map_err(|err| NodeError::Config(format!("MPC_TEST_CRASH_AT: {err}")))?;
         }
         Ok(TestHooks {
             disable_signal_handler: std::env::var("MPC_TEST_DISABLE_SIGNAL_HANDLER").is_ok_and(|value| value == "1"),
@@ -52,7 +54,7 @@ impl TestHooks {
 
     /// No hooks in a production build.
     #[cfg(not(feature = "test-hooks"))]
-    pub fn from_environment() -> Result<Self, String> {
+    pub fn from_environment() -> Result<Self, NodeError> {
         Ok(TestHooks::default())
     }
 

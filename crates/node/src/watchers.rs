@@ -10,16 +10,18 @@ use mpc_lifecycle::{LifecyclePhase, PhaseTracker, ShutdownReason, ShutdownSender
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::generation::GenerationContext;
-
-/// Spawns the image-hash watcher and the readiness watcher of a new generation.
-pub fn spawn_generation_watchers(watchers: &Supervisor, indexer: &IndexerHandle, context: &GenerationContext) {
+/// Spawns the image-hash watcher (which stops the node when the contract no longer
+/// allows `own_hash`) and the readiness watcher of a new generation on `watchers`.
+pub fn spawn_generation_watchers(
+    watchers: &Supervisor,
+    indexer: &IndexerHandle,
+    own_hash: String,
+    phase: PhaseTracker,
+    shutdown_signal_sender: ShutdownSender,
+) {
     let allowed = indexer.allowed_image_hashes.clone();
-    let own_hash = context.args.image_hash.clone();
-    let sender = context.shutdown_signal_sender.clone();
-    watchers.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed, own_hash, sender, cancel));
+    watchers.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed, own_hash, shutdown_signal_sender, cancel));
     let indexed_height = indexer.indexed_height.clone();
-    let phase = context.phase.clone();
     watchers.spawn("readiness", move |cancel| mark_ready_after_first_block(indexed_height, phase, cancel));
 }
 
