@@ -19,7 +19,7 @@ use mpc_chain::{ChainConfig, GetStatus, stored_streamer_message};
 use mpc_indexer::{
     Indexer, IndexerConfig, IndexerState, IndexerStats, SyncModeEnum, extract_block_effects, listen_blocks,
 };
-use mpc_lifecycle::{Supervisor, shutdown_channel};
+use mpc_lifecycle::{Supervisor, lifecycle_channel};
 use mpc_migrations::layout::{block_update, read_cursor};
 use mpc_store::{Store, StoreOptions};
 use near_async::ActorSystem;
@@ -94,7 +94,7 @@ async fn index_through_the_node(workload: &Workload) -> f64 {
     let store = node_store(&dir);
     let target = workload.messages.len() as u64;
     let token = CancellationToken::new();
-    let (sender, _receiver) = shutdown_channel();
+    let (sender, _receiver) = lifecycle_channel();
     let tasks = Supervisor::new("bench", token.clone(), sender);
     let (state, mut watch_height) = bench_state(workload, &node, &store);
     let started = Instant::now();

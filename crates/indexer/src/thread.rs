@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mpc_chain::ChainError;
-use mpc_lifecycle::{OnTaskFailure, ShutdownSender, Supervisor};
+use mpc_lifecycle::{OnTaskFailure, LifecycleSender, Supervisor};
 use mpc_migrations::layout::read_cursor;
 use mpc_store::{Store, StoreError};
 use near_async::ActorSystem;
@@ -68,7 +68,7 @@ pub struct IndexerThreadParams {
     /// Monitor poll intervals.
     pub intervals: MonitorIntervals,
     /// Where supervised-task failures are reported.
-    pub failures: ShutdownSender,
+    pub failures: LifecycleSender,
 }
 
 /// The caller's handle: watch receivers and the thread.

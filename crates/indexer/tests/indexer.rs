@@ -13,7 +13,7 @@ use mpc_indexer::{
     AwaitForNodeSyncedEnum, INDEXER_STORE_GROUP, Indexer, IndexerConfig, IndexerThreadParams, MonitorIntervals,
     Observed, SyncModeEnum, spawn_indexer_thread,
 };
-use mpc_lifecycle::{LifecycleRequest, ShutdownReason, Supervisor, shutdown_channel};
+use mpc_lifecycle::{LifecycleRequest, ShutdownReason, Supervisor, lifecycle_channel};
 use mpc_migrations::layout::{Cursor, Hash32};
 use mpc_store::{Store, StoreOptions, wait_until_group_instances_are_dropped};
 use near_async::ActorSystem;
@@ -121,7 +121,7 @@ async fn the_stream_is_gap_free_and_in_order_in_every_sync_mode() {
         if sync_mode == SyncModeEnum::LatestSynced {
             wait_for_head(&node, 50).await;
         }
-        let (sender, _receiver) = shutdown_channel();
+        let (sender, _receiver) = lifecycle_channel();
         let token = CancellationToken::new();
         let tasks = Supervisor::new("test", token.clone(), sender);
         let indexer = Indexer::from_near_node(config, &node, cursor, tasks.clone());
@@ -164,7 +164,7 @@ async fn a_missing_receipt_is_retried_then_reported_as_an_error_not_a_panic() {
     let fault_store = node.view_client.send_async(FaultInjectionStore).await.unwrap();
     let removed = delete_outcomes_for_test(&fault_store, 12, 0).unwrap().expect("block 12 has outcomes");
 
-    let (sender, mut failures) = shutdown_channel();
+    let (sender, mut failures) = lifecycle_channel();
     let token = CancellationToken::new();
     let tasks = Supervisor::new("test", token.clone(), sender.clone());
     let mut stream = Indexer::from_near_node(config.clone(), &node, None, tasks.clone()).streamer();
@@ -205,7 +205,7 @@ async fn after_cancel_and_join_nothing_holds_indexer_state_or_a_store_and_monito
     let dir = tempfile::tempdir().unwrap();
     let node_store = Store::open(&dir.path().join("node"), &StoreOptions::new("node", "drain-test")).unwrap();
     let system = ActorSystem::new();
-    let (failures, _failure_receiver) = shutdown_channel();
+    let (failures, _failure_receiver) = lifecycle_channel();
     // A tick far longer than the test: a monitor that only noticed cancellation on its
     // next tick would make the join below time out.
     let tick = Duration::from_secs(600);

@@ -1,4 +1,5 @@
-//! The node's internal shutdown channel (`shutdown_signal_sender`).
+//! The node's internal lifecycle channel: every request to shut down or to restart goes
+//! through it (the node's `shutdown_signal_sender` is its sending half).
 //!
 //! Unbounded on purpose: senders include a signal listener and `Drop`-time code paths
 //! that must never wait. The run loop is the only receiver; it decides what each
@@ -27,23 +28,23 @@ pub enum LifecycleRequest {
 
 /// Sending half; cheap to clone, handed to every component that may stop the node.
 #[derive(Debug, Clone)]
-pub struct ShutdownSender {
+pub struct LifecycleSender {
     sender: mpsc::UnboundedSender<LifecycleRequest>,
 }
 
 /// Receiving half, owned by the run loop.
 #[derive(Debug)]
-pub struct ShutdownReceiver {
+pub struct LifecycleReceiver {
     receiver: mpsc::UnboundedReceiver<LifecycleRequest>,
 }
 
 /// Creates the channel.
-pub fn shutdown_channel() -> (ShutdownSender, ShutdownReceiver) {
+pub fn lifecycle_channel() -> (LifecycleSender, LifecycleReceiver) {
     let (sender, receiver) = mpsc::unbounded_channel();
-    (ShutdownSender { sender }, ShutdownReceiver { receiver })
+    (LifecycleSender { sender }, LifecycleReceiver { receiver })
 }
 
-impl ShutdownSender {
+impl LifecycleSender {
     /// Asks for a shutdown. Never blocks; after the run loop is gone it is a no-op.
     pub fn shutdown(&self, reason: ShutdownReason) {
         self.request(LifecycleRequest::Shutdown(reason));
@@ -66,7 +67,7 @@ impl ShutdownSender {
     }
 }
 
-impl ShutdownReceiver {
+impl LifecycleReceiver {
     /// The next request. `None` cannot happen while the receiver's owner also holds a
     /// sender, which the run loop does.
     pub async fn recv(&mut self) -> Option<LifecycleRequest> {
@@ -80,7 +81,7 @@ mod tests {
 
     #[tokio::test]
     async fn requests_arrive_in_order_and_sending_after_the_receiver_is_gone_is_harmless() {
-        let (sender, mut receiver) = shutdown_channel();
+        let (sender, mut receiver) = lifecycle_channel();
         sender.restart("SIGHUP");
         sender.restart_after_failure("monitor failed");
         sender.shutdown(ShutdownReason::AdminRequest);

@@ -2,7 +2,7 @@
 //!
 //! Every reason to stop (an operator signal, a revoked image hash, an indexer exit, a
 //! failed task, an admin request) becomes a [`ShutdownReason`] sent into one channel
-//! ([`shutdown_channel`]), as does every request for an in-process restart; the
+//! ([`lifecycle_channel`]), as does every request for an in-process restart; the
 //! receiver (the node's run loop) decides what each one does. Shutdowns and restarts
 //! are timed phase by phase with [`PhaseTimings`]; a shutdown's [`ShutdownReport`]
 //! carries the exit code its reason maps to. Named tasks run under a [`Supervisor`],
@@ -18,7 +18,7 @@ mod report;
 mod signals;
 mod supervisor;
 
-pub use channel::{LifecycleRequest, ShutdownReceiver, ShutdownSender, shutdown_channel};
+pub use channel::{LifecycleRequest, LifecycleReceiver, LifecycleSender, lifecycle_channel};
 pub use deadline::Deadline;
 pub use readable::{millis, three_decimals};
 pub use exit_code::ExitCode;

@@ -10,7 +10,7 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{OperatorSignal, ShutdownReason, ShutdownSender};
+use crate::{OperatorSignal, ShutdownReason, LifecycleSender};
 
 /// Operator signals blocked from before `main` until the listener exists.
 ///
@@ -70,7 +70,7 @@ fn log_first(signal: OperatorSignal) {
 /// The listener runs until the runtime ends: once installed, the process never goes
 /// back to the default (terminating) disposition.
 pub fn install_signal_listener(
-    sender: ShutdownSender,
+    sender: LifecycleSender,
     on_second_signal: impl Fn(OperatorSignal) + Send + Sync + 'static,
     on_hangup: impl Fn() + Send + Sync + 'static,
 ) -> std::io::Result<()> {

@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{ShutdownReason, ShutdownSender};
+use crate::{ShutdownReason, LifecycleSender};
 
 /// What a task failure (error or panic) turns into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ struct Inner {
     scope: String,
     tracker: TaskTracker,
     token: CancellationToken,
-    failures: ShutdownSender,
+    failures: LifecycleSender,
     on_failure: OnTaskFailure,
     next_id: AtomicU64,
     tasks: Mutex<BTreeMap<u64, TaskEntry>>,
@@ -79,7 +79,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor whose tasks get child tokens of `token` and report failures to
     /// `failures` as a shutdown.
-    pub fn new(scope: &str, token: CancellationToken, failures: ShutdownSender) -> Self {
+    pub fn new(scope: &str, token: CancellationToken, failures: LifecycleSender) -> Self {
         Self::with_failure_action(scope, token, failures, OnTaskFailure::ShutDown)
     }
 
@@ -87,7 +87,7 @@ impl Supervisor {
     pub fn with_failure_action(
         scope: &str,
         token: CancellationToken,
-        failures: ShutdownSender,
+        failures: LifecycleSender,
         on_failure: OnTaskFailure,
     ) -> Self {
         Supervisor {
@@ -233,11 +233,11 @@ fn panic_message(join_error: tokio::task::JoinError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LifecycleRequest, shutdown_channel};
+    use crate::{LifecycleRequest, lifecycle_channel};
 
     #[tokio::test]
     async fn a_failed_task_becomes_its_configured_request_and_a_stuck_one_is_named_and_aborted() {
-        let (sender, mut receiver) = shutdown_channel();
+        let (sender, mut receiver) = lifecycle_channel();
         let node = Supervisor::new("node", CancellationToken::new(), sender.clone());
         node.spawn("failing", |_cancel| async { Err::<(), _>("boom") });
         match receiver.recv().await {

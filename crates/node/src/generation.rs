@@ -17,7 +17,7 @@ use mpc_indexer::{
     IndexerConfig, IndexerError, IndexerHandle, IndexerTestHooks, IndexerThreadParams, MonitorIntervals,
     SharedStats, ThreadAlive, spawn_indexer_thread,
 };
-use mpc_lifecycle::{LifecyclePhase, PhaseOutcome, PhaseTimings, PhaseTracker, ShutdownSender, Supervisor};
+use mpc_lifecycle::{LifecyclePhase, PhaseOutcome, PhaseTimings, PhaseTracker, LifecycleSender, Supervisor};
 use mpc_store::Store;
 use near_async::ActorSystem;
 use tokio::sync::{oneshot, watch};
@@ -43,7 +43,7 @@ pub struct GenerationContext {
     /// Each generation's token is a child of this one.
     pub root_token: CancellationToken,
     /// Where failures and the image-hash revocation are reported.
-    pub shutdown_signal_sender: ShutdownSender,
+    pub shutdown_signal_sender: LifecycleSender,
     /// Where the current generation is published for observers.
     pub view: watch::Sender<Option<GenerationView>>,
     /// Fault hooks of the process tests (empty in production builds).

@@ -2,7 +2,7 @@
 //! second one forces the exit), SIGHUP restarts the indexer subsystem in-process.
 
 use mpc_lifecycle::{
-    DeferredSignals, ExitCode, OperatorSignal, ShutdownSender, Supervisor, install_signal_listener,
+    DeferredSignals, ExitCode, OperatorSignal, LifecycleSender, Supervisor, install_signal_listener,
 };
 use tokio::sync::watch;
 
@@ -15,7 +15,7 @@ use crate::test_hooks::TestHooks;
 pub fn listen_for_operator_signals(
     deferred: DeferredSignals,
     test_hooks: &TestHooks,
-    sender: &ShutdownSender,
+    sender: &LifecycleSender,
     node_tasks: &Supervisor,
     generation: &watch::Sender<Option<GenerationView>>,
 ) -> std::io::Result<()> {

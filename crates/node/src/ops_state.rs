@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mpc_lifecycle::{PhaseTracker, RestartReport, ShutdownSender, Supervisor, TaskInfo};
+use mpc_lifecycle::{PhaseTracker, RestartReport, LifecycleSender, Supervisor, TaskInfo};
 use tokio::sync::watch;
 
 use crate::generation::GenerationView;
@@ -47,7 +47,7 @@ pub struct OpsState {
     /// Node-level tasks.
     pub node_tasks: Supervisor,
     /// Where admin requests go: the same channel as every other stop reason.
-    pub shutdown_signal_sender: ShutdownSender,
+    pub shutdown_signal_sender: LifecycleSender,
     /// Bearer token of the admin endpoints.
     pub admin_token: Arc<String>,
     /// Failed admin attempts, for the brute-force limit.

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use mpc_lifecycle::{DeferredSignals, ExitCode, PhaseTracker, Supervisor, shutdown_channel};
+use mpc_lifecycle::{DeferredSignals, ExitCode, PhaseTracker, Supervisor, lifecycle_channel};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ use crate::test_hooks::TestHooks;
 /// `deferred_signals` were blocked before `main`; they are released once the listener
 /// is installed, so a signal sent during start-up is handled, not fatal.
 pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks: TestHooks) -> ExitCode {
-    let (shutdown_signal_sender, mut requests) = shutdown_channel();
+    let (shutdown_signal_sender, mut requests) = lifecycle_channel();
     let root_token = CancellationToken::new();
     let phase = PhaseTracker::default();
     let node_tasks = Supervisor::new("node", root_token.child_token(), shutdown_signal_sender.clone());

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 
 use mpc_indexer::{IndexerHandle, Observed};
-use mpc_lifecycle::{LifecyclePhase, PhaseTracker, ShutdownReason, ShutdownSender, Supervisor};
+use mpc_lifecycle::{LifecyclePhase, PhaseTracker, ShutdownReason, LifecycleSender, Supervisor};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ pub fn spawn_generation_watchers(
     indexer: &IndexerHandle,
     own_hash: String,
     phase: PhaseTracker,
-    shutdown_signal_sender: ShutdownSender,
+    shutdown_signal_sender: LifecycleSender,
 ) {
     let allowed = indexer.allowed_image_hashes.clone();
     watchers.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed, own_hash, shutdown_signal_sender, cancel));
@@ -30,7 +30,7 @@ pub fn spawn_generation_watchers(
 async fn watch_image_hash(
     mut allowed: watch::Receiver<Observed<Vec<String>>>,
     own_hash: String,
-    shutdown_signal_sender: ShutdownSender,
+    shutdown_signal_sender: LifecycleSender,
     cancel: CancellationToken,
 ) -> Result<(), Infallible> {
     loop {
