@@ -4,6 +4,8 @@
 //! The binary must be built with `--features mpc-node/test-hooks` (the test command in
 //! the README does this); `MPC_NODE_BIN` overrides its location.
 
+pub mod docker_engine;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

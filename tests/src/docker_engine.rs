@@ -1,0 +1,296 @@
+//! A Docker engine of the test's own, for the tests of what `deploy/` ships.
+//!
+//! Each test starts `dockerd` on its own socket, data root and exec root in a temporary
+//! directory (vfs storage, no iptables, no bridge: nothing on the host changes), talks
+//! only to that socket, and on drop removes every container, service and volume it
+//! made by id, stops the daemon by its pid and deletes its directory. No container
+//! registry is reachable, so base images come from Debian packages (`mmdebstrap`),
+//! cached as tarballs outside the checkout like the cargo target directory.
+//!
+//! These tests need root and the packages `docker.io` and `mmdebstrap` (`./dev test`
+//! installs them). When one is missing, or the kernel refuses the daemon, they fail
+//! with a message that says so; they never pass without having run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::node_binary;
+
+/// Bound for the daemon to answer and for a container to become healthy.
+pub const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// A private `dockerd`; dropping it removes everything it ran and stops it.
+pub struct DockerEngine {
+    dir: PathBuf,
+    socket: String,
+    daemon: Child,
+    made: std::cell::RefCell<Vec<(&'static str, String)>>,
+}
+
+impl DockerEngine {
+    /// Starts the daemon and waits until it answers.
+    pub fn start() -> DockerEngine {
+        // SAFETY: getuid has no preconditions.
+        assert_eq!(unsafe { libc::getuid() }, 0, "the Docker engine tests need root (dockerd runs as root)");
+        require_command("dockerd", "docker.io");
+        let dir = PathBuf::from(format!("/tmp/mpc-engine-{}-{}", std::process::id(), unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("engine directory");
+        let socket = format!("unix://{}/docker.sock", dir.display());
+        let log = std::fs::File::create(dir.join("dockerd.log")).expect("daemon log");
+        let daemon = Command::new("dockerd")
+            .args(["--storage-driver=vfs", "--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .arg(format!("--data-root={}/data", dir.display()))
+            .arg(format!("--exec-root={}/exec", dir.display()))
+            .arg(format!("--pidfile={}/docker.pid", dir.display()))
+            .arg(format!("--host={socket}"))
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("dockerd could not be spawned");
+        let engine = DockerEngine { dir, socket, daemon, made: Default::default() };
+        let started = Instant::now();
+        while !engine.docker(&["info"]).status.success() {
+            assert!(
+                started.elapsed() < ENGINE_PATIENCE,
+                "dockerd did not come up within {ENGINE_PATIENCE:?}; the kernel may refuse it. Its log:\n{}",
+                engine.daemon_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        engine
+    }
+
+    /// Runs `docker <args>` against this engine.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("--host")
+            .arg(&self.socket)
+            .args(args)
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the docker client could not be run (package docker.io)")
+    }
+
+    /// Runs `docker <args>`, which must succeed; returns its trimmed standard output.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let output = self.docker(args);
+        assert!(
+            output.status.success(),
+            "docker {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Records something to remove (by id or name) when the engine is dropped.
+    pub fn remove_later(&self, kind: &'static str, id: &str) {
+        self.made.borrow_mut().push((kind, id.to_owned()));
+    }
+
+    /// Creates a named volume, removed at the end.
+    pub fn volume(&self, name: &str) -> String {
+        let volume = self.docker_ok(&["volume", "create", name]);
+        self.remove_later("volume", &volume);
+        volume
+    }
+
+    /// `docker run -d --network none <args>`; the container is removed at the end.
+    pub fn run_detached(&self, args: &[&str]) -> String {
+        let mut all = vec!["run", "-d", "--network", "none"];
+        all.extend_from_slice(args);
+        let id = self.docker_ok(&all);
+        self.remove_later("container", &id);
+        id
+    }
+
+    /// Imports a Debian root file system (built once, cached) as image `tag`.
+    pub fn import_debian(&self, cache_name: &str, packages: &[&str], tag: &str) {
+        let tarball = debian_rootfs(cache_name, packages);
+        self.docker_ok(&["import", &tarball.display().to_string(), tag]);
+    }
+
+    /// Builds `deploy/Dockerfile`'s `prebuilt` target from the stripped production
+    /// binary, on a `debian:bookworm-slim` made from Debian packages; returns `tag`.
+    pub fn build_node_image(&self, tag: &str) -> String {
+        // What debian:bookworm-slim has and the node needs: useradd, and the C++ runtime of
+        // the bundled RocksDB.
+        self.import_debian("bookworm-essential", &["passwd", "libstdc++6"], "debian:bookworm-slim");
+        let context = self.dir.join("image-context");
+        std::fs::create_dir_all(&context).expect("build context");
+        std::fs::copy(production_binary(), context.join("mpc-node")).expect("binary into the build context");
+        let dockerfile = repository_root().join("deploy/Dockerfile");
+        self.docker_ok(&[
+            "build",
+            "--quiet",
+            "--file",
+            &dockerfile.display().to_string(),
+            "--target",
+            "prebuilt",
+            "--tag",
+            tag,
+            &context.display().to_string(),
+        ]);
+        tag.to_owned()
+    }
+
+    /// Waits until `container`'s health status is `healthy`; fails if it exits first.
+    pub fn wait_healthy(&self, container: &str) {
+        let started = Instant::now();
+        loop {
+            let state = self.docker_ok(&["inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}", container]);
+            match state.as_str() {
+                "running healthy" => return,
+                _ if state.starts_with("exited") => {
+                    panic!("container exited before it became healthy ({state}):\n{}", self.logs(container))
+                }
+                _ => {}
+            }
+            assert!(
+                started.elapsed() < ENGINE_PATIENCE,
+                "not healthy within {ENGINE_PATIENCE:?} ({state}):\n{}",
+                self.logs(container)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until `container`'s logs contain `needle` `count` times.
+    pub fn wait_for_log(&self, container: &str, needle: &str, count: usize) {
+        let started = Instant::now();
+        while self.logs(container).matches(needle).count() < count {
+            assert!(started.elapsed() < ENGINE_PATIENCE, "{needle:?} not logged {count} times:\n{}", self.logs(container));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything the container wrote.
+    pub fn logs(&self, container: &str) -> String {
+        let output = self.docker(&["logs", container]);
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    }
+
+    /// The exit code of a stopped container.
+    pub fn exit_code(&self, container: &str) -> i32 {
+        self.docker_ok(&["inspect", "-f", "{{.State.ExitCode}}", container]).parse().expect("exit code")
+    }
+
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for DockerEngine {
+    fn drop(&mut self) {
+        for (kind, id) in self.made.borrow().iter().rev() {
+            let removal: &[&str] = match *kind {
+                "container" => &["rm", "--force", "--volumes"],
+                "service" => &["service", "rm"],
+                "volume" => &["volume", "rm", "--force"],
+                "swarm" => &["swarm", "leave", "--force"],
+                _ => continue,
+            };
+            let mut args = removal.to_vec();
+            if *kind != "swarm" {
+                args.push(id);
+            }
+            let _ = self.docker(&args);
+        }
+        let pid = self.daemon.id() as i32;
+        // SAFETY: signals our own child, reaped below.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        kill_processes_under(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Kills whatever still runs from the engine's directory (its containerd and shims),
+/// by pid, so nothing outlives the test.
+fn kill_processes_under(dir: &Path) {
+    let marker = dir.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<i32>().ok()) else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&marker) {
+            // SAFETY: a process started for this engine only (its command line names
+            // the engine's private directory).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn unique_suffix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |now| now.subsec_nanos() as u64)
+}
+
+fn require_command(command: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()));
+    assert!(found, "`{command}` not found: install the Debian package {package} (./dev test does)");
+}
+
+/// The repository's root directory.
+pub fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
+}
+
+/// The stripped production build (no test features) that images are built from:
+/// `<target>/release/image/mpc-node`, made by `./dev test`.
+pub fn production_binary() -> PathBuf {
+    let binary = node_binary().with_file_name("image").join("mpc-node");
+    assert!(
+        binary.is_file(),
+        "{} not found: `./dev test` builds it (cargo build --release -p mpc-node, then objcopy --strip-debug)",
+        binary.display()
+    );
+    let bytes = std::fs::read(&binary).expect("read the production binary");
+    assert!(
+        !bytes.windows(b"MPC_TEST_HANG_MONITOR".len()).any(|window| window == b"MPC_TEST_HANG_MONITOR"),
+        "{} was built with test hooks; images must run the production build",
+        binary.display()
+    );
+    binary
+}
+
+/// A Debian bookworm root file system with `packages`, as a tarball cached in
+/// `$XDG_CACHE_HOME/mpc-node-images` (or `~/.cache/…`), made by `mmdebstrap` the first time.
+pub fn debian_rootfs(cache_name: &str, packages: &[&str]) -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME")
+        .join("mpc-node-images");
+    let tarball = cache.join(format!("{cache_name}.tar"));
+    if tarball.is_file() {
+        return tarball;
+    }
+    require_command("mmdebstrap", "mmdebstrap");
+    std::fs::create_dir_all(&cache).expect("image cache directory");
+    // Built under a unique name and renamed, so a concurrent test never reads half a file.
+    let partial = cache.join(format!("{cache_name}.{}.{}.partial.tar", std::process::id(), unique_suffix()));
+    // The essential set plus `packages`, without documentation: small, because the vfs
+    // storage driver copies the whole file system for every container.
+    let output = Command::new("mmdebstrap")
+        .args(["--variant=essential", "--quiet"])
+        .args(["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*"].map(|path| format!("--dpkgopt=path-exclude={path}")))
+        .arg(format!("--include={}", packages.join(",")))
+        .args(["bookworm", &partial.display().to_string()])
+        .output()
+        .expect("mmdebstrap could not be run");
+    assert!(output.status.success(), "mmdebstrap failed: {}", String::from_utf8_lossy(&output.stderr));
+    std::fs::rename(&partial, &tarball).expect("cache the root file system");
+    tarball
+}

@@ -1,0 +1,98 @@
+//! The shipped image under a real Docker engine: built from `deploy/Dockerfile` (its
+//! `prebuilt` target, from the stripped production binary), run as documented on a
+//! fresh named volume, stopped with `docker stop`, checked, restarted, HUP'd and killed.
+
+use std::time::{Duration, Instant};
+
+use mpc_node_process_tests::DOCKER_GRACE;
+use mpc_node_process_tests::docker_engine::DockerEngine;
+
+const IMAGE: &str = "mpc-node:test";
+/// The sandbox chain a little faster than its default, so a test sees many blocks.
+const QUICK_CHAIN: [&str; 2] = ["--sandbox-block-interval", "50ms"];
+
+/// `mpc-node check` in a second container on the same volume; returns the last
+/// indexed height it reports.
+fn check_volume(engine: &DockerEngine, volume: &str) -> u64 {
+    let mount = format!("{volume}:/data");
+    let output = engine.docker(&[
+        "run", "--rm", "--network", "none", "-v", &mount, "--entrypoint", "/usr/local/bin/mpc-node", IMAGE, "check",
+        "--home", "/data",
+    ]);
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "check failed on volume {volume}:\n{printed}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(printed.contains("consistent: yes"), "{printed}");
+    printed
+        .lines()
+        .find_map(|line| line.strip_prefix("last indexed height: "))
+        .and_then(|height| height.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no last indexed height in:\n{printed}"))
+}
+
+/// `docker stop`, timed; the container must exit 0 with a clean report.
+fn stop_gracefully(engine: &DockerEngine, container: &str) -> Duration {
+    let started = Instant::now();
+    engine.docker_ok(&["stop", container]);
+    let took = started.elapsed();
+    assert_eq!(engine.exit_code(container), 0, "docker stop must end in exit 0:\n{}", engine.logs(container));
+    let logs = engine.logs(container);
+    let report = logs.lines().filter(|line| line.contains("ShutdownReport ")).last().expect("a ShutdownReport");
+    assert!(report.contains("\"final_instance_count\":0"), "{report}");
+    assert!(took < DOCKER_GRACE, "docker stop took {took:?}, past Docker's grace period");
+    took
+}
+
+/// One engine and one image for every scenario: the vfs storage driver makes each
+/// image build and container start a full copy, so they are shared.
+#[test]
+fn the_shipped_image_under_docker() {
+    let engine = DockerEngine::start();
+    engine.build_node_image(IMAGE);
+    runs_as_documented_on_a_fresh_volume_stops_cleanly_and_resumes_where_it_stopped(&engine);
+    a_sigkill_during_catch_up_leaves_a_volume_that_checks_and_starts_again(&engine);
+}
+
+fn runs_as_documented_on_a_fresh_volume_stops_cleanly_and_resumes_where_it_stopped(engine: &DockerEngine) {
+    let volume = engine.volume("mpc-home");
+    let mount = format!("{volume}:/data");
+    let mut run = vec!["-v", mount.as_str(), IMAGE];
+    run.extend(QUICK_CHAIN);
+    let container = engine.run_detached(&run);
+    engine.wait_healthy(&container);
+
+    engine.docker_ok(&["kill", "--signal", "HUP", &container]);
+    engine.wait_for_log(&container, "indexer subsystem restarted", 1);
+    engine.wait_healthy(&container);
+
+    let took = stop_gracefully(engine, &container);
+    eprintln!("docker stop returned after {took:?} (exit 0)");
+    let height = check_volume(engine, &volume);
+
+    engine.docker_ok(&["start", &container]);
+    engine.wait_healthy(&container);
+    let resumed = format!("indexer thread: listening for blocks resume_after={height}");
+    assert!(engine.logs(&container).contains(&resumed), "not resumed at cursor + 1 ({resumed}):\n{}", engine.logs(&container));
+    stop_gracefully(engine, &container);
+    assert!(check_volume(engine, &volume) > height, "the second run indexed nothing");
+}
+
+fn a_sigkill_during_catch_up_leaves_a_volume_that_checks_and_starts_again(engine: &DockerEngine) {
+    let volume = engine.volume("mpc-home-killed");
+    let mount = format!("{volume}:/data");
+    let catching_up = ["-v", &mount, IMAGE, "--sandbox-block-interval", "0ms", "--sandbox-history-blocks", "1000000"];
+    let container = engine.run_detached(&catching_up);
+    engine.wait_healthy(&container);
+    std::thread::sleep(Duration::from_millis(500));
+    engine.docker_ok(&["kill", &container]);
+    assert_eq!(engine.exit_code(&container), 137, "SIGKILL");
+    let logs = engine.logs(&container);
+    assert!(!logs.contains("ShutdownReport"), "the kill must not have been a graceful stop:\n{logs}");
+    let height = check_volume(engine, &volume);
+
+    engine.docker_ok(&["start", &container]);
+    engine.wait_healthy(&container);
+    let resumed = format!("resume_after={height}");
+    assert!(engine.logs(&container).contains(&resumed), "not resumed at cursor + 1:\n{}", engine.logs(&container));
+    stop_gracefully(engine, &container);
+    check_volume(engine, &volume);
+}
