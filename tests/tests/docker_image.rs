@@ -36,7 +36,7 @@ fn stop_gracefully(engine: &DockerEngine, container: &str) -> Duration {
     let took = started.elapsed();
     assert_eq!(engine.exit_code(container), 0, "docker stop must end in exit 0:\n{}", engine.logs(container));
     let logs = engine.logs(container);
-    let report = logs.lines().filter(|line| line.contains("ShutdownReport ")).last().expect("a ShutdownReport");
+    let report = logs.lines().rfind(|line| line.contains("ShutdownReport ")).expect("a ShutdownReport");
     assert!(report.contains("\"final_instance_count\":0"), "{report}");
     assert!(took < DOCKER_GRACE, "docker stop took {took:?}, past Docker's grace period");
     took
