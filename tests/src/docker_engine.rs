@@ -86,6 +86,11 @@ impl DockerEngine {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// The engine's socket, for a `docker --host` of a caller's own.
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
     /// Records something to remove (by id or name) when the engine is dropped.
     pub fn remove_later(&self, kind: &'static str, id: &str) {
         self.made.borrow_mut().push((kind, id.to_owned()));
