@@ -91,6 +91,34 @@ impl DockerEngine {
         &self.socket
     }
 
+    /// Makes this engine a one-node swarm, on loopback ports of its own (tests run
+    /// side by side), left again when the engine is dropped.
+    pub fn init_swarm(&self) {
+        let (control, data) = (free_loopback_port(), free_loopback_port());
+        let address = format!("127.0.0.1:{control}");
+        self.docker_ok(&[
+            "swarm", "init", "--advertise-addr", &address, "--listen-addr", &address, "--data-path-port", &data.to_string(),
+        ]);
+        self.remove_later("swarm", "");
+    }
+
+    /// `(time in nanoseconds, container id)` of every container event `status` since
+    /// `since` (a Unix time in seconds), e.g. `die` or `health_status: healthy`.
+    pub fn container_events(&self, since: u64, status: &str) -> Vec<(u128, String)> {
+        let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |now| now.as_secs() + 1);
+        let filter = format!("event={}", status.split(':').next().unwrap_or(status));
+        let printed = self.docker_ok(&[
+            "events", "--since", &since.to_string(), "--until", &until.to_string(), "--filter", "type=container", "--filter",
+            &filter, "--format", "{{json .}}",
+        ]);
+        printed
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|event| event["status"] == status)
+            .filter_map(|event| Some((event["timeNano"].as_u64()? as u128, event["id"].as_str()?.to_owned())))
+            .collect()
+    }
+
     /// Records something to remove (by id or name) when the engine is dropped.
     pub fn remove_later(&self, kind: &'static str, id: &str) {
         self.made.borrow_mut().push((kind, id.to_owned()));
@@ -235,6 +263,11 @@ fn kill_processes_under(dir: &Path) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|addr| addr.port()).expect("a free port")
 }
 
 fn unique_suffix() -> u64 {

@@ -48,6 +48,8 @@ fn stop_gracefully(engine: &DockerEngine, container: &str) -> Duration {
 fn the_shipped_image_under_docker() {
     let engine = DockerEngine::start();
     engine.build_node_image(IMAGE);
+    let size: u64 = engine.docker_ok(&["image", "inspect", "--format", "{{.Size}}", IMAGE]).parse().unwrap();
+    eprintln!("image {IMAGE}: {:.1} MB", size as f64 / 1e6);
     runs_as_documented_on_a_fresh_volume_stops_cleanly_and_resumes_where_it_stopped(&engine);
     a_sigkill_during_catch_up_leaves_a_volume_that_checks_and_starts_again(&engine);
 }

@@ -1,0 +1,183 @@
+//! The graceful upgrade rollout under a real Docker Swarm, and `deploy/compose.yaml`
+//! under both `docker stack deploy` and Docker Compose.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, repository_root};
+use mpc_node_process_tests::{fast_node_args, home_indexed_to, rewrite_node_store_at_version};
+use serde_json::Value;
+
+const SERVICE: &str = "mpc";
+const REPLICAS: usize = 3;
+
+/// `mpc-node check` on a volume, in a container of its own; must pass.
+fn check_volume(engine: &DockerEngine, volume: &str, image: &str) {
+    let mount = format!("{volume}:/data");
+    let printed = engine.docker_ok(&[
+        "run", "--rm", "--network", "none", "-v", &mount, "--entrypoint", "/usr/local/bin/mpc-node", image, "check",
+        "--home", "/data",
+    ]);
+    assert!(printed.contains("consistent: yes"), "{volume}: {printed}");
+}
+
+/// Copies a home prepared on the host into a new volume, owned by the image's user.
+fn volume_from_home(engine: &DockerEngine, name: &str, home: &Path, image: &str) {
+    engine.volume(name);
+    let (mount, source) = (format!("{name}:/data"), format!("{}:/src:ro", home.display()));
+    engine.docker_ok(&[
+        "run", "--rm", "--network", "none", "--user", "0", "-v", &mount, "-v", &source, "--entrypoint", "/bin/sh", image,
+        "-c", "cp -a /src/. /data/ && chown -R mpc:mpc /data",
+    ]);
+}
+
+/// One task of the service, as `docker inspect` shows it.
+struct Task {
+    slot: u64,
+    image: String,
+    container: String,
+}
+
+fn tasks(engine: &DockerEngine) -> Vec<Task> {
+    let ids = engine.docker_ok(&["service", "ps", SERVICE, "--quiet", "--no-trunc"]);
+    ids.lines()
+        .map(|id| {
+            let task: Value = serde_json::from_str(&engine.docker_ok(&["inspect", "--type", "task", "--format", "{{json .}}", id])).unwrap();
+            Task {
+                slot: task["Slot"].as_u64().unwrap_or_default(),
+                image: task["Spec"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_owned(),
+                container: task["Status"]["ContainerStatus"]["ContainerID"].as_str().unwrap_or_default().to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn container_json(engine: &DockerEngine, id: &str) -> Value {
+    serde_json::from_str(&engine.docker_ok(&["inspect", "--type", "container", "--format", "{{json .}}", id])).unwrap()
+}
+
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < ENGINE_PATIENCE, "{what}: not within {ENGINE_PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_cleanly() {
+    // Homes written at schema v2, as an older release would have left them.
+    let old_home = home_indexed_to(100, &fast_node_args());
+    rewrite_node_store_at_version(old_home.path(), 2);
+
+    let engine = DockerEngine::start();
+    engine.init_swarm();
+    let old_image = engine.build_node_image("mpc-node:1");
+    engine.docker_ok(&["tag", &old_image, "mpc-node:2"]);
+    for slot in 1..=REPLICAS {
+        volume_from_home(&engine, &format!("home-{slot}"), old_home.path(), &old_image);
+    }
+
+    engine.docker_ok(&[
+        "service", "create", "--quiet", "--detach", "--name", SERVICE, "--replicas", &REPLICAS.to_string(), "--mount",
+        "type=volume,source=home-{{.Task.Slot}},target=/data", "--update-parallelism", "1", "--update-order", "stop-first",
+        "--update-failure-action", "pause", "--stop-grace-period", "10s", &old_image, "--sandbox-block-interval", "50ms",
+    ]);
+    engine.remove_later("service", SERVICE);
+    wait_until("every task running and healthy", || {
+        let tasks = tasks(&engine);
+        tasks.len() == REPLICAS
+            && tasks.iter().all(|task| {
+                !task.container.is_empty()
+                    && container_json(&engine, &task.container)["State"]["Health"]["Status"] == "healthy"
+            })
+    });
+    for task in tasks(&engine) {
+        let logs = engine.logs(&task.container);
+        assert!(logs.contains("node store migrated from=2 to=3"), "slot {} did not migrate its v2 volume:\n{logs}", task.slot);
+    }
+
+    let update_began = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    engine.docker_ok(&["service", "update", "--quiet", "--image", "mpc-node:2", SERVICE]);
+    let all = tasks(&engine);
+    let (old, new): (Vec<_>, Vec<_>) = all.iter().partition(|task| task.image == old_image);
+    assert_eq!((old.len(), new.len()), (REPLICAS, REPLICAS), "every slot replaced once");
+    for task in &old {
+        let container = container_json(&engine, &task.container);
+        assert_eq!(container["State"]["ExitCode"], 0, "slot {}: {}", task.slot, engine.logs(&task.container));
+        let logs = engine.logs(&task.container);
+        let report = logs.lines().rfind(|line| line.contains("ShutdownReport ")).expect("a ShutdownReport");
+        assert!(report.contains("\"final_instance_count\":0"), "{report}");
+    }
+    // One at a time, gated on health: the next old task stops only after the task that
+    // replaced the previous one passed its health check (from the engine's events).
+    let died = engine.container_events(update_began, "die");
+    let healthy = engine.container_events(update_began, "health_status: healthy");
+    let event_of = |events: &[(u128, String)], container: &str| {
+        events.iter().filter(|(_, id)| id == container).map(|(at, _)| *at).min()
+    };
+    let mut stops: Vec<(u128, u64)> =
+        old.iter().map(|task| (event_of(&died, &task.container).expect("the old task died"), task.slot)).collect();
+    stops.sort();
+    for pair in stops.windows(2) {
+        let ((_, previous_slot), (next_stopped_at, _)) = (pair[0], pair[1]);
+        let successor = new.iter().find(|task| task.slot == previous_slot).expect("a new task in the slot");
+        let healthy_at = event_of(&healthy, &successor.container).expect("the new task became healthy");
+        assert!(healthy_at < next_stopped_at, "slot {previous_slot}: the next old task stopped before its successor was healthy");
+    }
+
+    engine.docker_ok(&["service", "rm", SERVICE]);
+    wait_until("the service's containers to stop", || {
+        new.iter().all(|task| container_json(&engine, &task.container)["State"]["Running"] == false)
+    });
+    for task in &new {
+        assert_eq!(container_json(&engine, &task.container)["State"]["ExitCode"], 0, "{}", engine.logs(&task.container));
+    }
+    for slot in 1..=REPLICAS {
+        check_volume(&engine, &format!("home-{slot}"), &old_image);
+    }
+}
+
+#[test]
+fn compose_yaml_runs_under_docker_stack_deploy_and_docker_compose() {
+    let engine = DockerEngine::start();
+    let image = engine.build_node_image("mpc-node:latest");
+    let compose = repository_root().join("deploy/compose.yaml").display().to_string();
+
+    engine.init_swarm();
+    engine.docker_ok(&["stack", "deploy", "--compose-file", &compose, "mpc"]);
+    engine.remove_later("service", "mpc_mpc-node");
+    engine.remove_later("volume", "mpc_home");
+    let container = || engine.docker_ok(&["ps", "--quiet", "--filter", "label=com.docker.stack.namespace=mpc"]);
+    wait_until("the stack's task to start", || !container().is_empty());
+    let id = container();
+    engine.wait_healthy(&id);
+    engine.docker_ok(&["stack", "rm", "mpc"]);
+    wait_until("the stack's task to stop", || container_json(&engine, &id)["State"]["Running"] == false);
+    assert_eq!(container_json(&engine, &id)["State"]["ExitCode"], 0, "{}", engine.logs(&id));
+    check_volume(&engine, "mpc_home", &image);
+    engine.docker_ok(&["swarm", "leave", "--force"]);
+
+    // Docker Compose, on the same file; only the network is taken away (this engine has
+    // no bridge, and the tests stay off the network).
+    let override_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(override_file.path(), "services:\n  mpc-node:\n    network_mode: none\n").unwrap();
+    let compose_command = |args: &[&str]| {
+        let output = std::process::Command::new("docker-compose")
+            .env("DOCKER_HOST", engine.socket())
+            .args(["--project-name", "mpccompose", "--file", &compose, "--file", &override_file.path().display().to_string()])
+            .args(args)
+            .output()
+            .expect("docker-compose not found: install the Debian package docker-compose (./dev test does)");
+        assert!(output.status.success(), "docker-compose {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    compose_command(&["up", "--detach"]);
+    engine.remove_later("volume", "mpccompose_home");
+    let id = compose_command(&["ps", "--quiet"]);
+    engine.remove_later("container", &id);
+    engine.wait_healthy(&id);
+    compose_command(&["stop"]);
+    assert_eq!(engine.exit_code(&id), 0, "{}", engine.logs(&id));
+    check_volume(&engine, "mpccompose_home", &image);
+}
