@@ -75,13 +75,20 @@ impl DockerEngine {
 
     /// Runs `docker <args>`, which must succeed; returns its trimmed standard output.
     pub fn docker_ok(&self, args: &[&str]) -> String {
+        self.docker_explained(args, String::new)
+    }
+
+    /// Like [`DockerEngine::docker_ok`]; on failure the message ends with `explain()`
+    /// (a journal, the container's logs).
+    pub fn docker_explained(&self, args: &[&str], explain: impl FnOnce() -> String) -> String {
         let output = self.docker(args);
         assert!(
             output.status.success(),
-            "docker {} failed: {}{}",
+            "docker {} failed: {}{}\n{}",
             args.join(" "),
             String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            String::from_utf8_lossy(&output.stderr),
+            explain()
         );
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }

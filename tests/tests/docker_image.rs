@@ -70,12 +70,18 @@ fn runs_as_documented_on_a_fresh_volume_stops_cleanly_and_resumes_where_it_stopp
     eprintln!("docker stop returned after {took:?} (exit 0)");
     let height = check_volume(engine, &volume);
 
-    engine.docker_ok(&["start", &container]);
-    engine.wait_healthy(&container);
-    let resumed = format!("indexer thread: listening for blocks resume_after={height}");
-    assert!(engine.logs(&container).contains(&resumed), "not resumed at cursor + 1 ({resumed}):\n{}", engine.logs(&container));
-    stop_gracefully(engine, &container);
+    starts_again_where_it_stopped(engine, &container, height);
     assert!(check_volume(engine, &volume) > height, "the second run indexed nothing");
+}
+
+/// `docker start` of a stopped container: healthy again, resuming at cursor + 1 after
+/// `height`; then a clean stop.
+fn starts_again_where_it_stopped(engine: &DockerEngine, container: &str, height: u64) {
+    engine.docker_ok(&["start", container]);
+    engine.wait_healthy(container);
+    let resumed = format!("indexer thread: listening for blocks resume_after={height}");
+    assert!(engine.logs(container).contains(&resumed), "not resumed at cursor + 1 ({resumed}):\n{}", engine.logs(container));
+    stop_gracefully(engine, container);
 }
 
 fn a_sigkill_during_catch_up_leaves_a_volume_that_checks_and_starts_again(engine: &DockerEngine) {
@@ -91,10 +97,6 @@ fn a_sigkill_during_catch_up_leaves_a_volume_that_checks_and_starts_again(engine
     assert!(!logs.contains("ShutdownReport"), "the kill must not have been a graceful stop:\n{logs}");
     let height = check_volume(engine, &volume);
 
-    engine.docker_ok(&["start", &container]);
-    engine.wait_healthy(&container);
-    let resumed = format!("resume_after={height}");
-    assert!(engine.logs(&container).contains(&resumed), "not resumed at cursor + 1:\n{}", engine.logs(&container));
-    stop_gracefully(engine, &container);
+    starts_again_where_it_stopped(engine, &container, height);
     check_volume(engine, &volume);
 }

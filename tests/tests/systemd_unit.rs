@@ -34,16 +34,9 @@ impl Machine<'_> {
     }
 
     fn exec_ok(&self, command: &[&str]) -> String {
-        let output = self.exec(command);
-        assert!(
-            output.status.success(),
-            "{} failed: {}{}\njournal:\n{}",
-            command.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            self.journal()
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        let mut args = vec!["exec", self.id.as_str()];
+        args.extend_from_slice(command);
+        self.engine.docker_explained(&args, || format!("journal:\n{}", self.journal()))
     }
 
     fn journal(&self) -> String {
