@@ -16,7 +16,6 @@
 //! 3. The chain store is held by the chain's actors, not by this thread: it closes when
 //!    the caller stops the actor system, after joining the thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -100,27 +99,24 @@ impl IndexerHandle {
         self.state_probe.lock().map(|weak| weak.strong_count()).unwrap_or(0)
     }
 
-    /// True once the thread has returned.
-    fn is_finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|thread| thread.is_finished())
-    }
-
     /// Waits up to `timeout` for the thread to end and joins it; false on time-out (the
-    /// handle stays joinable). Polls, so it can be awaited from any runtime; every second
-    /// it waits it logs which tasks it is waiting for.
+    /// handle stays joinable). Woken by the thread's own last act (no polling), so the
+    /// join costs no more than the thread's exit; every second it waits it logs which
+    /// tasks it is waiting for.
     pub async fn join(&mut self, timeout: Duration) -> bool {
         let started = Instant::now();
-        let mut next_progress = Duration::from_secs(1);
-        while !self.is_finished() {
+        let mut alive = self.alive.0.clone();
+        loop {
+            let slice = timeout.saturating_sub(started.elapsed()).min(Duration::from_secs(1));
+            // An error means the sender is gone, which also means the thread ended.
+            if tokio::time::timeout(slice, alive.wait_for(|alive| !*alive)).await.is_ok() {
+                break;
+            }
             let waited = started.elapsed();
             if waited >= timeout {
                 return false;
             }
-            if waited >= next_progress {
-                tracing::info!(waited_s = waited.as_secs(), tasks = ?self.tasks.running(), "waiting for the indexer thread");
-                next_progress += Duration::from_secs(1);
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tracing::info!(waited_s = waited.as_secs(), tasks = ?self.tasks.running(), "waiting for the indexer thread");
         }
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
@@ -132,23 +128,23 @@ impl IndexerHandle {
 }
 
 /// Whether the indexer thread is still running. Cheap to clone; the thread clears it
-/// when it ends, however it ends (a panic included).
+/// when it ends, however it ends (a panic included), and wakes whoever waits on it.
 #[derive(Debug, Clone)]
-pub struct ThreadAlive(Arc<AtomicBool>);
+pub struct ThreadAlive(watch::Receiver<bool>);
 
 impl ThreadAlive {
     /// True until the thread's body has returned or unwound.
     pub fn is_alive(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        *self.0.borrow()
     }
 }
 
 /// Clears [`ThreadAlive`] when dropped, at the very end of the thread.
-struct ClearOnExit(ThreadAlive);
+struct ClearOnExit(watch::Sender<bool>);
 
 impl Drop for ClearOnExit {
     fn drop(&mut self) {
-        (self.0).0.store(false, Ordering::Release);
+        self.0.send_replace(false);
     }
 }
 
@@ -171,12 +167,13 @@ pub fn spawn_indexer_thread(
     );
     let state_probe = Arc::new(Mutex::new(Weak::new()));
     let stats: SharedStats = Arc::new(Mutex::new(IndexerStats::starting_now()));
-    let alive = ThreadAlive(Arc::new(AtomicBool::new(true)));
+    let (alive_sender, alive) = watch::channel(true);
+    let alive = ThreadAlive(alive);
     let thread = {
         let tasks = tasks.clone();
         let state_probe = state_probe.clone();
         let stats = stats.clone();
-        let clear_on_exit = ClearOnExit(alive.clone());
+        let clear_on_exit = ClearOnExit(alive_sender);
         std::thread::Builder::new().name("indexer".into()).spawn(move || {
             let _clear_on_exit = clear_on_exit;
             let links = ThreadLinks { tasks, senders, indexed_height: indexed_height_sender, state_probe, stats };

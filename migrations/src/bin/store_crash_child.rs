@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use mpc_migrations::layout::{block_update, read_applied_requests, read_cursor};
 use mpc_migrations::legacy::synthetic_blocks;
-use mpc_migrations::node_schema;
+use mpc_migrations::{DEFAULT_MIGRATION_CHUNK_SIZE, node_schema, node_schema_with_chunk_size};
 use mpc_store::migration::{MigrationSettings, open_migrated};
 use mpc_store::{Store, StoreOptions};
 
@@ -70,7 +70,14 @@ fn main() {
         }),
         "migrate" => {
             say("migrating");
-            open_migrated(&path, &options, &node_schema(), &MigrationSettings::default()).map(|_| say("migrated"))
+            // The batch size of the resumable step, as `mpc-node --migration-chunk-size`
+            // takes it: small batches give the test many instants to kill inside the step.
+            let chunk_size = std::env::var("MPC_MIGRATION_CHUNK_SIZE")
+                .ok()
+                .and_then(|size| size.parse().ok())
+                .unwrap_or(DEFAULT_MIGRATION_CHUNK_SIZE);
+            open_migrated(&path, &options, &node_schema_with_chunk_size(chunk_size), &MigrationSettings::default())
+                .map(|_| say("migrated"))
         }
         other => {
             eprintln!("unknown mode {other}");
