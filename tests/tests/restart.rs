@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mpc_node_process_tests::{
-    DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent, count_in_log, fast_node_args, open_fds,
+    DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent, count_in_log, env_number, fast_node_args, open_fds,
     proc_status_value, wait_for_count,
 };
 
@@ -17,40 +17,84 @@ fn start_heights(log: &str) -> Vec<u64> {
         .collect()
 }
 
+/// RSS, threads and file descriptors other than RocksDB table files, after `cycle`
+/// restarts.
+struct Sample {
+    cycle: u64,
+    rss_kib: u64,
+    threads: u64,
+    fds: usize,
+}
+
+/// Least-squares slope of RSS over `samples`, in KiB per cycle.
+fn rss_slope_kib_per_cycle(samples: &[Sample]) -> f64 {
+    let n = samples.len() as f64;
+    let mean_x = samples.iter().map(|s| s.cycle as f64).sum::<f64>() / n;
+    let mean_y = samples.iter().map(|s| s.rss_kib as f64).sum::<f64>() / n;
+    let covariance: f64 = samples.iter().map(|s| (s.cycle as f64 - mean_x) * (s.rss_kib as f64 - mean_y)).sum();
+    let variance: f64 = samples.iter().map(|s| (s.cycle as f64 - mean_x).powi(2)).sum();
+    covariance / variance
+}
+
+/// SIGHUP restarts in a row (100 in CI; `MPC_SOAK_RESTARTS=1000` for the soak in
+/// docs/benchmarks.md, which then also requires a flat RSS over the last half). Every
+/// sample goes to `MPC_SOAK_CSV` if set.
 #[test]
-fn a_hundred_sighup_restarts_resume_gap_free_and_leak_no_threads_fds_or_stores() {
+fn sighup_restarts_in_a_row_resume_gap_free_and_leak_no_threads_fds_or_stores() {
+    let cycles = env_number("MPC_SOAK_RESTARTS", 100);
+    // A chain that grows fast makes the cycles short; a soak that measures memory per
+    // cycle wants a chain that barely grows (`MPC_SOAK_BLOCK_INTERVAL=200ms`), since the
+    // stores' own memory grows with their data.
+    let block_interval = std::env::var("MPC_SOAK_BLOCK_INTERVAL").unwrap_or_else(|_| "5ms".into());
     let home = tempfile::tempdir().unwrap();
     let mut args = fast_node_args();
-    args.extend(["--sandbox-block-interval".into(), "5ms".into()]);
+    args.extend(["--sandbox-block-interval".into(), block_interval]);
     let mut node = NodeProcess::start(home.path(), &args, &[]);
     node.wait_for_log(READY, START_PATIENCE);
     std::thread::sleep(Duration::from_millis(300));
     let pid = node.pid();
-    let (threads_at_start, fds_at_start) = (proc_status_value(pid, "Threads"), open_fds(pid));
-    let mut rss_kib = vec![(0, proc_status_value(pid, "VmRSS"))];
-    for cycle in 1..=100 {
+    let sample = |cycle| Sample {
+        cycle,
+        rss_kib: proc_status_value(pid, "VmRSS"),
+        threads: proc_status_value(pid, "Threads"),
+        fds: open_fds(pid),
+    };
+    let mut samples = vec![sample(0)];
+    for cycle in 1..=cycles {
         node.signal(libc::SIGHUP);
-        wait_for_count(&mut node, RESTARTED, cycle, START_PATIENCE);
-        wait_for_count(&mut node, READY, cycle + 1, START_PATIENCE);
+        wait_for_count(&mut node, RESTARTED, cycle as usize, START_PATIENCE);
+        wait_for_count(&mut node, READY, cycle as usize + 1, START_PATIENCE);
         if cycle % 10 == 0 {
-            rss_kib.push((cycle, proc_status_value(pid, "VmRSS")));
+            samples.push(sample(cycle));
         }
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (threads_at_end, fds_at_end) = (proc_status_value(pid, "Threads"), open_fds(pid));
-    eprintln!("threads {threads_at_start} -> {threads_at_end}, fds {fds_at_start} -> {fds_at_end}, rss KiB by cycle {rss_kib:?}");
+    let (first, last) = (&samples[0], sample(cycles));
+    let rss: Vec<_> = samples.iter().map(|s| (s.cycle, s.rss_kib)).collect();
+    eprintln!("threads {} -> {}, fds {} -> {}, rss KiB by cycle {rss:?}", first.threads, last.threads, first.fds, last.fds);
+    if let Ok(path) = std::env::var("MPC_SOAK_CSV") {
+        let rows: String = samples.iter().map(|s| format!("{},{},{},{}\n", s.cycle, s.rss_kib, s.threads, s.fds)).collect();
+        std::fs::write(path, format!("cycle,rss_kib,threads,fds\n{rows}")).unwrap();
+    }
 
     let log = node.log();
     // Each restart logged the open-instance count right after starting the new
     // generation: only the node store, so the old chain store had closed.
-    assert_eq!(count_in_log(&node, "indexer subsystem restarted"), 100);
-    assert_eq!(log.matches("open_instances=1 ").count() + log.matches("open_instances=1\n").count(), 100, "{log}");
+    assert_eq!(count_in_log(&node, "indexer subsystem restarted") as u64, cycles);
+    let one_open = log.matches("open_instances=1 ").count() + log.matches("open_instances=1\n").count();
+    assert_eq!(one_open as u64, cycles, "{log}");
     let heights = start_heights(&log);
-    assert_eq!(heights.len(), 101);
+    assert_eq!(heights.len() as u64, cycles + 1);
     assert!(heights.windows(2).all(|pair| pair[1] > pair[0]), "a restart went backwards: {heights:?}");
     // A few pool threads may come and go; a leak would be one or more per cycle.
-    assert!(threads_at_end <= threads_at_start + 3, "threads {threads_at_start} -> {threads_at_end}");
-    assert!(fds_at_end <= fds_at_start + 3, "fds {fds_at_start} -> {fds_at_end}");
+    assert!(last.threads <= first.threads + 3, "threads {} -> {}", first.threads, last.threads);
+    assert!(last.fds <= first.fds + 3, "fds {} -> {}", first.fds, last.fds);
+    if cycles >= 1000 {
+        let second_half: Vec<_> = samples.into_iter().filter(|s| s.cycle >= cycles / 2).collect();
+        let slope = rss_slope_kib_per_cycle(&second_half);
+        eprintln!("RSS slope over the last {} cycles: {slope:.3} KiB per cycle", cycles / 2);
+        assert!(slope < 1.0, "RSS grows {slope:.3} KiB per cycle after warm-up");
+    }
 
     node.stop_gracefully();
     assert_eq!(node.shutdown_report().expect("report")["final_instance_count"], 0);
