@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use mpc_lifecycle::{DeferredSignals, ExitCode, PhaseTracker, Supervisor, lifecycle_channel};
+use mpc_lifecycle::{
+    DeferredSignals, ExitCode, LifecycleReceiver, LifecycleSender, PhaseTracker, Supervisor, lifecycle_channel,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +22,7 @@ use crate::admin_token::load_or_create_admin_token;
 use crate::cli::StartArgs;
 use crate::error::NodeError;
 use crate::generation::GenerationContext;
-use crate::home::Home;
+use crate::home::{Home, HomeLock};
 use crate::indexer_slot::IndexerSlot;
 use crate::operator_signals::listen_for_operator_signals;
 use crate::ops_state::{LifecycleHistory, OpsState};
@@ -31,48 +33,81 @@ use crate::startup::{StartupContext, start_node};
 use crate::test_hooks::TestHooks;
 
 /// Runs the node until a shutdown reason arrives, then shuts down; returns the exit code.
-/// `deferred_signals` were blocked before `main`; they are released once the listener
-/// is installed, so a signal sent during start-up is handled, not fatal.
 pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks: TestHooks) -> ExitCode {
-    let (shutdown_signal_sender, mut requests) = lifecycle_channel();
+    let (mut node, startup) = match set_up(args, deferred_signals, test_hooks).await {
+        Ok(set_up) => set_up,
+        Err(code) => return code,
+    };
+    let mut indexer = IndexerSlot::starting(start_node(startup));
+    let mut restarts = RestartController::default();
+    let reason = loop {
+        let event = tokio::select! {
+            biased;
+            Some(request) = node.requests.recv() => Event::Request(request),
+            Some(token) = node.wipe_requests.recv() => Event::WipeTokenChanged(token),
+            event = indexer.next_event(&node.history) => event,
+        };
+        match restarts.decide(event, indexer.stage()) {
+            Decision::Continue => {}
+            Decision::Restart(request) => indexer.restart(request, &node.generation, node.timeout),
+            Decision::ShutDown(reason) => break reason,
+        }
+    };
+    // The home stays claimed until the process ends (`_home_lock` lives to the end of
+    // this function); the rest of the run loop's values are not needed any more.
+    let Node { phase, root_token, node_tasks, ops_tasks, notifier, timeout, _home_lock, .. } = node;
+    let context = ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout };
+    let report = shut_down(reason, indexer, context).await;
+    ExitCode(report.exit_code)
+}
+
+/// What the run loop holds besides the indexer: made by [`set_up`] before start-up
+/// begins, handed to the shutdown sequence at the end.
+struct Node {
+    requests: LifecycleReceiver,
+    wipe_requests: mpsc::UnboundedReceiver<String>,
+    history: LifecycleHistory,
+    generation: GenerationContext,
+    timeout: std::time::Duration,
+    phase: PhaseTracker,
+    root_token: CancellationToken,
+    node_tasks: Supervisor,
+    ops_tasks: Supervisor,
+    notifier: Notifier,
+    /// Held until the process ends: the home stays claimed through the shutdown.
+    _home_lock: HomeLock,
+}
+
+/// Everything before start-up, in the order that matters: the signal listener first
+/// (before anything is opened, so no signal takes the default action; the signals
+/// deferred since before `main` are released once it exists), then the claim on the
+/// home (before any port is bound or store opened, so a second node on this home is
+/// told so whatever else the two share), then the operations server. Returns the exit
+/// code when one of them fails.
+async fn set_up(args: StartArgs, deferred_signals: DeferredSignals, test_hooks: TestHooks) -> Result<(Node, StartupContext), ExitCode> {
+    let (shutdown_signal_sender, requests) = lifecycle_channel();
     let root_token = CancellationToken::new();
     let phase = PhaseTracker::default();
     let node_tasks = Supervisor::new("node", root_token.child_token(), shutdown_signal_sender.clone());
     let (generation_view, _) = watch::channel(None);
-
-    // First, before anything is opened: from here on no signal takes the default action.
-    if let Err(err) =
-        listen_for_operator_signals(deferred_signals, &test_hooks, &shutdown_signal_sender, &node_tasks, &generation_view)
-    {
-        tracing::error!(error = %err, "cannot install signal handlers");
-        return ExitCode::FATAL;
-    }
+    listen_for_operator_signals(deferred_signals, &test_hooks, &shutdown_signal_sender, &node_tasks, &generation_view)
+        .map_err(|err| {
+            tracing::error!(error = %err, "cannot install signal handlers");
+            ExitCode::FATAL
+        })?;
     tracing::info!(home = %args.home.display(), pid = std::process::id(), "mpc-node starting");
-    // Claimed before any port is bound or any store opened, so a second node on this
-    // home is told so, whatever else the two share.
-    let _home_lock = match Home::new(&args.home).claim() {
-        Ok(lock) => lock,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot claim the home");
-            return err.exit_code();
-        }
-    };
-    let notifier = Notifier::from_environment();
+    let home_lock = Home::new(&args.home).claim().map_err(|err| {
+        tracing::error!(error = %err, "cannot claim the home");
+        err.exit_code()
+    })?;
     let history = LifecycleHistory::default();
     let ops_tasks = Supervisor::new("ops", CancellationToken::new(), shutdown_signal_sender.clone());
-    let ops_state = OpsState {
-        phase: phase.clone(),
-        generation: generation_view.subscribe(),
-        node_tasks: node_tasks.clone(),
-        shutdown_signal_sender: shutdown_signal_sender.clone(),
-        admin_token: Arc::new(String::new()),
-        admin_guard: crate::admin_guard::AdminGuard::default(),
-        history: history.clone(),
-    };
-    if let Err(error) = start_ops_server(&args, ops_state, &ops_tasks).await {
+    let ops = OpsParts { phase: &phase, generation: &generation_view, node_tasks: &node_tasks, sender: &shutdown_signal_sender, history: &history };
+    start_ops_server(&args, ops, &ops_tasks).await.map_err(|error| {
         tracing::error!(%error, "cannot start the operations server");
-        return error.exit_code();
-    }
+        error.exit_code()
+    })?;
+    let notifier = Notifier::from_environment();
     let (notifier_for_task, phase_changes) = (notifier.clone(), phase.subscribe());
     node_tasks.spawn("sd_notify", move |cancel| crate::sd_notify::follow_phase(notifier_for_task, phase_changes, cancel));
 
@@ -81,40 +116,51 @@ pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks:
         args: Arc::new(args),
         phase: phase.clone(),
         root_token: root_token.clone(),
-        shutdown_signal_sender: shutdown_signal_sender.clone(),
+        shutdown_signal_sender,
         view: generation_view,
         test_hooks: test_hooks.indexer.clone(),
     };
-    let (wipe_sender, mut wipe_requests) = mpsc::unbounded_channel();
+    let (wipe_sender, wipe_requests) = mpsc::unbounded_channel();
     let startup =
         StartupContext { generation: generation.clone(), node_tasks: node_tasks.clone(), wipe_requests: wipe_sender, test_hooks };
-    let mut indexer = IndexerSlot::starting(start_node(startup));
-    let mut restarts = RestartController::default();
-
-    let reason = loop {
-        let event = tokio::select! {
-            biased;
-            Some(request) = requests.recv() => Event::Request(request),
-            Some(token) = wipe_requests.recv() => Event::WipeTokenChanged(token),
-            event = indexer.next_event(&history) => event,
-        };
-        match restarts.decide(event, indexer.stage()) {
-            Decision::Continue => {}
-            Decision::Restart(request) => indexer.restart(request, &generation, timeout),
-            Decision::ShutDown(reason) => break reason,
-        }
+    let node = Node {
+        requests,
+        wipe_requests,
+        history,
+        generation,
+        timeout,
+        phase,
+        root_token,
+        node_tasks,
+        ops_tasks,
+        notifier,
+        _home_lock: home_lock,
     };
-    drop(generation);
-    let context = ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout };
-    let report = shut_down(reason, indexer, context).await;
-    ExitCode(report.exit_code)
+    Ok((node, startup))
+}
+
+/// What the operations server shows, borrowed from the run loop's own values.
+struct OpsParts<'a> {
+    phase: &'a PhaseTracker,
+    generation: &'a watch::Sender<Option<crate::generation::GenerationView>>,
+    node_tasks: &'a Supervisor,
+    sender: &'a LifecycleSender,
+    history: &'a LifecycleHistory,
 }
 
 /// Loads the admin token, binds `--web-addr` and starts the operations server on its
 /// own supervisor: it is stopped after the indexer has drained, so probes and
 /// `/debug/lifecycle` can follow the whole shutdown.
-async fn start_ops_server(args: &StartArgs, mut state: OpsState, ops_tasks: &Supervisor) -> Result<(), NodeError> {
-    state.admin_token = Arc::new(load_or_create_admin_token(&Home::new(&args.home))?);
+async fn start_ops_server(args: &StartArgs, parts: OpsParts<'_>, ops_tasks: &Supervisor) -> Result<(), NodeError> {
+    let state = OpsState {
+        phase: parts.phase.clone(),
+        generation: parts.generation.subscribe(),
+        node_tasks: parts.node_tasks.clone(),
+        shutdown_signal_sender: parts.sender.clone(),
+        admin_token: Arc::new(load_or_create_admin_token(&Home::new(&args.home))?),
+        admin_guard: crate::admin_guard::AdminGuard::default(),
+        history: parts.history.clone(),
+    };
     let listener = tokio::net::TcpListener::bind(args.web_addr)
         .await
         .map_err(|err| NodeError::Config(format!("cannot listen on {}: {err}", args.web_addr)))?;

@@ -113,14 +113,10 @@ async fn close_stores(
     timings: &mut mpc_lifecycle::PhaseTimings,
 ) -> Result<(), crate::stores_closed::StillOpen> {
     let started = Instant::now();
+    // Dropping the last handle closes the store; its close flushes (mpc_store's Drop).
     let closing = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        if let Some(node_store) = node_store {
-            if let Err(err) = node_store.flush() {
-                tracing::warn!(error = %err, "flushing the node store failed; the next start replays its WAL");
-            }
-            drop(node_store);
-        }
+        drop(node_store);
         started.elapsed()
     });
     let closed = wait_for_stores_closed(None, deadline.remaining().max(ABORT_GRACE)).await;
