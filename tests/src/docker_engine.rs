@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::node_binary;
+use crate::{CheckResult, node_binary};
 
 /// Bound for the daemon to answer and for a container to become healthy.
 pub const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
@@ -175,6 +175,22 @@ impl DockerEngine {
             &context.display().to_string(),
         ]);
         tag.to_owned()
+    }
+
+    /// `mpc-node check` on `volume` in a container of its own, from `image`; it must
+    /// pass. Returns the last indexed height it printed.
+    pub fn check_volume(&self, volume: &str, image: &str) -> u64 {
+        let mount = format!("{volume}:/data");
+        let output = self.docker(&[
+            "run", "--rm", "--network", "none", "-v", &mount, "--entrypoint", "/usr/local/bin/mpc-node", image, "check",
+            "--home", "/data",
+        ]);
+        let check = CheckResult {
+            code: output.status.code().unwrap_or(-1),
+            output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        };
+        assert!(check.code == 0 && check.output.contains("consistent: yes"), "check failed on volume {volume}:\n{}", check.output);
+        check.last_indexed_height().unwrap_or_else(|| panic!("no last indexed height in:\n{}", check.output))
     }
 
     /// Waits until `container`'s health status is `healthy`; fails if it exits first.

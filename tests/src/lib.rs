@@ -219,10 +219,7 @@ impl NodeProcess {
 
     /// The JSON of the final `ShutdownReport` line, if logged.
     pub fn shutdown_report(&self) -> Option<serde_json::Value> {
-        let log = self.log();
-        let line = log.lines().find(|line| line.contains("ShutdownReport {"))?;
-        let json = &line[line.find('{')?..];
-        serde_json::from_str(json).ok()
+        last_shutdown_report(&self.log())
     }
 }
 
@@ -230,6 +227,13 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The last `ShutdownReport {...}` line of a log (a process's, a container's, a unit's
+/// journal) as JSON.
+pub fn last_shutdown_report(log: &str) -> Option<serde_json::Value> {
+    let line = log.lines().rfind(|line| line.contains("ShutdownReport {"))?;
+    serde_json::from_str(&line[line.find('{')?..]).ok()
 }
 
 /// Result of `mpc-node check`.

@@ -4,30 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use mpc_node_process_tests::DOCKER_GRACE;
+use mpc_node_process_tests::{DOCKER_GRACE, last_shutdown_report};
 use mpc_node_process_tests::docker_engine::DockerEngine;
 
 const IMAGE: &str = "mpc-node:test";
 /// The sandbox chain a little faster than its default, so a test sees many blocks.
 const QUICK_CHAIN: [&str; 2] = ["--sandbox-block-interval", "50ms"];
-
-/// `mpc-node check` in a second container on the same volume; returns the last
-/// indexed height it reports.
-fn check_volume(engine: &DockerEngine, volume: &str) -> u64 {
-    let mount = format!("{volume}:/data");
-    let output = engine.docker(&[
-        "run", "--rm", "--network", "none", "-v", &mount, "--entrypoint", "/usr/local/bin/mpc-node", IMAGE, "check",
-        "--home", "/data",
-    ]);
-    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "check failed on volume {volume}:\n{printed}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(printed.contains("consistent: yes"), "{printed}");
-    printed
-        .lines()
-        .find_map(|line| line.strip_prefix("last indexed height: "))
-        .and_then(|height| height.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no last indexed height in:\n{printed}"))
-}
 
 /// `docker stop`, timed; the container must exit 0 with a clean report.
 fn stop_gracefully(engine: &DockerEngine, container: &str) -> Duration {
@@ -35,9 +17,8 @@ fn stop_gracefully(engine: &DockerEngine, container: &str) -> Duration {
     engine.docker_ok(&["stop", container]);
     let took = started.elapsed();
     assert_eq!(engine.exit_code(container), 0, "docker stop must end in exit 0:\n{}", engine.logs(container));
-    let logs = engine.logs(container);
-    let report = logs.lines().rfind(|line| line.contains("ShutdownReport ")).expect("a ShutdownReport");
-    assert!(report.contains("\"final_instance_count\":0"), "{report}");
+    let report = last_shutdown_report(&engine.logs(container)).expect("a ShutdownReport");
+    assert_eq!(report["final_instance_count"], 0, "{report}");
     assert!(took < DOCKER_GRACE, "docker stop took {took:?}, past Docker's grace period");
     took
 }
@@ -68,10 +49,10 @@ fn runs_as_documented_on_a_fresh_volume_stops_cleanly_and_resumes_where_it_stopp
 
     let took = stop_gracefully(engine, &container);
     eprintln!("docker stop returned after {took:?} (exit 0)");
-    let height = check_volume(engine, &volume);
+    let height = engine.check_volume(&volume, IMAGE);
 
     starts_again_where_it_stopped(engine, &container, height);
-    assert!(check_volume(engine, &volume) > height, "the second run indexed nothing");
+    assert!(engine.check_volume(&volume, IMAGE) > height, "the second run indexed nothing");
 }
 
 /// `docker start` of a stopped container: healthy again, resuming at cursor + 1 after
@@ -95,8 +76,8 @@ fn a_sigkill_during_catch_up_leaves_a_volume_that_checks_and_starts_again(engine
     assert_eq!(engine.exit_code(&container), 137, "SIGKILL");
     let logs = engine.logs(&container);
     assert!(!logs.contains("ShutdownReport"), "the kill must not have been a graceful stop:\n{logs}");
-    let height = check_volume(engine, &volume);
+    let height = engine.check_volume(&volume, IMAGE);
 
     starts_again_where_it_stopped(engine, &container, height);
-    check_volume(engine, &volume);
+    engine.check_volume(&volume, IMAGE);
 }

@@ -5,21 +5,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, repository_root};
-use mpc_node_process_tests::{fast_node_args, home_indexed_to, rewrite_node_store_at_version};
+use mpc_node_process_tests::{fast_node_args, home_indexed_to, last_shutdown_report, rewrite_node_store_at_version};
 use serde_json::Value;
 
 const SERVICE: &str = "mpc";
 const REPLICAS: usize = 3;
-
-/// `mpc-node check` on a volume, in a container of its own; must pass.
-fn check_volume(engine: &DockerEngine, volume: &str, image: &str) {
-    let mount = format!("{volume}:/data");
-    let printed = engine.docker_ok(&[
-        "run", "--rm", "--network", "none", "-v", &mount, "--entrypoint", "/usr/local/bin/mpc-node", image, "check",
-        "--home", "/data",
-    ]);
-    assert!(printed.contains("consistent: yes"), "{volume}: {printed}");
-}
 
 /// Copies a home prepared on the host into a new volume, owned by the image's user.
 fn volume_from_home(engine: &DockerEngine, name: &str, home: &Path, image: &str) {
@@ -105,9 +95,8 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
     for task in &old {
         let container = container_json(&engine, &task.container);
         assert_eq!(container["State"]["ExitCode"], 0, "slot {}: {}", task.slot, engine.logs(&task.container));
-        let logs = engine.logs(&task.container);
-        let report = logs.lines().rfind(|line| line.contains("ShutdownReport ")).expect("a ShutdownReport");
-        assert!(report.contains("\"final_instance_count\":0"), "{report}");
+        let report = last_shutdown_report(&engine.logs(&task.container)).expect("a ShutdownReport");
+        assert_eq!(report["final_instance_count"], 0, "{report}");
     }
     // One at a time, gated on health: the next old task stops only after the task that
     // replaced the previous one passed its health check (from the engine's events).
@@ -134,7 +123,7 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
         assert_eq!(container_json(&engine, &task.container)["State"]["ExitCode"], 0, "{}", engine.logs(&task.container));
     }
     for slot in 1..=REPLICAS {
-        check_volume(&engine, &format!("home-{slot}"), &old_image);
+        engine.check_volume(&format!("home-{slot}"), &old_image);
     }
 }
 
@@ -155,7 +144,7 @@ fn compose_yaml_runs_under_docker_stack_deploy_and_docker_compose() {
     engine.docker_ok(&["stack", "rm", "mpc"]);
     wait_until("the stack's task to stop", || container_json(&engine, &id)["State"]["Running"] == false);
     assert_eq!(container_json(&engine, &id)["State"]["ExitCode"], 0, "{}", engine.logs(&id));
-    check_volume(&engine, "mpc_home", &image);
+    engine.check_volume("mpc_home", &image);
     engine.docker_ok(&["swarm", "leave", "--force"]);
 
     // Docker Compose, on the same file; only the network is taken away (this engine has
@@ -179,5 +168,5 @@ fn compose_yaml_runs_under_docker_stack_deploy_and_docker_compose() {
     engine.wait_healthy(&id);
     compose_command(&["stop"]);
     assert_eq!(engine.exit_code(&id), 0, "{}", engine.logs(&id));
-    check_volume(&engine, "mpccompose_home", &image);
+    engine.check_volume("mpccompose_home", &image);
 }

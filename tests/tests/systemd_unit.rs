@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, production_binary, repository_root};
-use mpc_node_process_tests::{fast_node_args, home_indexed_to, rewrite_node_store_at_version};
+use mpc_node_process_tests::{fast_node_args, home_indexed_to, last_shutdown_report, rewrite_node_store_at_version};
 
 const IMAGE: &str = "mpc-node-systemd:test";
 const UNIT: &str = "mpc-node.service";
@@ -83,9 +83,8 @@ impl Machine<'_> {
         let took = started.elapsed();
         assert_eq!(self.property("Result"), "success", "{}", self.journal());
         assert_eq!(self.property("ExecMainStatus"), "0", "{}", self.journal());
-        let journal = self.journal();
-        let report = journal.lines().rfind(|line| line.contains("ShutdownReport ")).expect("a ShutdownReport");
-        assert!(report.contains("\"final_instance_count\":0"), "{report}");
+        let report = last_shutdown_report(&self.journal()).expect("a ShutdownReport");
+        assert_eq!(report["final_instance_count"], 0, "{report}");
         took
     }
 

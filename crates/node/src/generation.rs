@@ -98,7 +98,7 @@ pub struct GenerationStop {
 }
 
 /// The indexer settings `start` runs with.
-pub fn indexer_config(args: &StartArgs, test_hooks: IndexerTestHooks) -> IndexerConfig {
+fn indexer_config(args: &StartArgs, test_hooks: IndexerTestHooks) -> IndexerConfig {
     let chain = ChainConfig {
         seed: args.sandbox_seed,
         block_interval: args.sandbox_block_interval,
