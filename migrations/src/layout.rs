@@ -192,7 +192,8 @@ pub struct BlockEncoding {
 
 impl BlockEncoding {
     /// The encoding of the current schema.
-    pub const CURRENT: BlockEncoding = BlockEncoding { request_id_index: true, decimal_cursor: false };
+    pub const CURRENT: BlockEncoding =
+        BlockEncoding { request_id_index: crate::NODE_SCHEMA_VERSION >= 3, decimal_cursor: false };
 }
 
 /// Builds the batch that applies `effects` on top of `applied_before` requests.

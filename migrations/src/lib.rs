@@ -12,10 +12,16 @@ pub mod legacy;
 mod v1_to_v2_cursor_fixed_width;
 mod v2_to_v3_request_id_index;
 
-use mpc_store::migration::Schema;
+use mpc_store::migration::{MigrationStep, Schema};
 
 /// Schema version this binary writes for the node store.
+#[cfg(not(previous_release))]
 pub const NODE_SCHEMA_VERSION: u32 = 3;
+
+/// Schema version the previous release wrote: only in the build the upgrade-rollout tests
+/// run as the old image (`MPC_BUILD_PREVIOUS_RELEASE=1`, see `build.rs`).
+#[cfg(previous_release)]
+pub const NODE_SCHEMA_VERSION: u32 = 2;
 
 /// Entries per batch of the resumable steps unless the operator sets another size: small
 /// enough that a batch commits in a few milliseconds, so cancellation is prompt.
@@ -30,11 +36,12 @@ pub fn node_schema() -> Schema {
 /// batches make cancellation points more frequent.
 pub fn node_schema_with_chunk_size(chunk_size: u64) -> Schema {
     let chunk_size = usize::try_from(chunk_size).unwrap_or(usize::MAX);
+    let steps: Vec<Box<dyn MigrationStep>> = vec![
+        Box::new(v1_to_v2_cursor_fixed_width::CursorFixedWidth),
+        Box::new(v2_to_v3_request_id_index::RequestIdIndex { chunk_size: chunk_size.max(1) }),
+    ];
     Schema {
         latest: NODE_SCHEMA_VERSION,
-        steps: vec![
-            Box::new(v1_to_v2_cursor_fixed_width::CursorFixedWidth),
-            Box::new(v2_to_v3_request_id_index::RequestIdIndex { chunk_size: chunk_size.max(1) }),
-        ],
+        steps: steps.into_iter().filter(|step| step.source_version() < NODE_SCHEMA_VERSION).collect(),
     }
 }

@@ -156,12 +156,17 @@ impl DockerEngine {
     /// Builds `deploy/Dockerfile`'s `prebuilt` target from the stripped production
     /// binary, on a `debian:bookworm-slim` made from Debian packages; returns `tag`.
     pub fn build_node_image(&self, tag: &str) -> String {
+        self.build_image_of(Release::Current, tag)
+    }
+
+    /// Like [`Self::build_node_image`], from `release`'s binary.
+    pub fn build_image_of(&self, release: Release, tag: &str) -> String {
         // What debian:bookworm-slim has and the node needs: useradd, and the C++ runtime of
         // the bundled RocksDB.
         self.import_debian("bookworm-essential", &["passwd", "libstdc++6"], "debian:bookworm-slim");
         let context = self.dir.join("image-context");
         std::fs::create_dir_all(&context).expect("build context");
-        std::fs::copy(production_binary(), context.join("mpc-node")).expect("binary into the build context");
+        std::fs::copy(release_binary(release), context.join("mpc-node")).expect("binary into the build context");
         let dockerfile = repository_root().join("deploy/Dockerfile");
         self.docker_ok(&[
             "build",
@@ -308,10 +313,30 @@ pub fn repository_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the repository").to_path_buf()
 }
 
+/// Which build of the node an image runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Release {
+    /// This source's production build.
+    Current,
+    /// The previous release (node store schema v2), rebuilt from this source with
+    /// `MPC_BUILD_PREVIOUS_RELEASE=1`: the old image of the upgrade-rollout test.
+    Previous,
+}
+
 /// The stripped production build (no test features) that images are built from:
 /// `<target>/release/image/mpc-node`, made by `./dev test`.
 pub fn production_binary() -> PathBuf {
-    let binary = node_binary().with_file_name("image").join("mpc-node");
+    release_binary(Release::Current)
+}
+
+/// `release`'s stripped production build (no test features), made by `./dev test`:
+/// `<target>/release/image/mpc-node` or `<target>/release/image-previous-release/mpc-node`.
+pub fn release_binary(release: Release) -> PathBuf {
+    let directory = match release {
+        Release::Current => "image",
+        Release::Previous => "image-previous-release",
+    };
+    let binary = node_binary().with_file_name(directory).join("mpc-node");
     assert!(
         binary.is_file(),
         "{} not found: `./dev test` builds it (cargo build --release -p mpc-node, then objcopy --strip-debug)",

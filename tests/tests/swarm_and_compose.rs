@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, repository_root};
+use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, Release, repository_root};
 use mpc_node_process_tests::{fast_node_args, home_indexed_to, last_shutdown_report, rewrite_node_store_at_version};
 use serde_json::Value;
 
@@ -56,14 +56,15 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 #[test]
 fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_cleanly() {
-    // Homes written at schema v2, as an older release would have left them.
+    // Homes written at schema v2, served by the previous release (which writes v2) until
+    // the rollout replaces it with this one, which migrates them to v3.
     let old_home = home_indexed_to(100, &fast_node_args());
     rewrite_node_store_at_version(old_home.path(), 2);
 
     let engine = DockerEngine::start();
     engine.init_swarm();
-    let old_image = engine.build_node_image("mpc-node:1");
-    engine.docker_ok(&["tag", &old_image, "mpc-node:2"]);
+    let old_image = engine.build_image_of(Release::Previous, "mpc-node:1");
+    let new_image = engine.build_node_image("mpc-node:2");
     for slot in 1..=REPLICAS {
         volume_from_home(&engine, &format!("home-{slot}"), old_home.path(), &old_image);
     }
@@ -84,11 +85,11 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
     });
     for task in tasks(&engine) {
         let logs = engine.logs(&task.container);
-        assert!(logs.contains("node store migrated from=2 to=3"), "slot {} did not migrate its v2 volume:\n{logs}", task.slot);
+        assert!(!logs.contains("migrated"), "slot {}: the previous release migrated its v2 volume:\n{logs}", task.slot);
     }
 
     let update_began = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    engine.docker_ok(&["service", "update", "--quiet", "--image", "mpc-node:2", SERVICE]);
+    engine.docker_ok(&["service", "update", "--quiet", "--image", &new_image, SERVICE]);
     let all = tasks(&engine);
     let (old, new): (Vec<_>, Vec<_>) = all.iter().partition(|task| task.image == old_image);
     assert_eq!((old.len(), new.len()), (REPLICAS, REPLICAS), "every slot replaced once");
@@ -97,6 +98,10 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
         assert_eq!(container["State"]["ExitCode"], 0, "slot {}: {}", task.slot, engine.logs(&task.container));
         let report = last_shutdown_report(&engine.logs(&task.container)).expect("a ShutdownReport");
         assert_eq!(report["final_instance_count"], 0, "{report}");
+    }
+    for task in &new {
+        let logs = engine.logs(&task.container);
+        assert!(logs.contains("node store migrated from=2 to=3"), "slot {} did not migrate its v2 volume:\n{logs}", task.slot);
     }
     // One at a time, gated on health: the next old task stops only after the task that
     // replaced the previous one passed its health check (from the engine's events).
@@ -123,7 +128,7 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
         assert_eq!(container_json(&engine, &task.container)["State"]["ExitCode"], 0, "{}", engine.logs(&task.container));
     }
     for slot in 1..=REPLICAS {
-        engine.check_volume(&format!("home-{slot}"), &old_image);
+        engine.check_volume(&format!("home-{slot}"), &new_image);
     }
 }
 

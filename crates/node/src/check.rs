@@ -12,7 +12,7 @@ use std::path::Path;
 use mpc_chain::{chain_head, stored_streamer_message};
 use mpc_indexer::extract_block_effects;
 use mpc_migrations::layout::{
-    IndexedBlockRecord, read_applied_requests, read_cursor, request_key, request_key_height,
+    BlockEncoding, IndexedBlockRecord, read_applied_requests, read_cursor, request_key, request_key_height,
 };
 use mpc_migrations::{NODE_SCHEMA_VERSION, layout::SignRequestRecord};
 use mpc_store::migration::read_version;
@@ -147,7 +147,8 @@ fn check_block_against_chain(
         }
         match serde_json::from_slice::<SignRequestRecord>(&value) {
             Ok(request) => {
-                if node.get(Column::SignRequestsById, request.request_id.0)?.as_deref() != Some(&*key) {
+                if BlockEncoding::CURRENT.request_id_index
+                    && node.get(Column::SignRequestsById, request.request_id.0)?.as_deref() != Some(&*key) {
                     summary.problems.push(format!("block {height}: request {} missing from the id index", request.request_id));
                 }
                 stored.push(request.request_id);
