@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use mpc_lifecycle::{LifecyclePhase, Supervisor};
 use mpc_migrations::node_schema_with_chunk_size;
-use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated, plan};
+use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated};
 use mpc_store::{Store, StoreOptions};
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,16 +70,19 @@ async fn open_node_store(context: &StartupContext) -> Result<Arc<Store>, NodeErr
     let path = Home::new(&args.home).node_store();
     let options = StoreOptions { sync_writes: args.sync_writes, ..StoreOptions::new("node", NODE_STORE_GROUP) };
     let schema = node_schema_with_chunk_size(args.migration.chunk_size);
-    let settings = MigrationSettings { keep_checkpoint: args.keep_migration_checkpoint, cancel: root_token.child_token() };
-    let (phase, test_hooks) = (phase.clone(), context.test_hooks.clone());
+    let phase = phase.clone();
+    let settings = MigrationSettings {
+        keep_checkpoint: args.keep_migration_checkpoint,
+        cancel: root_token.child_token(),
+        on_start: Some(Arc::new(move |from, to| {
+            phase.set(LifecyclePhase::Migrating);
+            tracing::info!(from, to, "node store needs migration");
+        })),
+    };
+    let test_hooks = context.test_hooks.clone();
     let (opened_sender, opened_receiver) = oneshot::channel();
     context.node_tasks.spawn("open_node_store", move |_cancel| async move {
         let opened = tokio::task::spawn_blocking(move || {
-            let pending = plan(&path, &options, &schema)?;
-            if !pending.steps.is_empty() {
-                phase.set(LifecyclePhase::Migrating);
-                tracing::info!(from = pending.current.unwrap_or_default(), to = pending.latest, steps = pending.steps.len(), "node store needs migration");
-            }
             let opened = open_migrated(&path, &options, &schema, &settings);
             test_hooks.after_node_store_open();
             opened

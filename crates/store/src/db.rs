@@ -63,6 +63,11 @@ fn base_options() -> Options {
     options.set_max_background_jobs(2);
     // One flush job (one manifest sync) for all column families at close, not one each.
     options.set_atomic_flush(true);
+    // Table files are opened on the opening thread. RocksDB's default starts 16 threads
+    // per column family to open them in parallel; for stores of a few dozen files
+    // starting the threads cost more than the opens (with them a read-only open took
+    // about 5 ms and a read-write open 10 ms; without, 2.5 and 6.5).
+    options.set_max_file_opening_threads(1);
     options
 }
 

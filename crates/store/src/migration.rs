@@ -61,12 +61,16 @@ impl Schema {
 }
 
 /// How [`open_migrated`] treats a store that needs migrating.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct MigrationSettings {
     /// Keep the pre-migration checkpoint after success (for `mpc-node rollback`).
     pub keep_checkpoint: bool,
     /// Stops the migration at the next safe point.
     pub cancel: CancellationToken,
+    /// Called once with the store's version and the target, before a migration begins
+    /// (before its checkpoint), so a caller can report a phase that may take long without
+    /// opening the store a second time to find out.
+    pub on_start: Option<Arc<dyn Fn(u32, u32) + Send + Sync>>,
 }
 
 /// What opening did to the schema.
@@ -263,6 +267,9 @@ pub fn open_migrated_with_initial(
     };
     if version == schema.latest {
         return Ok((store, SchemaOutcome::Current { version }));
+    }
+    if let Some(on_start) = &settings.on_start {
+        on_start(version, schema.latest);
     }
     let checkpoint = match find_checkpoint(path) {
         Some((_, existing)) => existing,
