@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mpc_store::migration::{MigrationSettings, Schema, open_migrated_with_initial};
+use mpc_store::migration::{MigrationSettings, Schema, SchemaVerified, open_migrated_with_initial};
 use mpc_store::{Column, Store, StoreError, StoreOptions, StoreResult, StoreUpdate};
 use near_indexer_primitives::views::BlockView;
 use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutcomeWithReceipt};
@@ -48,19 +48,16 @@ pub fn chain_schema() -> Schema {
 
 /// Opens the chain store at `path`. A new store is created with its genesis block, its
 /// contract state and its seed in the same batch as its schema version, so no crash
-/// leaves a chain store without them.
+/// leaves a chain store without them. `schema_verified` is shared by the opens of one
+/// process (see [`SchemaVerified`]).
 pub fn open_chain_store(
     path: &Path,
     config: &ChainConfig,
     options: &StoreOptions,
+    schema_verified: &SchemaVerified,
 ) -> Result<Arc<Store>, ChainStoreError> {
-    let (store, _) = open_migrated_with_initial(
-        path,
-        options,
-        &chain_schema(),
-        &MigrationSettings::default(),
-        || genesis(config),
-    )?;
+    let settings = MigrationSettings { schema_verified: schema_verified.clone(), ..MigrationSettings::default() };
+    let (store, _) = open_migrated_with_initial(path, options, &chain_schema(), &settings, || genesis(config))?;
     match store.get(Column::Misc, SEED_KEY)? {
         Some(bytes) => {
             let stored = <[u8; 8]>::try_from(bytes.as_slice())

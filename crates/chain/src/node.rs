@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mpc_store::StoreOptions;
+use mpc_store::migration::SchemaVerified;
 use near_async::ActorSystem;
 use near_async::tokio::TokioRuntimeHandle;
 
@@ -42,15 +43,19 @@ pub struct ChainNode {
 impl ChainNode {
     /// Opens (or creates) the chain store at `data_dir` and starts the client and
     /// view-client actors on `actor_system`. The store is counted in tracker group
-    /// `store_group`, so a restart of this subsystem can wait for it alone.
+    /// `store_group`, so a restart of this subsystem can wait for it alone;
+    /// `schema_verified` lets the opens after the first in one process skip the
+    /// read-only schema probe.
     pub fn start(
         config: &ChainConfig,
         data_dir: &Path,
         store_group: &str,
+        schema_verified: &SchemaVerified,
         actor_system: &ActorSystem,
     ) -> Result<ChainNode, ChainError> {
         config.validate().map_err(ChainError::Config)?;
-        let store = open_chain_store(data_dir, config, &StoreOptions::new("chain", store_group))?;
+        let options = StoreOptions::new("chain", store_group);
+        let store = open_chain_store(data_dir, config, &options, schema_verified)?;
         let head = chain_head(&store).map_err(ChainStoreError::from)?.unwrap_or(0);
         // History is produced once, at first start: a restarted chain only resumes.
         let history_target = config.history_blocks.max(head);

@@ -28,7 +28,8 @@ impl Indexer {
     /// Opens the chain store under `config.home_dir` and starts the chain's actors on
     /// `actor_system` (upstream: starts `neard` in-process).
     pub fn start_near_node(config: &IndexerConfig, actor_system: &ActorSystem) -> Result<NearNode, ChainError> {
-        ChainNode::start(&config.chain, &config.chain_data_dir(), INDEXER_STORE_GROUP, actor_system)
+        let data_dir = config.chain_data_dir();
+        ChainNode::start(&config.chain, &data_dir, INDEXER_STORE_GROUP, &config.chain_schema_verified, actor_system)
     }
 
     /// An indexer over `node`. `resume_after` is the node store's committed cursor, used

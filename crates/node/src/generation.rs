@@ -19,6 +19,7 @@ use mpc_indexer::{
 };
 use mpc_lifecycle::{LifecyclePhase, PhaseOutcome, PhaseTimings, PhaseTracker, LifecycleSender, Supervisor};
 use mpc_store::Store;
+use mpc_store::migration::SchemaVerified;
 use near_async::ActorSystem;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,9 @@ pub struct GenerationContext {
     pub view: watch::Sender<Option<GenerationView>>,
     /// Fault hooks of the process tests (empty in production builds).
     pub test_hooks: IndexerTestHooks,
+    /// Whether an earlier generation verified the chain store's schema (the home lock
+    /// keeps other processes out, so later generations need not probe it again).
+    pub chain_schema_verified: SchemaVerified,
 }
 
 /// What observers may see of the running generation; holds no store.
@@ -98,7 +102,8 @@ pub struct GenerationStop {
 }
 
 /// The indexer settings `start` runs with.
-fn indexer_config(args: &StartArgs, test_hooks: IndexerTestHooks) -> IndexerConfig {
+fn indexer_config(context: &GenerationContext) -> IndexerConfig {
+    let args = &context.args;
     let chain = ChainConfig {
         seed: args.sandbox_seed,
         block_interval: args.sandbox_block_interval,
@@ -110,7 +115,11 @@ fn indexer_config(args: &StartArgs, test_hooks: IndexerTestHooks) -> IndexerConf
             .sandbox_revoke_image_hash_at
             .map(|at_height| ImageHashRevocation { image_hash: args.image_hash.clone(), at_height }),
     };
-    IndexerConfig { test_hooks, ..IndexerConfig::new(args.home.clone(), chain) }
+    IndexerConfig {
+        test_hooks: context.test_hooks.clone(),
+        chain_schema_verified: context.chain_schema_verified.clone(),
+        ..IndexerConfig::new(args.home.clone(), chain)
+    }
 }
 
 impl IndexerGeneration {
@@ -127,7 +136,7 @@ impl IndexerGeneration {
         let actor_system = ActorSystem::new();
         ACTOR_SYSTEMS_CREATED.fetch_add(1, Ordering::SeqCst);
         let params = IndexerThreadParams {
-            config: indexer_config(args, context.test_hooks.clone()),
+            config: indexer_config(context),
             node_store: node_store.clone(),
             actor_system: actor_system.clone(),
             intervals: MonitorIntervals {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use mpc_lifecycle::{
     DeferredSignals, ExitCode, LifecycleReceiver, LifecycleSender, PhaseTracker, Supervisor, lifecycle_channel,
 };
+use mpc_store::migration::SchemaVerified;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -119,6 +120,7 @@ async fn set_up(args: StartArgs, deferred_signals: DeferredSignals, test_hooks: 
         shutdown_signal_sender,
         view: generation_view,
         test_hooks: test_hooks.indexer.clone(),
+        chain_schema_verified: SchemaVerified::default(),
     };
     let (wipe_sender, wipe_requests) = mpsc::unbounded_channel();
     let startup =

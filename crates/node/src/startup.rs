@@ -78,6 +78,7 @@ async fn open_node_store(context: &StartupContext) -> Result<Arc<Store>, NodeErr
             phase.set(LifecyclePhase::Migrating);
             tracing::info!(from, to, "node store needs migration");
         })),
+        ..MigrationSettings::default()
     };
     let test_hooks = context.test_hooks.clone();
     let (opened_sender, opened_receiver) = oneshot::channel();

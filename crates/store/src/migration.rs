@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +72,30 @@ pub struct MigrationSettings {
     /// (before its checkpoint), so a caller can report a phase that may take long without
     /// opening the store a second time to find out.
     pub on_start: Option<Arc<dyn Fn(u32, u32) + Send + Sync>>,
+    /// Shared by the opens of one store within one process; see [`SchemaVerified`].
+    pub schema_verified: SchemaVerified,
+}
+
+/// Remembers that an open in this process found the store at the latest schema, so a
+/// later open of the same store by the same process skips the read-only probe.
+///
+/// Why that is safe: the probe protects a store written by a newer binary from being
+/// touched before it is refused. A store this process verified, closed and reopens (the
+/// chain store across in-process restarts of the indexer) can only have changed if
+/// another process wrote it in between, which the owner must exclude (the node holds
+/// its home lock for its whole life). The version read after the open is still
+/// checked. Only share one between opens of the same path.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaVerified(Arc<AtomicBool>);
+
+impl SchemaVerified {
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// What opening did to the schema.
@@ -230,8 +255,9 @@ pub fn open_migrated_with_initial(
     initial: impl FnOnce() -> StoreUpdate,
 ) -> StoreResult<(Arc<Store>, SchemaOutcome)> {
     recover_interrupted_operations(path)?;
-    let probed = probe_version(path, options)?;
-    check_supported(path, probed, schema)?;
+    if !settings.schema_verified.is_set() {
+        check_supported(path, probe_version(path, options)?, schema)?;
+    }
     let creation_batch = |initial: StoreUpdate| {
         let mut update = initial;
         bump_version(&mut update, schema.latest);
@@ -241,6 +267,7 @@ pub fn open_migrated_with_initial(
         ensure_creatable(path)?;
         create_store_atomically(path, options, creation_batch(initial()))?;
         let store = Store::open(path, options)?;
+        settings.schema_verified.set();
         return Ok((
             store,
             SchemaOutcome::Created {
@@ -257,6 +284,7 @@ pub fn open_migrated_with_initial(
             ensure_empty(&store)?;
             store.commit(creation_batch(initial()))?;
             tracing::info!(store = %options.name, version = schema.latest, "finished creating a store whose creation was interrupted");
+            settings.schema_verified.set();
             return Ok((
                 store,
                 SchemaOutcome::Created {
@@ -265,7 +293,9 @@ pub fn open_migrated_with_initial(
             ));
         }
     };
+    check_supported(path, Some(version), schema)?;
     if version == schema.latest {
+        settings.schema_verified.set();
         return Ok((store, SchemaOutcome::Current { version }));
     }
     if let Some(on_start) = &settings.on_start {
@@ -315,6 +345,7 @@ pub fn open_migrated_with_initial(
         );
     }
     store.flush()?;
+    settings.schema_verified.set();
     crash_points::reached("migrate:steps_done", &options.name);
     let kept = if settings.keep_checkpoint {
         Some(checkpoint)

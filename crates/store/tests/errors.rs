@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mpc_store::migration::{MigrationSettings, Schema, bump_version, open_migrated};
+use mpc_store::migration::{MigrationSettings, Schema, SchemaOutcome, SchemaVerified, bump_version, open_migrated};
 use mpc_store::{Column, Store, StoreError, StoreOptions, StoreUpdate};
 
 fn options() -> StoreOptions {
@@ -91,4 +91,45 @@ fn a_new_store_is_created_at_the_latest_version() {
     let (store, outcome) = open_migrated(&path, &options(), &schema(5), &MigrationSettings::default()).unwrap();
     assert_eq!(outcome, mpc_store::migration::SchemaOutcome::Created { version: 5 });
     assert_eq!(mpc_store::migration::read_version(&store).unwrap(), Some(5));
+}
+
+/// Writes a store at schema `version` with one entry.
+fn write_at_version(path: &Path, version: u32) {
+    let store = Store::open(path, &options()).unwrap();
+    let mut update = StoreUpdate::new();
+    bump_version(&mut update, version);
+    update.put(Column::SignRequests, b"k", b"v");
+    store.commit(update).unwrap();
+}
+
+#[test]
+fn a_schema_verified_by_an_earlier_open_skips_the_probe_yet_a_newer_store_is_still_refused() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // A refused open verifies nothing: the next open with the same flag still probes, so
+    // the newer store is again left byte for byte unchanged.
+    let newer = dir.path().join("newer");
+    write_at_version(&newer, 9);
+    let before = snapshot(&newer);
+    let settings = MigrationSettings { schema_verified: SchemaVerified::default(), ..MigrationSettings::default() };
+    for _ in 0..2 {
+        let err = open_migrated(&newer, &options(), &schema(3), &settings).err().unwrap();
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 9, .. }), "{err:?}");
+        assert_eq!(snapshot(&newer), before, "refusing a newer store must not change a byte");
+    }
+
+    // Verified at the latest version, then rewritten behind the opener's back (what the
+    // owner's exclusive use rules out): the reopen skips the probe, and the version read
+    // after the open still refuses it.
+    let ours = dir.path().join("ours");
+    let settings = MigrationSettings { schema_verified: SchemaVerified::default(), ..MigrationSettings::default() };
+    let (store, outcome) = open_migrated(&ours, &options(), &schema(3), &settings).unwrap();
+    assert_eq!(outcome, SchemaOutcome::Created { version: 3 });
+    drop(store);
+    let (store, outcome) = open_migrated(&ours, &options(), &schema(3), &settings).unwrap();
+    assert_eq!(outcome, SchemaOutcome::Current { version: 3 });
+    drop(store);
+    write_at_version(&ours, 9);
+    let err = open_migrated(&ours, &options(), &schema(3), &settings).err().unwrap();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 9, supported: 3, .. }), "{err:?}");
 }
