@@ -180,10 +180,13 @@ fn migrate_and_rollback_killed_at_every_step_are_finished_by_the_next_command() 
     let home = home_indexed_to(60, &fast_node_args());
     let dir = home_str(home.path());
     // Migration: with a kept checkpoint, and without (the checkpoint is then deleted).
-    for (point, keep) in [
-        ("migrate:checkpoint_taken", true),
-        ("migrate:steps_done", true),
-        ("delete:renamed_aside@node", false),
+    // The recovery is a `start`, which finishes an interrupted migration without keeping
+    // the checkpoint; a migration that had finished keeps it only if it was asked to.
+    for (point, keep, checkpoint_left) in [
+        ("migrate:checkpoint_taken", true, false),
+        ("migrate:steps_done", true, true),
+        ("migrate:steps_done", false, false),
+        ("delete:renamed_aside@node", false, false),
     ] {
         rewrite_node_store_at_version(home.path(), 1);
         let mut args = vec!["migrate", "--home", dir];
@@ -192,17 +195,19 @@ fn migrate_and_rollback_killed_at_every_step_are_finished_by_the_next_command() 
         }
         run_until_crash(&args, point);
         assert_recovered(home.path(), point);
-        for entry in std::fs::read_dir(home.path())
+        let checkpoints: Vec<_> = std::fs::read_dir(home.path())
             .unwrap()
             .filter_map(Result::ok)
-        {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .contains("pre-migration")
-            {
-                std::fs::remove_dir_all(entry.path()).unwrap();
-            }
+            .filter(|entry| entry.file_name().to_string_lossy().contains("pre-migration"))
+            .collect();
+        assert_eq!(
+            !checkpoints.is_empty(),
+            checkpoint_left,
+            "{point} (--keep-checkpoint {keep}): checkpoints after recovery: {:?}",
+            checkpoints.iter().map(|entry| entry.file_name()).collect::<Vec<_>>()
+        );
+        for entry in checkpoints {
+            std::fs::remove_dir_all(entry.path()).unwrap();
         }
     }
     // Rollback: the interrupted one is finished, leaving the pre-migration store.

@@ -185,6 +185,46 @@ pub fn find_checkpoint(path: &Path) -> Option<(u32, PathBuf)> {
     found.into_iter().next()
 }
 
+/// File in a pre-migration checkpoint whose migration was not asked to keep it.
+///
+/// Why a file: the checkpoint is removed after the last step commits, and a crash in
+/// between would otherwise leave it for good, indistinguishable from one kept on
+/// purpose (`--keep-checkpoint`). With the marker, the next open that finds the store
+/// migrated removes it.
+const REMOVE_AFTER_MIGRATION: &str = "REMOVE-AFTER-MIGRATION";
+
+/// Adds (`remove` true) or takes away the removal marker of `checkpoint`, durably. Set
+/// by every attempt of a migration before its steps, so the attempt that finishes it
+/// decides whether the checkpoint stays.
+fn mark_checkpoint_for_removal(checkpoint: &Path, remove: bool) -> StoreResult<()> {
+    let marker = checkpoint.join(REMOVE_AFTER_MIGRATION);
+    if remove == marker.exists() {
+        return Ok(());
+    }
+    let result = if remove {
+        std::fs::File::create(&marker).and_then(|file| file.sync_all())
+    } else {
+        std::fs::remove_file(&marker)
+    };
+    result.map_err(|err| StoreError::from_io(&marker, err))?;
+    sync_parent(&marker)
+}
+
+/// Removes a checkpoint left by a finished migration that was not asked to keep it
+/// (the process died between the last step and the removal).
+fn remove_checkpoint_of_a_finished_migration(path: &Path) -> StoreResult<()> {
+    if let Some((version, checkpoint)) = find_checkpoint(path)
+        && checkpoint.join(REMOVE_AFTER_MIGRATION).exists()
+    {
+        delete_dir_atomically(&checkpoint)?;
+        tracing::info!(
+            path = %path.display(), checkpoint_version = version,
+            "removed the pre-migration checkpoint of a finished migration (its removal had been interrupted)"
+        );
+    }
+    Ok(())
+}
+
 /// Reads the schema version without writing anything to the directory.
 pub fn probe_version(path: &Path, options: &StoreOptions) -> StoreResult<Option<u32>> {
     if !store_exists(path) {
@@ -295,6 +335,7 @@ pub fn open_migrated_with_initial(
     };
     check_supported(path, Some(version), schema)?;
     if version == schema.latest {
+        remove_checkpoint_of_a_finished_migration(path)?;
         settings.schema_verified.set();
         return Ok((store, SchemaOutcome::Current { version }));
     }
@@ -310,6 +351,7 @@ pub fn open_migrated_with_initial(
             destination
         }
     };
+    mark_checkpoint_for_removal(&checkpoint, !settings.keep_checkpoint)?;
     crash_points::reached("migrate:checkpoint_taken", &options.name);
     tracing::info!(
         store = %options.name, from = version, to = schema.latest, checkpoint = %checkpoint.display(),
@@ -400,6 +442,8 @@ pub fn rollback(path: &Path, options: &StoreOptions) -> StoreResult<u32> {
     let (version, checkpoint) = find_checkpoint(path).ok_or_else(|| StoreError::NoCheckpoint {
         path: path.to_path_buf(),
     })?;
+    // The restored store must not carry the marker into the live directory.
+    mark_checkpoint_for_removal(&checkpoint, false)?;
     let aside = sibling(path, REPLACED_BY_ROLLBACK_SUFFIX);
     if store_exists(path) {
         drop(Store::open(path, options)?);
