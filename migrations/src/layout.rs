@@ -188,8 +188,13 @@ pub struct BlockEncoding {
 
 impl BlockEncoding {
     /// The encoding of the current schema.
-    pub const CURRENT: BlockEncoding =
-        BlockEncoding { request_id_index: crate::NODE_SCHEMA_VERSION >= 3, decimal_cursor: false };
+    pub const CURRENT: BlockEncoding = BlockEncoding::of_version(crate::NODE_SCHEMA_VERSION);
+
+    /// The encoding schema `version` wrote: the one place that says which version
+    /// changed what.
+    pub const fn of_version(version: u32) -> BlockEncoding {
+        BlockEncoding { request_id_index: version >= 3, decimal_cursor: version == 1 }
+    }
 }
 
 /// Builds the batch that applies `effects` on top of `applied_before` requests.

@@ -21,7 +21,7 @@ pub fn write_store(path: &Path, version: u32, blocks: &[BlockEffects]) -> StoreR
 
 /// Appends `blocks` to an open store in the format of `version`, one batch per block.
 pub fn append_blocks(store: &Arc<Store>, version: u32, blocks: &[BlockEffects]) -> StoreResult<()> {
-    let encoding = BlockEncoding { request_id_index: version >= 3, decimal_cursor: version == 1 };
+    let encoding = BlockEncoding::of_version(version);
     let mut applied = crate::layout::read_applied_requests(store)?;
     for effects in blocks {
         store.commit(block_update_encoded(effects, applied, encoding))?;

@@ -332,16 +332,12 @@ pub fn production_binary() -> PathBuf {
 /// `release`'s stripped production build (no test features), made by `./dev test`:
 /// `<target>/release/image/mpc-node` or `<target>/release/image-previous-release/mpc-node`.
 pub fn release_binary(release: Release) -> PathBuf {
-    let directory = match release {
-        Release::Current => "image",
-        Release::Previous => "image-previous-release",
+    let (directory, build) = match release {
+        Release::Current => ("image", "cargo build --release -p mpc-node"),
+        Release::Previous => ("image-previous-release", "MPC_BUILD_PREVIOUS_RELEASE=1 cargo build --release -p mpc-node"),
     };
     let binary = node_binary().with_file_name(directory).join("mpc-node");
-    assert!(
-        binary.is_file(),
-        "{} not found: `./dev test` builds it (cargo build --release -p mpc-node, then objcopy --strip-debug)",
-        binary.display()
-    );
+    assert!(binary.is_file(), "{} not found: `./dev test` builds it ({build}, then objcopy --strip-debug)", binary.display());
     let bytes = std::fs::read(&binary).expect("read the production binary");
     assert!(
         !bytes.windows(b"MPC_TEST_HANG_MONITOR".len()).any(|window| window == b"MPC_TEST_HANG_MONITOR"),

@@ -22,17 +22,20 @@ fn schema(latest: u32) -> Schema {
     Schema { latest, steps: Vec::new() }
 }
 
+/// Writes a store at schema `version` with one entry.
+fn write_at_version(path: &Path, version: u32) {
+    let store = Store::open(path, &options()).unwrap();
+    let mut update = StoreUpdate::new();
+    bump_version(&mut update, version);
+    update.put(Column::SignRequests, b"k", b"v");
+    store.commit(update).unwrap();
+}
+
 #[test]
 fn newer_schema_is_refused_with_both_versions_and_left_byte_for_byte_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    {
-        let store = Store::open(&path, &options()).unwrap();
-        let mut update = StoreUpdate::new();
-        bump_version(&mut update, 9);
-        update.put(Column::SignRequests, b"k", b"v");
-        store.commit(update).unwrap();
-    }
+    write_at_version(&path, 9);
     let before = snapshot(&path);
     let err = open_migrated(&path, &options(), &schema(3), &MigrationSettings::default()).err().unwrap();
     assert!(matches!(err, StoreError::SchemaTooNew { found: 9, supported: 3, .. }), "{err:?}");
@@ -91,15 +94,6 @@ fn a_new_store_is_created_at_the_latest_version() {
     let (store, outcome) = open_migrated(&path, &options(), &schema(5), &MigrationSettings::default()).unwrap();
     assert_eq!(outcome, mpc_store::migration::SchemaOutcome::Created { version: 5 });
     assert_eq!(mpc_store::migration::read_version(&store).unwrap(), Some(5));
-}
-
-/// Writes a store at schema `version` with one entry.
-fn write_at_version(path: &Path, version: u32) {
-    let store = Store::open(path, &options()).unwrap();
-    let mut update = StoreUpdate::new();
-    bump_version(&mut update, version);
-    update.put(Column::SignRequests, b"k", b"v");
-    store.commit(update).unwrap();
 }
 
 #[test]
