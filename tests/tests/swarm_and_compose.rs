@@ -146,8 +146,12 @@ fn compose_yaml_runs_under_docker_stack_deploy_and_docker_compose() {
     wait_until("the stack's task to start", || !container().is_empty());
     let id = container();
     engine.wait_healthy(&id);
-    engine.docker_ok(&["stack", "rm", "mpc"]);
+    // `stack rm` removes the service (which stops its task) and then the network, which
+    // the engine refuses while the task is still stopping; a repeated `stack rm` removes
+    // what is left, so the stack must be gone once the task has stopped.
+    engine.docker(&["stack", "rm", "mpc"]);
     wait_until("the stack's task to stop", || container_json(&engine, &id)["State"]["Running"] == false);
+    wait_until("the stack's network to be removed", || engine.docker(&["stack", "rm", "mpc"]).status.success());
     assert_eq!(container_json(&engine, &id)["State"]["ExitCode"], 0, "{}", engine.logs(&id));
     engine.check_volume("mpc_home", &image);
     engine.docker_ok(&["swarm", "leave", "--force"]);
