@@ -81,7 +81,12 @@ fn capture(
 impl NodeProcess {
     /// Starts `mpc-node start --home <home> <args>` with extra environment `env`.
     pub fn start(home: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(node_binary());
+        Self::start_binary(&node_binary(), home, args, env)
+    }
+
+    /// Like [`NodeProcess::start`], with another build of the node (a previous release).
+    pub fn start_binary(binary: &Path, home: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary);
         command.arg("start").arg("--home").arg(home).args(args);
         command
             .stdout(Stdio::piped())
@@ -264,8 +269,13 @@ pub fn run_node_command(args: &[&str]) -> CheckResult {
 /// Runs `mpc-node <args...>` to completion with extra environment `env`. A process
 /// killed by a signal reports code `-signal`.
 pub fn run_node_command_with_env(args: &[&str], env: &[(&str, &str)]) -> CheckResult {
+    run_binary_command(&node_binary(), args, env)
+}
+
+/// Like [`run_node_command_with_env`], with another build of the node.
+pub fn run_binary_command(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> CheckResult {
     use std::os::unix::process::ExitStatusExt;
-    let mut command = Command::new(node_binary());
+    let mut command = Command::new(binary);
     command.args(args).env("RUST_LOG", "info");
     for (key, value) in env {
         command.env(key, value);
@@ -323,6 +333,17 @@ pub fn assert_consistent(home: &Path) -> u64 {
     result
         .last_indexed_height()
         .expect("check printed the last indexed height")
+}
+
+/// Rewrites the home's chain store as the previous release wrote it (schema v1, JSON
+/// views), so the next start upgrades it.
+pub fn rewrite_chain_store_at_version_1(home: &Path) {
+    mpc_chain::rewrite_as_v1_for_test(&home.join("data")).unwrap();
+}
+
+/// Schema version of the home's chain store, read without writing.
+pub fn chain_store_version(home: &Path) -> Option<u32> {
+    mpc_store::migration::probe_version(&home.join("data"), &mpc_store::StoreOptions::new("chain", "fixture")).unwrap()
 }
 
 /// Rewrites the node store of a stopped node at `home` in the format of schema

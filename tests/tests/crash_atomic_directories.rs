@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use mpc_node_process_tests::{
     CRASH_POINT_REACHED, DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent,
-    assert_starts_ready_and_checks, fast_node_args, home_indexed_to, rewrite_node_store_at_version,
-    run_node_command_with_env,
+    assert_starts_ready_and_checks, chain_store_version, fast_node_args, home_indexed_to,
+    rewrite_chain_store_at_version_1, rewrite_node_store_at_version, run_node_command_with_env,
 };
 use rand::Rng;
 
@@ -226,6 +226,43 @@ fn migrate_and_rollback_killed_at_every_step_are_finished_by_the_next_command() 
         );
         assert_recovered(home.path(), point);
     }
+}
+
+/// Entries of the home whose name contains `part`.
+fn entries_containing(home: &Path, part: &str) -> Vec<String> {
+    std::fs::read_dir(home)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(part))
+        .collect()
+}
+
+#[test]
+fn a_chain_store_upgrade_killed_at_every_step_is_finished_by_the_next_start() {
+    let home = home_indexed_to(60, &fast_node_args());
+    // The start upgrades the chain store (v1 -> v2) through its own pre-migration
+    // checkpoint, which nobody asked to keep: at the next start it must be gone.
+    for point in [
+        "migrate:checkpoint_taken@chain",
+        "migrate:steps_done@chain",
+        "delete:renamed_aside@data.pre-migration",
+    ] {
+        rewrite_chain_store_at_version_1(home.path());
+        start_until_crash(home.path(), point, |_| {});
+        assert_recovered(home.path(), point);
+        assert_eq!(chain_store_version(home.path()), Some(2), "{point}: the upgrade was not finished");
+        assert_eq!(entries_containing(home.path(), "pre-migration"), Vec::<String>::new(), "{point}");
+    }
+    // Killed after the upgrade and before its checkpoint's removal, then the chain data
+    // wiped before the store is opened again: the checkpoint of the store that is gone
+    // is removed too.
+    rewrite_chain_store_at_version_1(home.path());
+    start_until_crash(home.path(), "migrate:steps_done@chain", |_| {});
+    assert_eq!(entries_containing(home.path(), "pre-migration"), vec!["data.pre-migration-v1".to_owned()]);
+    std::fs::write(home.path().join("data-wipe-token"), "wipe-after-upgrade\n").unwrap();
+    assert_recovered(home.path(), "wipe after an interrupted upgrade");
+    assert_eq!(entries_containing(home.path(), "pre-migration"), Vec::<String>::new(), "checkpoint left after the wipe");
 }
 
 #[test]

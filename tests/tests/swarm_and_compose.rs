@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, Release, repository_root};
-use mpc_node_process_tests::{fast_node_args, home_indexed_to, last_shutdown_report, rewrite_node_store_at_version};
+use mpc_node_process_tests::{
+    fast_node_args, home_indexed_to, last_shutdown_report, rewrite_chain_store_at_version_1, rewrite_node_store_at_version,
+};
 use serde_json::Value;
 
 const SERVICE: &str = "mpc";
@@ -32,7 +34,11 @@ fn tasks(engine: &DockerEngine) -> Vec<Task> {
     let ids = engine.docker_ok(&["service", "ps", SERVICE, "--quiet", "--no-trunc"]);
     ids.lines()
         .map(|id| {
-            let task: Value = serde_json::from_str(&engine.docker_ok(&["inspect", "--type", "task", "--format", "{{json .}}", id])).unwrap();
+            let service_history = || engine.docker(&["service", "ps", SERVICE, "--no-trunc"]).stdout;
+            let task = engine.docker_explained(&["inspect", "--type", "task", "--format", "{{json .}}", id], || {
+                format!("the service's tasks:\n{}", String::from_utf8_lossy(&service_history()))
+            });
+            let task: Value = serde_json::from_str(&task).unwrap();
             Task {
                 slot: task["Slot"].as_u64().unwrap_or_default(),
                 image: task["Spec"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_owned(),
@@ -56,10 +62,12 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 #[test]
 fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_cleanly() {
-    // Homes written at schema v2, served by the previous release (which writes v2) until
-    // the rollout replaces it with this one, which migrates them to v3.
+    // Homes as the previous release writes them (node store v2, chain store v1), served
+    // by it until the rollout replaces it with this one, which migrates the node store
+    // to v3 and upgrades the chain store to v2.
     let old_home = home_indexed_to(100, &fast_node_args());
     rewrite_node_store_at_version(old_home.path(), 2);
+    rewrite_chain_store_at_version_1(old_home.path());
 
     let engine = DockerEngine::start();
     engine.init_swarm();
@@ -102,6 +110,7 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
     for task in &new {
         let logs = engine.logs(&task.container);
         assert!(logs.contains("node store migrated from=2 to=3"), "slot {} did not migrate its v2 volume:\n{logs}", task.slot);
+        assert!(logs.contains("chain store migrated from=1 to=2"), "slot {} did not upgrade its v1 chain store:\n{logs}", task.slot);
     }
     // One at a time, gated on health: the next old task stops only after the task that
     // replaced the previous one passed its health check (from the engine's events).

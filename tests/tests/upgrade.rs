@@ -1,12 +1,14 @@
 //! Upgrade rollouts: old-schema homes are migrated by `start` (or `migrate`), a SIGKILL
 //! during that migration is completed by the next start, `rollback` restores the old
-//! store, and three nodes are rolled one at a time with at least two always ready.
+//! store, a home of the previous release goes forward and back, and three nodes are
+//! rolled one at a time with at least two always ready.
 
 use std::time::Duration;
 
+use mpc_node_process_tests::docker_engine::{Release, release_binary};
 use mpc_node_process_tests::{
-    NodeProcess, START_PATIENCE, assert_consistent, fast_node_args, home_indexed_to,
-    rewrite_node_store_at_version, run_node_command,
+    NodeProcess, START_PATIENCE, assert_consistent, chain_store_version, fast_node_args, home_indexed_to,
+    rewrite_node_store_at_version, run_binary_command, run_node_command,
 };
 use mpc_store::migration::read_version;
 use mpc_store::{Store, StoreOptions};
@@ -82,6 +84,45 @@ fn migrate_lists_and_applies_steps_and_rollback_restores_the_old_store() {
     let again = run_node_command(&["rollback", "--home", home_arg]);
     assert_eq!(again.code, 3, "{}", again.output);
     assert!(again.output.contains("no pre-migration checkpoint"), "{}", again.output);
+}
+
+/// The way back from this release to the previous one (docs/operations.md): the node
+/// store by `rollback`, the chain store by a data wipe, because the previous release
+/// cannot read the chain store's new records and refuses it untouched.
+#[test]
+fn a_home_of_the_previous_release_upgrades_and_goes_back_with_rollback_and_a_chain_wipe() {
+    let previous = release_binary(Release::Previous);
+    let home = tempfile::tempdir().unwrap();
+    let home_arg = home.path().to_str().unwrap();
+    let run_previous = |args: &[String]| {
+        let mut node = NodeProcess::start_binary(&previous, home.path(), args, &[]);
+        node.wait_for_log("node ready", START_PATIENCE);
+        node.stop_gracefully();
+    };
+    run_previous(&fast_node_args());
+    assert_eq!((schema_version(home.path()), chain_store_version(home.path())), (Some(2), Some(1)));
+
+    let migrated = run_node_command(&["migrate", "--home", home_arg, "--keep-checkpoint"]);
+    assert_eq!(migrated.code, 0, "{}", migrated.output);
+    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
+    node.wait_for_log("chain store migrated from=1 to=2", START_PATIENCE);
+    node.wait_for_log("node ready", START_PATIENCE);
+    node.stop_gracefully();
+    assert_consistent(home.path());
+    assert_eq!((schema_version(home.path()), chain_store_version(home.path())), (Some(3), Some(2)));
+
+    let rolled_back = run_node_command(&["rollback", "--home", home_arg]);
+    assert_eq!(rolled_back.code, 0, "{}", rolled_back.output);
+    let refused = run_binary_command(&previous, &["start", "--home", home_arg, "--web-addr", "127.0.0.1:0"], &[]);
+    assert_eq!(refused.code, 3, "{}", refused.output);
+    assert!(refused.output.contains("has schema version 2, but this binary supports up to version 1"), "{}", refused.output);
+    assert_eq!(chain_store_version(home.path()), Some(2), "the refused chain store was changed");
+
+    std::fs::write(home.path().join("data-wipe-token"), "back-to-the-previous-release\n").unwrap();
+    run_previous(&fast_node_args());
+    assert_eq!((schema_version(home.path()), chain_store_version(home.path())), (Some(2), Some(1)));
+    let checked = run_binary_command(&previous, &["check", "--home", home_arg], &[]);
+    assert_eq!(checked.code, 0, "{}", checked.output);
 }
 
 /// True when `node` has logged readiness and has not left the ready phase since.

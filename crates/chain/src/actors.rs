@@ -148,6 +148,28 @@ pub struct GetOutcomes {
 #[derive(Debug, Clone, Copy)]
 pub struct GetStreamerMessage(pub u64);
 
+/// The messages of up to `count` consecutive heights from `start` in one round-trip,
+/// so that the indexer's streamer pays one actor round-trip per batch rather than per
+/// height while catching up.
+#[derive(Debug, Clone, Copy)]
+pub struct GetStreamerMessages {
+    /// First height.
+    pub start: u64,
+    /// Heights asked for, at least one.
+    pub count: u64,
+}
+
+/// The answer to [`GetStreamerMessages`]: the messages of consecutive heights from the
+/// first one asked for, and why the height after the last one could not be assembled,
+/// if the batch stopped early.
+#[derive(Debug)]
+pub struct StreamerMessages {
+    /// Messages of `start`, `start + 1`, ... in order.
+    pub messages: Vec<near_indexer_primitives::StreamerMessage>,
+    /// Why height `start + messages.len()` is missing; `None` if all were assembled.
+    pub stopped_by: Option<ViewError>,
+}
+
 /// A view call on the MPC contract (`state`, `allowed_docker_image_hashes`,
 /// `get_tee_accounts`, `migration_info`).
 #[derive(Debug, Clone)]
@@ -195,14 +217,32 @@ impl Handler<GetOutcomes, Result<Vec<IndexerExecutionOutcomeWithReceipt>, ViewEr
     }
 }
 
-impl Handler<GetStreamerMessage, Result<near_indexer_primitives::StreamerMessage, ViewError>> for ViewClientActor {
-    fn handle(&mut self, query: GetStreamerMessage) -> Result<near_indexer_primitives::StreamerMessage, ViewError> {
-        let height = query.0;
+impl ViewClientActor {
+    fn streamer_message(&self, height: u64) -> Result<near_indexer_primitives::StreamerMessage, ViewError> {
         read_streamer_message(&self.store, height)?.map_err(|missing| match missing {
             MissingPiece::Block => ViewError::UnknownBlock(height),
             MissingPiece::Chunk(hash) => ViewError::UnknownChunk(hash),
             MissingPiece::Outcomes(shard) => ViewError::MissingOutcomes { height, shard },
         })
+    }
+}
+
+impl Handler<GetStreamerMessage, Result<near_indexer_primitives::StreamerMessage, ViewError>> for ViewClientActor {
+    fn handle(&mut self, query: GetStreamerMessage) -> Result<near_indexer_primitives::StreamerMessage, ViewError> {
+        self.streamer_message(query.0)
+    }
+}
+
+impl Handler<GetStreamerMessages, StreamerMessages> for ViewClientActor {
+    fn handle(&mut self, query: GetStreamerMessages) -> StreamerMessages {
+        let mut messages = Vec::with_capacity(query.count.min(1024) as usize);
+        for height in query.start..query.start.saturating_add(query.count) {
+            match self.streamer_message(height) {
+                Ok(message) => messages.push(message),
+                Err(err) => return StreamerMessages { messages, stopped_by: Some(err) },
+            }
+        }
+        StreamerMessages { messages, stopped_by: None }
     }
 }
 

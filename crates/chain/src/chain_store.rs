@@ -5,17 +5,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mpc_store::migration::{MigrationSettings, Schema, SchemaVerified, open_migrated_with_initial};
+use borsh::BorshDeserialize;
+use mpc_store::migration::{MigrationSettings, SchemaOutcome, SchemaVerified, open_migrated_with_initial};
 use mpc_store::{Column, Store, StoreError, StoreOptions, StoreResult, StoreUpdate};
 use near_indexer_primitives::views::BlockView;
 use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutcomeWithReceipt};
+use serde::de::DeserializeOwned;
 
 use crate::config::ChainConfig;
-use crate::views::{ProducedBlock, build_block};
+use crate::records::{BlockRecord, ProducedBlock, StoredValue, encode, produce_block};
+use crate::schema::{ValueEncoding, chain_schema};
+use crate::views::{InvalidAccountId, block_view, chunk_view, outcomes_view};
 use crate::workload;
-
-/// Schema version of the chain store.
-pub const CHAIN_SCHEMA_VERSION: u32 = 1;
 
 const HEAD_KEY: &[u8] = b"chain_head";
 const SEED_KEY: &[u8] = b"chain_seed";
@@ -37,15 +38,6 @@ pub enum ChainStoreError {
     },
 }
 
-/// The chain store's schema: one version so far, but the runner still refuses a store
-/// written by a newer binary.
-pub fn chain_schema() -> Schema {
-    Schema {
-        latest: CHAIN_SCHEMA_VERSION,
-        steps: Vec::new(),
-    }
-}
-
 /// Opens the chain store at `path`. A new store is created with its genesis block, its
 /// contract state and its seed in the same batch as its schema version, so no crash
 /// leaves a chain store without them. `schema_verified` is shared by the opens of one
@@ -57,7 +49,10 @@ pub fn open_chain_store(
     schema_verified: &SchemaVerified,
 ) -> Result<Arc<Store>, ChainStoreError> {
     let settings = MigrationSettings { schema_verified: schema_verified.clone(), ..MigrationSettings::default() };
-    let (store, _) = open_migrated_with_initial(path, options, &chain_schema(), &settings, || genesis(config))?;
+    let (store, outcome) = open_migrated_with_initial(path, options, &chain_schema(), &settings, || genesis(config))?;
+    if let SchemaOutcome::Migrated { from, to, .. } = outcome {
+        tracing::info!(from, to, path = %path.display(), "chain store migrated");
+    }
     match store.get(Column::Misc, SEED_KEY)? {
         Some(bytes) => {
             let stored = <[u8; 8]>::try_from(bytes.as_slice())
@@ -83,7 +78,7 @@ pub fn open_chain_store(
 
 /// Block 0, the contract's initial state and the seed, as one batch.
 fn genesis(config: &ChainConfig) -> StoreUpdate {
-    let mut update = block_update(&build_block(config, 0));
+    let mut update = block_update(&produce_block(config, 0), ValueEncoding::current());
     for (method, value) in workload::genesis_contract_state(config) {
         update.put_json(Column::ContractState, method, &value);
     }
@@ -113,21 +108,32 @@ fn outcome_key(height: u64, shard: usize) -> [u8; 9] {
     key
 }
 
-/// Everything of one block, head included, as one batch.
-fn block_update(produced: &ProducedBlock) -> StoreUpdate {
+/// Everything of one block, head included, as one batch, its values in `encoding`.
+fn block_update(produced: &ProducedBlock, encoding: ValueEncoding) -> StoreUpdate {
+    // The views of a record the chain produced itself always build.
+    const VIEWS_BUILD: &str = "records produced by the chain hold valid account ids";
     let mut update = StoreUpdate::new();
-    let height = produced.block.header.height;
-    update.put_json(Column::Blocks, height.to_be_bytes(), &produced.block);
-    update.put(
-        Column::BlockHeightByHash,
-        produced.block.header.hash.0,
-        height.to_be_bytes(),
-    );
-    for chunk in &produced.chunks {
-        update.put_json(Column::Chunks, chunk.header.chunk_hash.0, chunk);
-    }
-    for (shard, outcomes) in produced.outcomes.iter().enumerate() {
-        update.put_json(Column::Outcomes, outcome_key(height, shard), outcomes);
+    let height = produced.block.height;
+    update.put(Column::BlockHeightByHash, produced.block.hash, height.to_be_bytes());
+    match encoding {
+        ValueEncoding::Record => {
+            update.put(Column::Blocks, height.to_be_bytes(), encode(&produced.block));
+            for chunk in &produced.chunks {
+                update.put(Column::Chunks, chunk.header.chunk_hash, encode(chunk));
+            }
+            for (shard, outcomes) in produced.outcomes.iter().enumerate() {
+                update.put(Column::Outcomes, outcome_key(height, shard), encode(outcomes));
+            }
+        }
+        ValueEncoding::Json => {
+            update.put_json(Column::Blocks, height.to_be_bytes(), &block_view(&produced.block).expect(VIEWS_BUILD));
+            for chunk in &produced.chunks {
+                update.put_json(Column::Chunks, chunk.header.chunk_hash, &chunk_view(chunk.clone()).expect(VIEWS_BUILD));
+            }
+            for (shard, outcomes) in produced.outcomes.iter().enumerate() {
+                update.put_json(Column::Outcomes, outcome_key(height, shard), &outcomes_view(outcomes.clone()).expect(VIEWS_BUILD));
+            }
+        }
     }
     for (method, value) in &produced.contract_changes {
         update.put_json(Column::ContractState, method, value);
@@ -138,20 +144,38 @@ fn block_update(produced: &ProducedBlock) -> StoreUpdate {
 
 /// Produces and stores block `height` in one batch.
 pub(crate) fn write_block(store: &Store, config: &ChainConfig, height: u64) -> StoreResult<()> {
-    store.commit(block_update(&build_block(config, height)))
+    store.commit(block_update(&produce_block(config, height), ValueEncoding::current()))
+}
+
+/// Reads the value under `key` as a view: a record turned into its view by `to_view`, or
+/// a JSON view written by schema v1.
+fn read_view<R: BorshDeserialize, V: DeserializeOwned>(
+    store: &Store,
+    column: Column,
+    key: impl AsRef<[u8]>,
+    what: &str,
+    to_view: impl FnOnce(R) -> Result<V, InvalidAccountId>,
+) -> StoreResult<Option<V>> {
+    let Some(bytes) = store.get(column, key)? else {
+        return Ok(None);
+    };
+    let view = match StoredValue::of(&bytes) {
+        StoredValue::Record(record) => R::try_from_slice(record)
+            .map_err(|err| err.to_string())
+            .and_then(|record| to_view(record).map_err(|err| err.to_string())),
+        StoredValue::Json(json) => serde_json::from_slice(json).map_err(|err| err.to_string()),
+    };
+    view.map(Some).map_err(|detail| StoreError::Decode { path: store.path().to_path_buf(), what: what.into(), detail })
 }
 
 /// The stored block at `height`.
 pub(crate) fn read_block(store: &Store, height: u64) -> StoreResult<Option<BlockView>> {
-    store.get_json(Column::Blocks, height.to_be_bytes())
+    read_view(store, Column::Blocks, height.to_be_bytes(), "block", |record: BlockRecord| block_view(&record))
 }
 
 /// The stored chunk with `hash`.
-pub(crate) fn read_chunk(
-    store: &Store,
-    hash: &CryptoHash,
-) -> StoreResult<Option<IndexerChunkView>> {
-    store.get_json(Column::Chunks, hash.0)
+pub(crate) fn read_chunk(store: &Store, hash: &CryptoHash) -> StoreResult<Option<IndexerChunkView>> {
+    read_view(store, Column::Chunks, hash.0, "chunk", chunk_view)
 }
 
 /// The stored receipt execution outcomes of one shard of one block.
@@ -160,7 +184,7 @@ pub(crate) fn read_outcomes(
     height: u64,
     shard: usize,
 ) -> StoreResult<Option<Vec<IndexerExecutionOutcomeWithReceipt>>> {
-    store.get_json(Column::Outcomes, outcome_key(height, shard))
+    read_view(store, Column::Outcomes, outcome_key(height, shard), "execution outcomes", outcomes_view)
 }
 
 /// Deletes the stored outcomes of one shard of one block, returning them: the "receipt
@@ -189,6 +213,36 @@ pub fn restore_outcomes_for_test(
     let mut update = StoreUpdate::new();
     update.put(Column::Outcomes, outcome_key(height, shard), bytes);
     store.commit(update)
+}
+
+/// Rewrites the chain store at `path` as a binary of schema v1 would have written it:
+/// every block, chunk and outcome list as its JSON view, version 1. For upgrade tests
+/// only (feature `legacy-writers`).
+#[cfg(feature = "legacy-writers")]
+pub fn rewrite_as_v1_for_test(path: &Path) -> Result<(), ChainStoreError> {
+    let store = Store::open(path, &StoreOptions::new("chain", "legacy-writer"))?;
+    let mut update = StoreUpdate::new();
+    for entry in store.iter(Column::Blocks, None)? {
+        let (key, _) = entry?;
+        let height = <[u8; 8]>::try_from(&*key).map(u64::from_be_bytes).map_err(|_| StoreError::Decode {
+            path: path.to_path_buf(),
+            what: "block key".into(),
+            detail: "bad length".into(),
+        })?;
+        let Some(block) = read_block(&store, height)? else { continue };
+        for (shard, header) in block.chunks.iter().enumerate() {
+            if let Some(chunk) = read_chunk(&store, &header.chunk_hash)? {
+                update.put_json(Column::Chunks, header.chunk_hash.0, &chunk);
+            }
+            if let Some(outcomes) = read_outcomes(&store, height, shard)? {
+                update.put_json(Column::Outcomes, outcome_key(height, shard), &outcomes);
+            }
+        }
+        update.put_json(Column::Blocks, key, &block);
+    }
+    mpc_store::migration::bump_version(&mut update, 1);
+    store.commit(update)?;
+    Ok(store.flush()?)
 }
 
 /// The stored value of a contract view method.
@@ -248,4 +302,117 @@ pub fn stored_streamer_message(
     height: u64,
 ) -> StoreResult<Option<near_indexer_primitives::StreamerMessage>> {
     Ok(read_streamer_message(store, height)?.ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use mpc_store::migration::{bump_version, read_version};
+    use serde_json::Value;
+
+    use super::*;
+    use crate::config::{DEFAULT_IMAGE_HASH, ImageHashRevocation};
+    use crate::records::RECORD_TAG;
+    use crate::schema::CHAIN_SCHEMA_VERSION;
+
+    /// The chain of the golden file: three shards, three requests per block, a
+    /// revocation at 300, so its heights cover genesis, the first responses and every
+    /// kind of governance change.
+    fn golden_config() -> ChainConfig {
+        ChainConfig {
+            num_shards: 3,
+            sign_requests_per_block: 3,
+            revocation: Some(ImageHashRevocation { image_hash: DEFAULT_IMAGE_HASH.into(), at_height: 300 }),
+            ..ChainConfig::sandbox_default()
+        }
+    }
+
+    fn open_test_store(dir: &Path) -> Arc<Store> {
+        Store::open(dir, &StoreOptions::new("chain", "chain-store-test")).unwrap()
+    }
+
+    fn message_json(store: &Store, height: u64) -> Value {
+        serde_json::to_value(read_streamer_message(store, height).unwrap().unwrap()).unwrap()
+    }
+
+    /// What the chain served before it stored records (JSON views written by schema v1,
+    /// produced by the code of that time) is what it serves from records: the record
+    /// holds every field that varies, the view builder every constant.
+    #[test]
+    fn records_serve_the_views_the_json_store_served() {
+        let golden: Value =
+            serde_json::from_str(include_str!("../tests/data/streamer-messages-before-records.json")).unwrap();
+        let config = golden_config();
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_test_store(dir.path());
+        for height in [0u64, 1, 4, 120, 300] {
+            store.commit(block_update(&produce_block(&config, height), ValueEncoding::Record)).unwrap();
+            assert_eq!(message_json(&store, height), golden[height.to_string()], "block {height}");
+        }
+        for method in workload::VIEW_METHODS {
+            let state = read_contract_view(&store, method).unwrap().unwrap();
+            assert_eq!(state, golden["contract_state"][method], "contract state {method}");
+        }
+    }
+
+    /// A v1 store (JSON views) opened by this binary is bumped to v2 without being
+    /// rewritten: its JSON blocks and the record blocks written after the upgrade read
+    /// back as the same messages as a store that held records from genesis.
+    #[test]
+    fn a_v1_store_keeps_its_json_blocks_and_continues_with_records() {
+        let config = golden_config();
+        let old = tempfile::tempdir().unwrap();
+        {
+            let store = open_test_store(old.path());
+            let mut creation = block_update(&produce_block(&config, 0), ValueEncoding::Json);
+            for (method, value) in workload::genesis_contract_state(&config) {
+                creation.put_json(Column::ContractState, method, &value);
+            }
+            creation.put(Column::Misc, SEED_KEY, config.seed.to_be_bytes());
+            bump_version(&mut creation, 1);
+            store.commit(creation).unwrap();
+            for height in 1..=10 {
+                store.commit(block_update(&produce_block(&config, height), ValueEncoding::Json)).unwrap();
+            }
+        }
+        let options = StoreOptions::new("chain", "chain-store-test");
+        let store = open_chain_store(old.path(), &config, &options, &SchemaVerified::default()).unwrap();
+        assert_eq!(read_version(&store).unwrap(), Some(2));
+        for height in 11..=20 {
+            write_block(&store, &config, height).unwrap();
+        }
+        let first_byte = |height: u64| store.get(Column::Blocks, height.to_be_bytes()).unwrap().unwrap()[0];
+        assert_eq!(first_byte(10), b'{', "blocks stored before the upgrade are not rewritten");
+        assert_eq!(first_byte(11), RECORD_TAG, "blocks stored after the upgrade are records");
+
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = open_chain_store(fresh_dir.path(), &config, &options, &SchemaVerified::default()).unwrap();
+        assert_eq!(read_version(&fresh).unwrap(), Some(CHAIN_SCHEMA_VERSION));
+        for height in 1..=20 {
+            write_block(&fresh, &config, height).unwrap();
+        }
+        for height in 0..=20 {
+            assert_eq!(message_json(&store, height), message_json(&fresh, height), "block {height}");
+        }
+    }
+
+    /// A damaged record is a decode error naming what it was, never a panic.
+    #[test]
+    fn a_damaged_record_is_a_decode_error() {
+        let config = golden_config();
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_test_store(dir.path());
+        let mut produced = produce_block(&config, 5);
+        produced.chunks[0].author = "Not An Account".into();
+        store.commit(block_update(&produced, ValueEncoding::Record)).unwrap();
+        let mut truncated = StoreUpdate::new();
+        truncated.put(Column::Blocks, 5u64.to_be_bytes(), [RECORD_TAG, 0xff]);
+        store.commit(truncated).unwrap();
+
+        let block = read_block(&store, 5).unwrap_err().to_string();
+        assert!(block.contains("block"), "{block}");
+        let hash = CryptoHash(produced.chunks[0].header.chunk_hash);
+        let chunk = read_chunk(&store, &hash).unwrap_err().to_string();
+        assert!(chunk.contains("chunk") && chunk.contains("Not An Account"), "{chunk}");
+        assert!(read_outcomes(&store, 5, 0).unwrap().is_some(), "an intact record of the same block still reads");
+    }
 }

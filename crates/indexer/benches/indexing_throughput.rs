@@ -33,6 +33,32 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// CPU seconds (user + system) used so far by every thread of this process: the
+/// actors, the runtime's workers and RocksDB's background threads alike.
+fn process_cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Wall and CPU seconds of one run.
+struct Run {
+    wall: f64,
+    cpu: f64,
+}
+
+/// Times `work` in wall-clock and process CPU seconds.
+async fn timed<F: std::future::Future<Output = ()>>(work: F) -> Run {
+    let (wall, cpu) = (Instant::now(), process_cpu_seconds());
+    work.await;
+    Run { wall: wall.elapsed().as_secs_f64(), cpu: process_cpu_seconds() - cpu }
+}
+
 struct Workload {
     chain_home: tempfile::TempDir,
     config: IndexerConfig,
@@ -86,8 +112,8 @@ fn bench_state(
     (state, watch_height)
 }
 
-/// The real path: streamer through the actors, then listen_blocks. Seconds.
-async fn index_through_the_node(workload: &Workload) -> f64 {
+/// The real path: streamer through the actors, then listen_blocks.
+async fn index_through_the_node(workload: &Workload) -> Run {
     let system = ActorSystem::new();
     let node = Indexer::start_near_node(&workload.config, &system).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -97,22 +123,24 @@ async fn index_through_the_node(workload: &Workload) -> f64 {
     let (sender, _receiver) = lifecycle_channel();
     let tasks = Supervisor::new("bench", token.clone(), sender);
     let (state, mut watch_height) = bench_state(workload, &node, &store);
-    let started = Instant::now();
-    let stream = Indexer::from_near_node(workload.config.clone(), &node, None, tasks.clone()).streamer();
-    let listener = tokio::spawn(listen_blocks(stream, state.clone(), token.clone()));
-    watch_height.wait_for(|height| height.is_some_and(|height| height >= target)).await.unwrap();
-    let elapsed = started.elapsed().as_secs_f64();
+    let mut listener = None;
+    let run = timed(async {
+        let stream = Indexer::from_near_node(workload.config.clone(), &node, None, tasks.clone()).streamer();
+        listener = Some(tokio::spawn(listen_blocks(stream, state.clone(), token.clone())));
+        watch_height.wait_for(|height| height.is_some_and(|height| height >= target)).await.unwrap();
+    })
+    .await;
     token.cancel();
-    listener.await.unwrap().unwrap();
+    listener.expect("spawned in the timed run").await.unwrap().unwrap();
     tasks.wait(Duration::from_secs(10)).await;
     drop(state);
     system.stop();
     mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30)).unwrap();
-    elapsed
+    run
 }
 
-/// Raw RocksDB: the same batches committed directly. Seconds.
-fn raw_commits(workload: &Workload) -> f64 {
+/// Raw RocksDB: the same batches committed directly.
+async fn raw_commits(workload: &Workload) -> Run {
     let contract = workload.config.chain.contract_id.clone();
     let batches: Vec<_> = {
         let mut applied = 0;
@@ -129,11 +157,12 @@ fn raw_commits(workload: &Workload) -> f64 {
     };
     let dir = tempfile::tempdir().unwrap();
     let store = node_store(&dir);
-    let started = Instant::now();
-    for batch in batches {
-        store.commit(batch).unwrap();
-    }
-    started.elapsed().as_secs_f64()
+    timed(async {
+        for batch in batches {
+            store.commit(batch).unwrap();
+        }
+    })
+    .await
 }
 
 /// listen_blocks over a prefilled channel (with the machinery). Seconds.
@@ -194,19 +223,23 @@ async fn main() {
         }
         let indexed = workload.messages.len() as f64;
         let requests = indexed * f64::from(requests_per_block);
-        let mut node_s = Vec::new();
-        let mut raw_s = Vec::new();
+        let (mut node_runs, mut raw_runs) = (Vec::new(), Vec::new());
         for _ in 0..3 {
-            node_s.push(index_through_the_node(&workload).await);
-            raw_s.push(raw_commits(&workload));
+            node_runs.push(index_through_the_node(&workload).await);
+            raw_runs.push(raw_commits(&workload).await);
         }
-        let (node_s, raw_s) = (median(node_s), median(raw_s));
+        let wall = |runs: &[Run]| median(runs.iter().map(|run| run.wall).collect());
+        let cpu_per_block = |runs: &[Run]| median(runs.iter().map(|run| run.cpu).collect()) / indexed * 1e6;
+        let (node_s, raw_s) = (wall(&node_runs), wall(&raw_runs));
         println!(
-            "throughput r={requests_per_block}: node {:.0} blocks/s {:.0} requests/s; raw RocksDB {:.0} blocks/s; ratio {:.2}",
+            "throughput r={requests_per_block}: node {:.0} blocks/s {:.0} requests/s; raw RocksDB {:.0} blocks/s; ratio {:.2}; \
+             CPU per block (all threads) node {:.1} us, raw {:.1} us",
             indexed / node_s,
             requests / node_s,
             indexed / raw_s,
-            raw_s / node_s
+            raw_s / node_s,
+            cpu_per_block(&node_runs),
+            cpu_per_block(&raw_runs),
         );
 
         let system = ActorSystem::new();

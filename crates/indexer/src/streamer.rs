@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use mpc_chain::{ChainNode, ChainStatus, GetStatus, GetStreamerMessage, ViewError};
+use mpc_chain::{ChainNode, ChainStatus, GetStatus, GetStreamerMessage, GetStreamerMessages, StreamerMessages, ViewError};
 use near_async::messaging::CanSendAsync;
 use near_indexer_primitives::types::Finality;
 use near_indexer_primitives::StreamerMessage;
@@ -44,39 +44,65 @@ fn available_height(status: &ChainStatus, finality: &Finality) -> u64 {
     }
 }
 
+/// Heights asked for in one query while catching up: enough to amortise the actor
+/// round-trip, few enough that the first block of a batch reaches `listen_blocks` soon.
+const FETCH_BATCH: u64 = 16;
+
+fn view_client_gone(err: impl std::fmt::Debug) -> ViewError {
+    ViewError::Store(format!("view client: {err:?}"))
+}
+
 /// Assembles the message for `height` (the block, every chunk and its outcomes) in one
 /// query to the view client.
 pub(crate) async fn fetch_message(node: &ChainNode, height: u64) -> Result<StreamerMessage, ViewError> {
-    node.view_client
-        .send_async(GetStreamerMessage(height))
-        .await
-        .map_err(|err| ViewError::Store(format!("view client: {err:?}")))?
+    node.view_client.send_async(GetStreamerMessage(height)).await.map_err(view_client_gone)?
 }
 
-/// Fetches `height`, retrying with linear backoff up to `max_attempts` times. Returns
-/// `Ok(None)` if cancelled while waiting.
-async fn fetch_with_retries(
+/// The messages of `count` heights from `start`, in one query; see [`StreamerMessages`].
+async fn fetch_batch(node: &ChainNode, start: u64, count: u64) -> StreamerMessages {
+    match node.view_client.send_async(GetStreamerMessages { start, count }).await {
+        Ok(batch) => batch,
+        Err(err) => StreamerMessages { messages: Vec::new(), stopped_by: Some(view_client_gone(err)) },
+    }
+}
+
+/// Retries `height`, whose first attempt failed with `error`, with linear backoff, up
+/// to `max_attempts` attempts in all. Returns `Ok(None)` if cancelled while waiting.
+async fn retry_height(
     node: &ChainNode,
     height: u64,
+    mut error: ViewError,
     max_attempts: u32,
     cancel: &CancellationToken,
 ) -> Result<Option<StreamerMessage>, StreamerError> {
-    let mut attempt = 0;
+    let mut attempt = 1;
     loop {
+        if attempt >= max_attempts {
+            return Err(StreamerError::BlockUnavailable { height, attempts: attempt, last_error: error.to_string() });
+        }
+        tracing::warn!(height, attempt, max_attempts, error = %error, "block incomplete, retrying the same height");
+        let backoff = Duration::from_millis(50 * u64::from(attempt));
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff) => {}
+        }
         attempt += 1;
         match fetch_message(node, height).await {
             Ok(message) => return Ok(Some(message)),
-            Err(err) if attempt >= max_attempts => {
-                return Err(StreamerError::BlockUnavailable { height, attempts: attempt, last_error: err.to_string() });
+            Err(err) => error = err,
+        }
+    }
+}
+
+/// Sends `message` on, unless cancelled or the receiver is gone (then `false`).
+async fn forward(sender: &mpsc::Sender<StreamerMessage>, message: StreamerMessage, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        sent = sender.send(message) => {
+            if sent.is_err() {
+                tracing::debug!("streamer receiver dropped, stopping");
             }
-            Err(err) => {
-                tracing::warn!(height, attempt, max_attempts, error = %err, "block incomplete, retrying the same height");
-                let backoff = Duration::from_millis(50 * u64::from(attempt));
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-            }
+            sent.is_ok()
         }
     }
 }
@@ -108,19 +134,23 @@ pub(crate) async fn run_streamer(
             status.syncing && config.await_for_node_synced == AwaitForNodeSyncedEnum::WaitForFullSync;
         let target = available_height(&status, &config.finality);
         while !waiting_for_sync && next <= target {
-            let Some(message) = fetch_with_retries(&node, next, config.max_fetch_attempts, &cancel).await? else {
-                return Ok(());
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                sent = sender.send(message) => {
-                    if sent.is_err() {
-                        tracing::debug!("streamer receiver dropped, stopping");
-                        return Ok(());
-                    }
+            let count = (target - next + 1).min(FETCH_BATCH).min(config.streamer_buffer.max(1) as u64);
+            let batch = fetch_batch(&node, next, count).await;
+            for message in batch.messages {
+                if !forward(&sender, message, &cancel).await {
+                    return Ok(());
                 }
+                next += 1;
             }
-            next += 1;
+            if let Some(error) = batch.stopped_by {
+                let Some(message) = retry_height(&node, next, error, config.max_fetch_attempts, &cancel).await? else {
+                    return Ok(());
+                };
+                if !forward(&sender, message, &cancel).await {
+                    return Ok(());
+                }
+                next += 1;
+            }
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),

@@ -306,6 +306,9 @@ pub fn open_migrated_with_initial(
     if !store_exists(path) {
         ensure_creatable(path)?;
         create_store_atomically(path, options, creation_batch(initial()))?;
+        // A new store beside the marked checkpoint of an interrupted migration: the
+        // migrated store is gone (a data wipe took it), its checkpoint is a leftover.
+        remove_checkpoint_of_a_finished_migration(path)?;
         let store = Store::open(path, options)?;
         settings.schema_verified.set();
         return Ok((

@@ -1,0 +1,177 @@
+//! The chain store's compact records: what the sandbox chain keeps of each block, with
+//! hashes as bytes, encoded with borsh. Views are built from them on read
+//! (`crate::views`), as nearcore's view client builds views from its borsh-encoded
+//! blocks and chunks.
+//!
+//! Why not store the views: a view serialises every hash as base58 text and every field
+//! by name, so reading a block back (JSON parsing, base58 decoding, one allocation per
+//! string) was three quarters of the indexing path's cost. A record holds only what
+//! varies between the sandbox's blocks; the constants of a sandbox block (gas, prices,
+//! empty signatures) are filled in when the view is built.
+//!
+//! Stores of schema v1 hold JSON views; schema v2 writes records and reads both
+//! ([`StoredValue`]), so an upgraded store is never rewritten.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use near_indexer_primitives::CryptoHash;
+use serde_json::{Value, json};
+
+use crate::config::ChainConfig;
+use crate::workload::{self, GENESIS_TIMESTAMP_NS};
+
+/// First byte of a stored record. JSON text never starts with a control byte, so one
+/// byte tells a record from a view written by schema v1. A later record layout takes
+/// the next tag.
+pub(crate) const RECORD_TAG: u8 = 0x01;
+
+/// A function call to the contract: the one kind of receipt the sandbox executes.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub(crate) struct CallRecord {
+    pub receipt_id: [u8; 32],
+    pub predecessor_id: String,
+    pub receiver_id: String,
+    pub method_name: String,
+    /// The call's arguments, JSON bytes as the contract receives them.
+    pub args: Vec<u8>,
+}
+
+/// The varying fields of a chunk header.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub(crate) struct ChunkHeaderRecord {
+    pub chunk_hash: [u8; 32],
+    pub prev_block_hash: [u8; 32],
+    pub height: u64,
+    pub shard_id: u64,
+}
+
+/// A block: its header fields and the headers of its chunks.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub(crate) struct BlockRecord {
+    pub height: u64,
+    pub prev_height: Option<u64>,
+    pub hash: [u8; 32],
+    pub prev_hash: [u8; 32],
+    pub timestamp_ns: u64,
+    pub last_final_block: [u8; 32],
+    pub last_ds_final_block: [u8; 32],
+    pub author: String,
+    pub chunks: Vec<ChunkHeaderRecord>,
+}
+
+/// A chunk: its header and the receipts it carries.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub(crate) struct ChunkRecord {
+    pub author: String,
+    pub header: ChunkHeaderRecord,
+    pub receipts: Vec<CallRecord>,
+}
+
+/// The receipts one shard of a block executed; every sandbox receipt succeeds.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub(crate) struct OutcomesRecord {
+    pub block_hash: [u8; 32],
+    pub receipts: Vec<CallRecord>,
+}
+
+/// Everything the chain stores for one block.
+pub(crate) struct ProducedBlock {
+    pub block: BlockRecord,
+    pub chunks: Vec<ChunkRecord>,
+    /// Receipt execution outcomes per shard, in shard order.
+    pub outcomes: Vec<OutcomesRecord>,
+    /// Contract state changes, by view method.
+    pub contract_changes: Vec<(&'static str, Value)>,
+}
+
+/// `[RECORD_TAG] ++ borsh(record)`.
+pub(crate) fn encode<T: BorshSerialize>(record: &T) -> Vec<u8> {
+    let mut bytes = vec![RECORD_TAG];
+    record.serialize(&mut bytes).expect("serialising into a Vec cannot fail");
+    bytes
+}
+
+/// How one stored value is encoded.
+pub(crate) enum StoredValue<'a> {
+    /// A record, without its tag.
+    Record(&'a [u8]),
+    /// A JSON view written by schema v1.
+    Json(&'a [u8]),
+}
+
+impl<'a> StoredValue<'a> {
+    /// Tells a record from a v1 JSON view by its first byte.
+    pub(crate) fn of(bytes: &'a [u8]) -> Self {
+        match bytes.split_first() {
+            Some((&RECORD_TAG, record)) => StoredValue::Record(record),
+            _ => StoredValue::Json(bytes),
+        }
+    }
+}
+
+const PRODUCER: &str = "node0.sandbox";
+const VOTER: &str = "node1.sandbox";
+
+fn hash_of(parts: &str) -> [u8; 32] {
+    CryptoHash::hash_bytes(parts.as_bytes()).0
+}
+
+fn call(receipt_id: [u8; 32], predecessor_id: String, config: &ChainConfig, method_name: &str, args: &Value) -> CallRecord {
+    CallRecord {
+        receipt_id,
+        predecessor_id,
+        receiver_id: config.contract_id.to_string(),
+        method_name: method_name.to_owned(),
+        args: args.to_string().into_bytes(),
+    }
+}
+
+/// Produces block `height` of the chain described by `config`: the workload's calls
+/// spread over the shards, and the contract state they change.
+pub(crate) fn produce_block(config: &ChainConfig, height: u64) -> ProducedBlock {
+    let hash = workload::block_hash(config.seed, height).0;
+    let prev_hash = if height == 0 { [0; 32] } else { workload::block_hash(config.seed, height - 1).0 };
+
+    let mut calls_per_shard: Vec<Vec<CallRecord>> = vec![Vec::new(); config.num_shards as usize];
+    for sign in workload::sign_calls(config, height) {
+        let args = json!({"request": {"payload": sign.payload, "path": sign.path, "domain_id": 0}});
+        let record = call(sign.receipt_id.0, sign.predecessor_id.to_string(), config, "sign", &args);
+        calls_per_shard[sign.shard as usize].push(record);
+    }
+    for respond in workload::respond_calls(config, height) {
+        let args = json!({"request_id": respond.request_id.to_string(), "response": {"big_r": "sandbox", "s": "sandbox"}});
+        let record = call(respond.receipt_id.0, respond.responder.to_string(), config, "respond", &args);
+        calls_per_shard[respond.shard as usize].push(record);
+    }
+    let contract_changes = workload::governance_changes(config, height);
+    for (index, (view_method, value)) in contract_changes.iter().enumerate() {
+        let receipt_id = hash_of(&format!("sandbox/{}/vote/{height}/{index}", config.seed));
+        let method = workload::vote_method(view_method);
+        calls_per_shard[0].push(call(receipt_id, VOTER.to_owned(), config, method, value));
+    }
+
+    let mut chunks = Vec::with_capacity(calls_per_shard.len());
+    let mut outcomes = Vec::with_capacity(calls_per_shard.len());
+    for (shard, receipts) in calls_per_shard.into_iter().enumerate() {
+        let header = ChunkHeaderRecord {
+            chunk_hash: hash_of(&format!("sandbox/{}/chunk/{height}/{shard}", config.seed)),
+            prev_block_hash: prev_hash,
+            height,
+            shard_id: shard as u64,
+        };
+        outcomes.push(OutcomesRecord { block_hash: hash, receipts: receipts.clone() });
+        chunks.push(ChunkRecord { author: PRODUCER.to_owned(), header, receipts });
+    }
+
+    let block = BlockRecord {
+        height,
+        prev_height: height.checked_sub(1),
+        hash,
+        prev_hash,
+        timestamp_ns: GENESIS_TIMESTAMP_NS + height * 1_000_000_000,
+        last_final_block: workload::block_hash(config.seed, height.saturating_sub(2)).0,
+        last_ds_final_block: workload::block_hash(config.seed, height.saturating_sub(1)).0,
+        author: PRODUCER.to_owned(),
+        chunks: chunks.iter().map(|chunk| chunk.header.clone()).collect(),
+    };
+    ProducedBlock { block, chunks, outcomes, contract_changes }
+}
