@@ -28,6 +28,10 @@ use near_indexer_primitives::StreamerMessage;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+/// The node binary's allocator, so the benchmark measures what the node does.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -207,11 +211,18 @@ async fn bare_prefilled(workload: &Workload) -> f64 {
 async fn main() {
     let blocks: u64 = std::env::var("MPC_BENCH_BLOCKS").ok().and_then(|value| value.parse().ok()).unwrap_or(3000);
     // `MPC_BENCH_ONLY=machinery` skips the throughput part (for instruction counting
-    // under callgrind, where only the two loops matter).
-    let machinery_only = std::env::var("MPC_BENCH_ONLY").is_ok_and(|only| only == "machinery");
+    // under callgrind, where only the two loops matter); `MPC_BENCH_ONLY=node` runs only
+    // the node path, for profiling it.
+    let only = std::env::var("MPC_BENCH_ONLY").unwrap_or_default();
     for requests_per_block in [4, 32] {
         let workload = produce_chain(blocks, requests_per_block).await;
-        if machinery_only {
+        if only == "node" {
+            for _ in 0..3 {
+                index_through_the_node(&workload).await;
+            }
+            continue;
+        }
+        if only == "machinery" {
             let system = ActorSystem::new();
             let node = Indexer::start_near_node(&workload.config, &system).unwrap();
             listen_prefilled(&workload, &node).await;

@@ -35,6 +35,13 @@ use mpc_lifecycle::ExitCode;
 use crate::cli::{Cli, Command};
 use crate::test_hooks::TestHooks;
 
+/// The allocator: jemalloc. On the indexing path the view client allocates each
+/// block's views on its thread and `listen_blocks` frees them on another; with glibc's
+/// per-thread arenas that free was a quarter of the path's CPU, and glibc also kept
+/// more of the memory of each restart's threads (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Bound on stray runtime work after the shutdown sequence finished.
 const RUNTIME_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(200);
 
