@@ -86,7 +86,7 @@ fn migrate_lists_and_applies_steps_and_rollback_restores_the_old_store() {
     assert!(again.output.contains("no pre-migration checkpoint"), "{}", again.output);
 }
 
-/// The way back from this release to the previous one (docs/operations.md): the node
+/// The way back from this release to the previous one (README, "Upgrading"): the node
 /// store by `rollback`, the chain store by a data wipe, because the previous release
 /// cannot read the chain store's new records and refuses it untouched.
 #[test]
@@ -94,12 +94,12 @@ fn a_home_of_the_previous_release_upgrades_and_goes_back_with_rollback_and_a_cha
     let previous = release_binary(Release::Previous);
     let home = tempfile::tempdir().unwrap();
     let home_arg = home.path().to_str().unwrap();
-    let run_previous = |args: &[String]| {
-        let mut node = NodeProcess::start_binary(&previous, home.path(), args, &[]);
+    let run_previous = || {
+        let mut node = NodeProcess::start_binary(&previous, home.path(), &fast_node_args(), &[]);
         node.wait_for_log("node ready", START_PATIENCE);
         node.stop_gracefully();
     };
-    run_previous(&fast_node_args());
+    run_previous();
     assert_eq!((schema_version(home.path()), chain_store_version(home.path())), (Some(2), Some(1)));
 
     let migrated = run_node_command(&["migrate", "--home", home_arg, "--keep-checkpoint"]);
@@ -119,7 +119,7 @@ fn a_home_of_the_previous_release_upgrades_and_goes_back_with_rollback_and_a_cha
     assert_eq!(chain_store_version(home.path()), Some(2), "the refused chain store was changed");
 
     std::fs::write(home.path().join("data-wipe-token"), "back-to-the-previous-release\n").unwrap();
-    run_previous(&fast_node_args());
+    run_previous();
     assert_eq!((schema_version(home.path()), chain_store_version(home.path())), (Some(2), Some(1)));
     let checked = run_binary_command(&previous, &["check", "--home", home_arg], &[]);
     assert_eq!(checked.code, 0, "{}", checked.output);

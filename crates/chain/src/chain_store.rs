@@ -55,13 +55,7 @@ pub fn open_chain_store(
     }
     match store.get(Column::Misc, SEED_KEY)? {
         Some(bytes) => {
-            let stored = <[u8; 8]>::try_from(bytes.as_slice())
-                .map(u64::from_be_bytes)
-                .map_err(|_| StoreError::Decode {
-                    path: path.to_path_buf(),
-                    what: "chain seed".into(),
-                    detail: "bad length".into(),
-                })?;
+            let stored = decode_u64(&store, "chain seed", &bytes)?;
             if stored != config.seed {
                 return Err(ChainStoreError::SeedMismatch {
                     path: path.display().to_string(),
@@ -90,15 +84,18 @@ fn genesis(config: &ChainConfig) -> StoreUpdate {
 pub fn chain_head(store: &Store) -> StoreResult<Option<u64>> {
     match store.get(Column::Misc, HEAD_KEY)? {
         None => Ok(None),
-        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
-            .map(u64::from_be_bytes)
-            .map(Some)
-            .map_err(|_| StoreError::Decode {
-                path: store.path().to_path_buf(),
-                what: "chain head".into(),
-                detail: "bad length".into(),
-            }),
+        Some(bytes) => decode_u64(store, "chain head", &bytes).map(Some),
     }
+}
+
+/// An 8-byte big-endian number of the store (the seed, the head, a height key), or a
+/// decode error naming `what`.
+fn decode_u64(store: &Store, what: &str, bytes: &[u8]) -> StoreResult<u64> {
+    <[u8; 8]>::try_from(bytes).map(u64::from_be_bytes).map_err(|_| StoreError::Decode {
+        path: store.path().to_path_buf(),
+        what: what.into(),
+        detail: "bad length".into(),
+    })
 }
 
 fn outcome_key(height: u64, shard: usize) -> [u8; 9] {
@@ -224,11 +221,7 @@ pub fn rewrite_as_v1_for_test(path: &Path) -> Result<(), ChainStoreError> {
     let mut update = StoreUpdate::new();
     for entry in store.iter(Column::Blocks, None)? {
         let (key, _) = entry?;
-        let height = <[u8; 8]>::try_from(&*key).map(u64::from_be_bytes).map_err(|_| StoreError::Decode {
-            path: path.to_path_buf(),
-            what: "block key".into(),
-            detail: "bad length".into(),
-        })?;
+        let height = decode_u64(&store, "block key", &key)?;
         let Some(block) = read_block(&store, height)? else { continue };
         for (shard, header) in block.chunks.iter().enumerate() {
             if let Some(chunk) = read_chunk(&store, &header.chunk_hash)? {
