@@ -6,22 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use mpc_node_process_tests::{NodeProcess, START_PATIENCE, count_in_log, fast_node_args};
-
-const READY: &str = "node ready: first block indexed";
+use mpc_node_process_tests::{NodeProcess, fast_node_args, wait_for_first_block_count};
 
 fn summary(name: &str, mut values: Vec<f64>) {
     values.sort_by(f64::total_cmp);
     let at = |p: f64| values[((p / 100.0 * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
     println!("{name}: n={} p50={:.1} ms p95={:.1} ms max={:.1} ms", values.len(), at(50.0), at(95.0), at(100.0));
-}
-
-fn wait_for_ready_count(node: &mut NodeProcess, count: usize) {
-    let started = Instant::now();
-    while count_in_log(node, READY) < count {
-        assert!(started.elapsed() < START_PATIENCE, "{}", node.log());
-        std::thread::sleep(Duration::from_micros(200));
-    }
 }
 
 fn main() {
@@ -32,13 +22,13 @@ fn main() {
     let home = tempfile::tempdir().expect("home");
     let mut restart_ms = Vec::new();
     let mut node = NodeProcess::start(home.path(), &args, &[]);
-    wait_for_ready_count(&mut node, 1);
+    wait_for_first_block_count(&mut node, 1);
     for _ in 0..runs {
         std::thread::sleep(Duration::from_millis(300));
         let sent = Instant::now();
         node.stop_gracefully();
         node = NodeProcess::start(home.path(), &args, &[]);
-        wait_for_ready_count(&mut node, 1);
+        wait_for_first_block_count(&mut node, 1);
         restart_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
     }
 
@@ -47,7 +37,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(100));
         let sent = Instant::now();
         node.signal(libc::SIGHUP);
-        wait_for_ready_count(&mut node, cycle + 2);
+        wait_for_first_block_count(&mut node, cycle + 2);
         cycle_ms.push(sent.elapsed().as_secs_f64() * 1000.0);
     }
     node.stop_gracefully();

@@ -4,11 +4,13 @@
 //! Run: `cargo bench --workspace --all-features --bench shutdown_latency`
 //! (`MPC_BENCH_RUNS` sets the number of runs, default 30). Prints p50/p95/p99 of the
 //! wall time from `kill(SIGTERM)` to the reaped exit, and of the node's own measure of
-//! its shutdown sequence (`ShutdownReport.total_ms`).
+//! its shutdown sequence (`ShutdownReport.total_ms`), and what the stop leaves to the
+//! next start: a new process on the same home, from spawn to its first indexed block
+//! (it replays the WAL the stop left behind).
 
 use std::time::{Duration, Instant};
 
-use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, START_PATIENCE};
+use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, START_PATIENCE, wait_for_first_block_count};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -67,6 +69,7 @@ fn measure(scenario: &Scenario, runs: usize) {
     .collect();
     let mut exit_ms = Vec::new();
     let mut sequence_ms = Vec::new();
+    let mut next_start_ms = Vec::new();
     for run in 0..runs {
         let home = tempfile::tempdir().expect("temporary home");
         let mut node = NodeProcess::start(home.path(), &args, &[]);
@@ -81,7 +84,13 @@ fn measure(scenario: &Scenario, runs: usize) {
         assert_eq!(report["final_instance_count"], 0);
         exit_ms.push(elapsed);
         sequence_ms.push(report["total_ms"].as_f64().unwrap_or(f64::NAN));
+        let spawned = Instant::now();
+        let mut next = NodeProcess::start(home.path(), &args, &[]);
+        wait_for_first_block_count(&mut next, 1);
+        next_start_ms.push(spawned.elapsed().as_secs_f64() * 1000.0);
+        next.stop_gracefully();
     }
     summary(&format!("{}: SIGTERM to exit", scenario.name), exit_ms);
     summary(&format!("{}: shutdown sequence (ShutdownReport.total_ms)", scenario.name), sequence_ms);
+    summary(&format!("{}: next start, spawn to first indexed block", scenario.name), next_start_ms);
 }

@@ -430,6 +430,19 @@ pub fn wait_for_count(node: &mut NodeProcess, needle: &str, count: usize, timeou
     }
 }
 
+/// What the node logs once a start or a restart has indexed its first block.
+pub const FIRST_BLOCK_INDEXED: &str = "node ready: first block indexed";
+
+/// Waits until the node has logged [`FIRST_BLOCK_INDEXED`] `count` times, polling the
+/// log every 0.2 ms so that a benchmark's wall time is not the polling interval.
+pub fn wait_for_first_block_count(node: &mut NodeProcess, count: usize) {
+    let started = Instant::now();
+    while count_in_log(node, FIRST_BLOCK_INDEXED) < count {
+        assert!(started.elapsed() < START_PATIENCE, "{}", node.log());
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// A value from `/proc/<pid>/status` (e.g. "Threads", "VmRSS"), as a number.
 pub fn proc_status_value(pid: i32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

@@ -104,16 +104,17 @@ async fn drain(tasks: &Supervisor, bound: Duration) -> Drained {
     Drained { aborted }
 }
 
-/// Closes the node store on a blocking thread (memtable flush, WAL sync) while the chain
-/// store, released with the actor system, closes on the actors' threads: the two
-/// flushes overlap, and the wait for every RocksDB instance covers both.
+/// Closes the node store on a blocking thread (WAL sync, running background jobs
+/// finished) while the chain store, released with the actor system, closes on the
+/// actors' threads: the two closes overlap, and the wait for every RocksDB instance
+/// covers both.
 async fn close_stores(
     node_store: Option<std::sync::Arc<Store>>,
     deadline: Deadline,
     timings: &mut mpc_lifecycle::PhaseTimings,
 ) -> Result<(), crate::stores_closed::StillOpen> {
     let started = Instant::now();
-    // Dropping the last handle closes the store; its close flushes (mpc_store's Drop).
+    // Dropping the last handle closes the store (mpc_store's Drop syncs the WAL).
     let closing = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         drop(node_store);

@@ -1,5 +1,5 @@
 //! One RocksDB instance: open with typed errors, atomic commits, typed reads, and a
-//! close that leaves nothing for the next open to replay.
+//! close that only syncs the WAL (the next open replays it; see `options`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use rocksdb::{
     ColumnFamilyDescriptor, DB, FlushOptions, IteratorMode, Options, WriteBatch, WriteOptions,
 };
 
+use crate::options::base_options;
 use crate::tracker::InstanceGuard;
 use crate::{Column, StoreError, StoreHolder, StoreResult, StoreUpdate};
 
@@ -49,31 +50,6 @@ pub struct Store {
     instance: InstanceGuard,
 }
 
-fn base_options() -> Options {
-    let mut options = Options::default();
-    options.create_if_missing(true);
-    options.create_missing_column_families(true);
-    options.set_keep_log_file_num(4);
-    options.set_max_open_files(512);
-    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    // Small memtables: they are flushed in the background while the node runs, so the
-    // flush at close (which shutdown waits for) has little left to write.
-    options.set_write_buffer_size(WRITE_BUFFER_BYTES);
-    options.set_max_write_buffer_number(2);
-    options.set_max_background_jobs(2);
-    // One flush job (one manifest sync) for all column families at close, not one each.
-    options.set_atomic_flush(true);
-    // Table files are opened on the opening thread. RocksDB's default starts 16 threads
-    // per column family to open them in parallel; for stores of a few dozen files
-    // starting the threads cost more than the opens (with them a read-only open took
-    // about 5 ms and a read-write open 10 ms; without, 2.5 and 6.5).
-    options.set_max_file_opening_threads(1);
-    options
-}
-
-/// Memtable size per column family; see [`base_options`].
-const WRITE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
-
 /// True when `path` holds a RocksDB instance (its `CURRENT` file exists).
 pub(crate) fn store_exists(path: &Path) -> bool {
     path.join("CURRENT").is_file()
@@ -86,6 +62,7 @@ impl Store {
     pub fn open(path: &Path, options: &StoreOptions) -> StoreResult<Arc<Store>> {
         std::fs::create_dir_all(path).map_err(|err| StoreError::from_io(path, err))?;
         let existing = existing_column_families(path)?;
+        let wal_files_left = wal_files(path);
         let db_options = base_options();
         let descriptors = descriptors(&existing);
         let db = DB::open_cf_descriptors(&db_options, path, descriptors)
@@ -93,7 +70,8 @@ impl Store {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync_writes);
         write_options.disable_wal(false);
-        tracing::debug!(store = %options.name, path = %path.display(), "store opened");
+        persist_replayed_writes(&db, path, wal_files_left)?;
+        tracing::debug!(store = %options.name, path = %path.display(), wal_files = wal_files_left, "store opened");
         Ok(Arc::new(Store {
             db,
             path: path.to_path_buf(),
@@ -242,37 +220,78 @@ impl Store {
     }
 
     /// Flushes memtables of every column family and syncs the WAL, so a later open has
-    /// nothing to replay.
+    /// nothing to replay (a checkpoint or a migration wants table files only).
     pub fn flush(&self) -> StoreResult<()> {
         if self.read_only {
             return Ok(());
         }
-        let families: Vec<&rocksdb::ColumnFamily> = Column::ALL
-            .iter()
-            .filter_map(|column| self.db.cf_handle(column.name()))
-            .collect();
-        let mut flush_options = FlushOptions::default();
-        flush_options.set_wait(true);
-        self.db
-            .flush_cfs_opt(&families, &flush_options)
-            .map_err(|err| StoreError::from_rocksdb(&self.path, err))?;
+        flush_all_families(&self.db, &self.path, true)?;
+        self.sync_wal()
+    }
+
+    /// Syncs the WAL: every committed batch survives a power loss from here on.
+    fn sync_wal(&self) -> StoreResult<()> {
+        if self.read_only {
+            return Ok(());
+        }
         self.db
             .flush_wal(true)
             .map_err(|err| StoreError::from_rocksdb(&self.path, err))
     }
 }
 
+/// Flushes the memtables of every column family, waiting for the table files or only
+/// scheduling the flush.
+fn flush_all_families(db: &DB, path: &Path, wait: bool) -> StoreResult<()> {
+    let families: Vec<&rocksdb::ColumnFamily> = Column::ALL
+        .iter()
+        .filter_map(|column| db.cf_handle(column.name()))
+        .collect();
+    let mut flush_options = FlushOptions::default();
+    flush_options.set_wait(wait);
+    db.flush_cfs_opt(&families, &flush_options)
+        .map_err(|err| StoreError::from_rocksdb(path, err))
+}
+
+/// Schedules a background flush of what the open replayed from the WAL (the open
+/// itself keeps it in memtables; see `options`), so the node starts without waiting
+/// for table files and the WAL a stop leaves behind does not grow from one run to
+/// the next. A close cancels a flush that has not started yet, so runs shorter than a
+/// flush (a restart loop) can each leave their WAL file behind; past
+/// [`MAX_WAL_FILES_AT_OPEN`] of them the open waits for the flush, which bounds what
+/// any open replays.
+fn persist_replayed_writes(db: &DB, path: &Path, wal_files_found: usize) -> StoreResult<()> {
+    flush_all_families(db, path, wal_files_found > MAX_WAL_FILES_AT_OPEN)
+}
+
+/// See [`persist_replayed_writes`].
+const MAX_WAL_FILES_AT_OPEN: usize = 3;
+
+/// Number of WAL files in the store directory (0 when it does not exist yet).
+fn wal_files(path: &Path) -> usize {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 impl Drop for Store {
+    /// Closes without flushing memtables: the synced WAL holds every committed batch
+    /// and the next open replays it (see `options`).
     fn drop(&mut self) {
         let started = std::time::Instant::now();
-        if let Err(err) = self.flush() {
-            tracing::warn!(store = %self.name, error = %err, "flush at close failed; the next open replays the WAL");
+        if let Err(err) = self.sync_wal() {
+            tracing::warn!(store = %self.name, error = %err, "WAL sync at close failed; batches since the last sync are lost on power loss only");
         }
-        let flushed = started.elapsed();
+        let synced = started.elapsed();
         self.db.cancel_all_background_work(true);
         tracing::debug!(
             store = %self.name, path = %self.path.display(),
-            flush_ms = flushed.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
+            wal_sync_ms = synced.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
             "store closed"
         );
     }

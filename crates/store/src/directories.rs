@@ -130,7 +130,7 @@ pub(crate) fn ensure_creatable(path: &Path) -> StoreResult<()> {
 }
 
 /// Creates the store at `path`, complete (every column family and the batch `initial`,
-/// which carries the schema version, flushed and closed) or not at all: it is built in
+/// which carries the schema version, closed with its WAL synced) or not at all: it is built in
 /// `<path>.creating` and renamed into place. `path` must pass [`ensure_creatable`].
 pub(crate) fn create_store_atomically(
     path: &Path,
@@ -150,7 +150,7 @@ pub(crate) fn create_store_atomically(
         crash_points::reached("create:staging_store_open", subject);
         store.commit(initial)?;
         crash_points::reached("create:staging_version_committed", subject);
-        // Dropping the only reference closes RocksDB: memtables flushed, WAL synced.
+        // Dropping the only reference closes RocksDB with its WAL synced.
     }
     crash_points::reached("create:staging_closed", subject);
     if path.is_dir() {

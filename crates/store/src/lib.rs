@@ -13,6 +13,7 @@ mod db;
 pub mod directories;
 mod error;
 mod holder;
+mod options;
 pub mod migration;
 pub mod tracker;
 mod update;

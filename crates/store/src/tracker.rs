@@ -1,8 +1,8 @@
 //! Process-wide accounting of open RocksDB instances and of who holds them.
 //!
 //! Why: after the node stops its actors and its indexer thread, the last thing it must
-//! know before exiting is that every RocksDB instance has been closed (memtables and WAL
-//! flushed, background work cancelled). nearcore answers that with
+//! know before exiting is that every RocksDB instance has been closed (WAL synced,
+//! background work finished). nearcore answers that with
 //! `block_until_all_instances_are_dropped()`; we keep that contract and add a bounded
 //! variant that, when the deadline passes, names the stores still open and the named
 //! holders keeping them open, so a stuck shutdown is diagnosable instead of a hang.

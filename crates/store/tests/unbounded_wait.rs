@@ -9,7 +9,7 @@ use std::time::Duration;
 use mpc_store::{Column, Store, StoreOptions, StoreUpdate, block_until_all_instances_are_dropped, instance_count};
 
 #[test]
-fn block_until_all_instances_are_dropped_returns_after_the_last_close_and_data_is_flushed() {
+fn block_until_all_instances_are_dropped_returns_after_the_last_close_and_data_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let store = Store::open(&path, &StoreOptions::new("only", "unbounded")).unwrap();
@@ -32,14 +32,15 @@ fn block_until_all_instances_are_dropped_returns_after_the_last_close_and_data_i
     assert_eq!(instance_count(), 0);
     closer.join().unwrap();
 
-    // Closed with memtables flushed: the WAL holds nothing left to replay.
+    // Closed with the WAL synced, not flushed to table files: the batch is in the WAL
+    // and the next open replays it.
     let wal_bytes: u64 = std::fs::read_dir(&path)
         .unwrap()
         .filter_map(Result::ok)
         .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
         .map(|entry| entry.metadata().unwrap().len())
         .sum();
-    assert_eq!(wal_bytes, 0, "the WAL still holds data after close");
+    assert!(wal_bytes > 0, "the close left no WAL behind: it flushed, or the batch is lost");
     let reopened = Store::open(&path, &StoreOptions::new("only", "unbounded")).unwrap();
     assert_eq!(reopened.get(Column::Misc, b"key").unwrap().as_deref(), Some(&b"value"[..]));
 }
