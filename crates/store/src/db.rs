@@ -1,11 +1,13 @@
 //! One RocksDB instance: open with typed errors, atomic commits, typed reads, and a
-//! close that only syncs the WAL (the next open replays it; see `options`).
+//! close that flushes memtables only when replaying them would cost the next open more
+//! (see `options`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, FlushOptions, IteratorMode, Options, WriteBatch, WriteOptions,
+    ColumnFamilyDescriptor, DB, DEFAULT_COLUMN_FAMILY_NAME as DEFAULT_COLUMN_FAMILY, FlushOptions, IteratorMode, Options,
+    WriteBatch, WriteOptions,
 };
 
 use crate::options::base_options;
@@ -70,7 +72,6 @@ impl Store {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync_writes);
         write_options.disable_wal(false);
-        persist_replayed_writes(&db, path, wal_files_left)?;
         tracing::debug!(store = %options.name, path = %path.display(), wal_files = wal_files_left, "store opened");
         Ok(Arc::new(Store {
             db,
@@ -83,9 +84,19 @@ impl Store {
     }
 
     /// Opens an existing store without writing anything to its directory (no lock, no
-    /// new manifest, the info log goes elsewhere). Used to inspect a store before
-    /// deciding whether it may be opened for writing, and by `mpc-node check`.
+    /// new manifest, the info log goes elsewhere). Used by `mpc-node check`.
     pub fn open_read_only(path: &Path, options: &StoreOptions) -> StoreResult<Arc<Store>> {
+        Self::open_read_only_columns(path, options, &Column::ALL)
+    }
+
+    /// [`Store::open_read_only`] with only `columns` readable: the open replays the WAL
+    /// into the memtables of those columns only. Used to read the schema version (one
+    /// key) before deciding whether the store may be opened for writing.
+    pub fn open_read_only_columns(
+        path: &Path,
+        options: &StoreOptions,
+        columns: &[Column],
+    ) -> StoreResult<Arc<Store>> {
         if !store_exists(path) {
             return Err(StoreError::Corrupt {
                 path: path.to_path_buf(),
@@ -98,7 +109,9 @@ impl Store {
         let log_dir = std::env::temp_dir().join("mpc-store-read-only-logs");
         std::fs::create_dir_all(&log_dir).map_err(|err| StoreError::from_io(&log_dir, err))?;
         db_options.set_db_log_dir(&log_dir);
-        let names: Vec<String> = existing;
+        let names = existing
+            .into_iter()
+            .filter(|name| name == DEFAULT_COLUMN_FAMILY || columns.iter().any(|column| column.name() == name));
         let db = DB::open_cf_for_read_only(&db_options, path, names, false)
             .map_err(|err| StoreError::from_rocksdb(path, err))?;
         Ok(Arc::new(Store {
@@ -225,7 +238,7 @@ impl Store {
         if self.read_only {
             return Ok(());
         }
-        flush_all_families(&self.db, &self.path, true)?;
+        flush_all_families(&self.db, &self.path)?;
         self.sync_wal()
     }
 
@@ -240,32 +253,26 @@ impl Store {
     }
 }
 
-/// Flushes the memtables of every column family, waiting for the table files or only
-/// scheduling the flush.
-fn flush_all_families(db: &DB, path: &Path, wait: bool) -> StoreResult<()> {
+/// Flushes the memtables of every column family and waits for the table files.
+fn flush_all_families(db: &DB, path: &Path) -> StoreResult<()> {
     let families: Vec<&rocksdb::ColumnFamily> = Column::ALL
         .iter()
         .filter_map(|column| db.cf_handle(column.name()))
         .collect();
     let mut flush_options = FlushOptions::default();
-    flush_options.set_wait(wait);
+    flush_options.set_wait(true);
     db.flush_cfs_opt(&families, &flush_options)
         .map_err(|err| StoreError::from_rocksdb(path, err))
 }
 
-/// Schedules a background flush of what the open replayed from the WAL (the open
-/// itself keeps it in memtables; see `options`), so the node starts without waiting
-/// for table files and the WAL a stop leaves behind does not grow from one run to
-/// the next. A close cancels a flush that has not started yet, so runs shorter than a
-/// flush (a restart loop) can each leave their WAL file behind; past
-/// [`MAX_WAL_FILES_AT_OPEN`] of them the open waits for the flush, which bounds what
-/// any open replays.
-fn persist_replayed_writes(db: &DB, path: &Path, wal_files_found: usize) -> StoreResult<()> {
-    flush_all_families(db, path, wal_files_found > MAX_WAL_FILES_AT_OPEN)
-}
+/// Above this many bytes in memtables a close flushes them: replaying that much WAL
+/// (at about 150 KB per ms, twice for a store whose schema is probed first) would cost
+/// the next start more than the flush costs the stop.
+const REPLAY_BUDGET_BYTES: u64 = 512 * 1024;
 
-/// See [`persist_replayed_writes`].
-const MAX_WAL_FILES_AT_OPEN: usize = 3;
+/// Above this many WAL files a close flushes: every open starts a new WAL file, and a
+/// run that writes little (a restart loop) would otherwise leave one more each time.
+const MAX_WAL_FILES_LEFT: usize = 3;
 
 /// Number of WAL files in the store directory (0 when it does not exist yet).
 fn wal_files(path: &Path) -> usize {
@@ -279,19 +286,45 @@ fn wal_files(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
+impl Store {
+    /// Bytes in the memtables of every column family (active and not yet flushed).
+    fn memtable_bytes(&self) -> u64 {
+        Column::ALL
+            .iter()
+            .filter_map(|column| self.db.cf_handle(column.name()))
+            .filter_map(|family| {
+                self.db
+                    .property_int_value_cf(family, "rocksdb.cur-size-all-mem-tables")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
+    /// Whether the close should flush instead of leaving the WAL to the next open.
+    fn close_should_flush(&self, memtable_bytes: u64) -> bool {
+        let replay_too_long = memtable_bytes > REPLAY_BUDGET_BYTES;
+        let too_many_wal_files = wal_files(&self.path) > MAX_WAL_FILES_LEFT;
+        replay_too_long || too_many_wal_files
+    }
+}
+
 impl Drop for Store {
-    /// Closes without flushing memtables: the synced WAL holds every committed batch
-    /// and the next open replays it (see `options`).
+    /// Closes with the WAL synced; flushes memtables first only when the next open would
+    /// replay more than it should (see `options`).
     fn drop(&mut self) {
         let started = std::time::Instant::now();
-        if let Err(err) = self.sync_wal() {
-            tracing::warn!(store = %self.name, error = %err, "WAL sync at close failed; batches since the last sync are lost on power loss only");
+        let memtable_bytes = self.memtable_bytes();
+        let flushed = !self.read_only && self.close_should_flush(memtable_bytes);
+        let persisted = if flushed { self.flush() } else { self.sync_wal() };
+        if let Err(err) = persisted {
+            tracing::warn!(store = %self.name, error = %err, "flush or WAL sync at close failed; the next open replays what the WAL holds");
         }
-        let synced = started.elapsed();
+        let persisted_in = started.elapsed();
         self.db.cancel_all_background_work(true);
         tracing::debug!(
-            store = %self.name, path = %self.path.display(),
-            wal_sync_ms = synced.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
+            store = %self.name, path = %self.path.display(), flushed, memtable_bytes,
+            persist_ms = persisted_in.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
             "store closed"
         );
     }

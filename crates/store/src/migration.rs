@@ -230,7 +230,7 @@ pub fn probe_version(path: &Path, options: &StoreOptions) -> StoreResult<Option<
     if !store_exists(path) {
         return Ok(None);
     }
-    let store = Store::open_read_only(path, options)?;
+    let store = Store::open_read_only_columns(path, options, &[Column::Misc])?;
     read_version(&store)
 }
 

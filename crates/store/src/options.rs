@@ -1,13 +1,15 @@
 //! The RocksDB options every store is opened with, including the one the `rocksdb`
 //! crate has no setter for.
 //!
-//! Why the close does not flush memtables: a stop waits for the close, and the flush
-//! (one table file per column family, each synced, plus a manifest sync) was most of
-//! a stop. The WAL, synced at close, already holds every committed batch. The next
-//! open replays it into memtables and, with `avoid_flush_during_recovery`, keeps them
-//! there instead of writing table files before the open returns; a background flush
-//! right after the open (see `Store::open`) then persists them while the node runs,
-//! so WAL files do not pile up across restarts.
+//! Why a close may leave memtables unflushed: a stop waits for the close, and the
+//! flush (one table file per column family, each synced, plus a manifest sync) was
+//! most of a stop even when the memtables held a few kilobytes. The WAL, synced at
+//! close, already holds every committed batch. So a close with little in memtables
+//! only syncs the WAL (see `Store`'s `Drop`), and the next open replays it and, with
+//! `avoid_flush_during_recovery`, keeps it in memtables instead of writing table
+//! files before the open returns. A close with much in memtables still flushes:
+//! replaying megabytes costs the next start more than the flush costs the stop
+//! (docs/benchmarks.md).
 //!
 //! `avoid_flush_during_recovery` is a RocksDB option that neither the `rocksdb` crate
 //! 0.24 nor RocksDB's C API sets directly. RocksDB does load any option from its own
@@ -21,7 +23,7 @@ use std::sync::OnceLock;
 use rocksdb::{Cache, Env, Options};
 
 /// Memtable size per column family: small, so background flushes keep up while the
-/// node runs and the WAL a stop leaves behind (replayed at the next open) stays small.
+/// node runs and a close that does flush has little to write.
 const WRITE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 
 /// The options RocksDB cannot take from a setter, in RocksDB's options-file format.
