@@ -64,7 +64,7 @@ impl Store {
     pub fn open(path: &Path, options: &StoreOptions) -> StoreResult<Arc<Store>> {
         std::fs::create_dir_all(path).map_err(|err| StoreError::from_io(path, err))?;
         let existing = existing_column_families(path)?;
-        let wal_files_left = wal_files(path);
+        let wal_files_left = wal_files(path).count;
         let db_options = base_options();
         let descriptors = descriptors(&existing);
         let db = DB::open_cf_descriptors(&db_options, path, descriptors)
@@ -265,46 +265,40 @@ fn flush_all_families(db: &DB, path: &Path) -> StoreResult<()> {
         .map_err(|err| StoreError::from_rocksdb(path, err))
 }
 
-/// Above this many bytes in memtables a close flushes them: replaying that much WAL
+/// Above this many bytes of WAL a close flushes the memtables: replaying that much
 /// (at about 150 KB per ms, twice for a store whose schema is probed first) would cost
-/// the next start more than the flush costs the stop.
+/// the next start more than the flush costs the stop. (The memtables' own size is no
+/// measure: each column family with one entry reports a 256 KiB arena block.)
 const REPLAY_BUDGET_BYTES: u64 = 512 * 1024;
 
 /// Above this many WAL files a close flushes: every open starts a new WAL file, and a
 /// run that writes little (a restart loop) would otherwise leave one more each time.
 const MAX_WAL_FILES_LEFT: usize = 3;
 
-/// Number of WAL files in the store directory (0 when it does not exist yet).
-fn wal_files(path: &Path) -> usize {
-    std::fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
-                .count()
-        })
-        .unwrap_or(0)
+/// The WAL files of a store directory: what its next open replays.
+struct WalFiles {
+    count: usize,
+    bytes: u64,
+}
+
+/// The WAL files in the store directory (none when it does not exist yet).
+fn wal_files(path: &Path) -> WalFiles {
+    let mut wal = WalFiles { count: 0, bytes: 0 };
+    let Ok(entries) = std::fs::read_dir(path) else { return wal };
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().ends_with(".log") {
+            wal.count += 1;
+            wal.bytes += entry.metadata().map(|metadata| metadata.len()).unwrap_or(0);
+        }
+    }
+    wal
 }
 
 impl Store {
-    /// Bytes in the memtables of every column family (active and not yet flushed).
-    fn memtable_bytes(&self) -> u64 {
-        Column::ALL
-            .iter()
-            .filter_map(|column| self.db.cf_handle(column.name()))
-            .filter_map(|family| {
-                self.db
-                    .property_int_value_cf(family, "rocksdb.cur-size-all-mem-tables")
-                    .ok()
-                    .flatten()
-            })
-            .sum()
-    }
-
     /// Whether the close should flush instead of leaving the WAL to the next open.
-    fn close_should_flush(&self, memtable_bytes: u64) -> bool {
-        let replay_too_long = memtable_bytes > REPLAY_BUDGET_BYTES;
-        let too_many_wal_files = wal_files(&self.path) > MAX_WAL_FILES_LEFT;
+    fn close_should_flush(&self, wal: &WalFiles) -> bool {
+        let replay_too_long = wal.bytes > REPLAY_BUDGET_BYTES;
+        let too_many_wal_files = wal.count > MAX_WAL_FILES_LEFT;
         replay_too_long || too_many_wal_files
     }
 }
@@ -314,8 +308,8 @@ impl Drop for Store {
     /// replay more than it should (see `options`).
     fn drop(&mut self) {
         let started = std::time::Instant::now();
-        let memtable_bytes = self.memtable_bytes();
-        let flushed = !self.read_only && self.close_should_flush(memtable_bytes);
+        let wal = wal_files(&self.path);
+        let flushed = !self.read_only && self.close_should_flush(&wal);
         let persisted = if flushed { self.flush() } else { self.sync_wal() };
         if let Err(err) = persisted {
             tracing::warn!(store = %self.name, error = %err, "flush or WAL sync at close failed; the next open replays what the WAL holds");
@@ -323,7 +317,7 @@ impl Drop for Store {
         let persisted_in = started.elapsed();
         self.db.cancel_all_background_work(true);
         tracing::debug!(
-            store = %self.name, path = %self.path.display(), flushed, memtable_bytes,
+            store = %self.name, path = %self.path.display(), flushed, wal_bytes = wal.bytes,
             persist_ms = persisted_in.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
             "store closed"
         );

@@ -7,7 +7,7 @@
 //! close, already holds every committed batch. So a close with little in memtables
 //! only syncs the WAL (see `Store`'s `Drop`), and the next open replays it and, with
 //! `avoid_flush_during_recovery`, keeps it in memtables instead of writing table
-//! files before the open returns. A close with much in memtables still flushes:
+//! files before the open returns. A close with a large WAL still flushes:
 //! replaying megabytes costs the next start more than the flush costs the stop
 //! (docs/benchmarks.md).
 //!

@@ -54,10 +54,10 @@ fn every_batch_survives_many_cycles_and_the_wal_files_do_not_pile_up() {
     assert!(files_ending_with(&path, ".sst") > 0, "nothing ever reached a table file");
 }
 
-/// A close leaves a few kilobytes to the next open, but not a megabyte: replaying that
+/// A close leaves a few kilobytes of WAL to the next open, but not a megabyte: replaying that
 /// would cost the next start more than the flush costs the stop.
 #[test]
-fn a_close_flushes_only_when_the_memtables_hold_more_than_the_replay_budget() {
+fn a_close_flushes_only_when_the_wal_holds_more_than_the_replay_budget() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let write = |count: u32| {
