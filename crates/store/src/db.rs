@@ -281,6 +281,14 @@ struct WalFiles {
     bytes: u64,
 }
 
+impl WalFiles {
+    /// Whether a close should flush the memtables rather than leave these files to the
+    /// next open.
+    fn too_much_to_replay(&self) -> bool {
+        self.bytes > REPLAY_BUDGET_BYTES || self.count > MAX_WAL_FILES_LEFT
+    }
+}
+
 /// The WAL files in the store directory (none when it does not exist yet).
 fn wal_files(path: &Path) -> WalFiles {
     let mut wal = WalFiles { count: 0, bytes: 0 };
@@ -294,22 +302,13 @@ fn wal_files(path: &Path) -> WalFiles {
     wal
 }
 
-impl Store {
-    /// Whether the close should flush instead of leaving the WAL to the next open.
-    fn close_should_flush(&self, wal: &WalFiles) -> bool {
-        let replay_too_long = wal.bytes > REPLAY_BUDGET_BYTES;
-        let too_many_wal_files = wal.count > MAX_WAL_FILES_LEFT;
-        replay_too_long || too_many_wal_files
-    }
-}
-
 impl Drop for Store {
     /// Closes with the WAL synced; flushes memtables first only when the next open would
     /// replay more than it should (see `options`).
     fn drop(&mut self) {
         let started = std::time::Instant::now();
         let wal = wal_files(&self.path);
-        let flushed = !self.read_only && self.close_should_flush(&wal);
+        let flushed = !self.read_only && wal.too_much_to_replay();
         let persisted = if flushed { self.flush() } else { self.sync_wal() };
         if let Err(err) = persisted {
             tracing::warn!(store = %self.name, error = %err, "flush or WAL sync at close failed; the next open replays what the WAL holds");
