@@ -64,7 +64,6 @@ impl Store {
     pub fn open(path: &Path, options: &StoreOptions) -> StoreResult<Arc<Store>> {
         std::fs::create_dir_all(path).map_err(|err| StoreError::from_io(path, err))?;
         let existing = existing_column_families(path)?;
-        let wal_files_left = wal_files(path).count;
         let db_options = base_options();
         let descriptors = descriptors(&existing);
         let db = DB::open_cf_descriptors(&db_options, path, descriptors)
@@ -72,7 +71,7 @@ impl Store {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync_writes);
         write_options.disable_wal(false);
-        tracing::debug!(store = %options.name, path = %path.display(), wal_files = wal_files_left, "store opened");
+        tracing::debug!(store = %options.name, path = %path.display(), "store opened");
         Ok(Arc::new(Store {
             db,
             path: path.to_path_buf(),
@@ -307,8 +306,9 @@ impl Drop for Store {
     /// replay more than it should (see `options`).
     fn drop(&mut self) {
         let started = std::time::Instant::now();
-        let wal = wal_files(&self.path);
-        let flushed = !self.read_only && wal.too_much_to_replay();
+        // A read-only open wrote nothing; its WAL is not its own to judge.
+        let wal = (!self.read_only).then(|| wal_files(&self.path));
+        let flushed = wal.as_ref().is_some_and(WalFiles::too_much_to_replay);
         let persisted = if flushed { self.flush() } else { self.sync_wal() };
         if let Err(err) = persisted {
             tracing::warn!(store = %self.name, error = %err, "flush or WAL sync at close failed; the next open replays what the WAL holds");
@@ -316,7 +316,7 @@ impl Drop for Store {
         let persisted_in = started.elapsed();
         self.db.cancel_all_background_work(true);
         tracing::debug!(
-            store = %self.name, path = %self.path.display(), flushed, wal_bytes = wal.bytes,
+            store = %self.name, path = %self.path.display(), flushed, wal_bytes = wal.map_or(0, |wal| wal.bytes),
             persist_ms = persisted_in.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
             "store closed"
         );

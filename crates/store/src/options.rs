@@ -96,34 +96,3 @@ fn private_directory() -> PathBuf {
         .unwrap_or_default();
     std::env::temp_dir().join(format!("mpc-store-options-{}-{unique}", std::process::id()))
 }
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use rocksdb::DB;
-
-    use super::*;
-
-    fn table_files(path: &Path) -> usize {
-        std::fs::read_dir(path)
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".sst"))
-            .count()
-    }
-
-    #[test]
-    fn an_open_keeps_what_it_replays_from_the_wal_in_memtables() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let db = DB::open(&base_options(), dir.path()).unwrap();
-            db.put(b"key", b"value").unwrap();
-            db.flush_wal(true).unwrap();
-        }
-        assert_eq!(table_files(dir.path()), 0, "the close wrote table files");
-        let db = DB::open(&base_options(), dir.path()).unwrap();
-        assert_eq!(table_files(dir.path()), 0, "the open flushed what it replayed");
-        assert_eq!(db.get(b"key").unwrap().as_deref(), Some(&b"value"[..]));
-    }
-}

@@ -2,29 +2,13 @@
 //! replays it. What a store must still guarantee across many such cycles, and when a
 //! close must flush after all.
 
-use std::path::Path;
+mod common;
 
+use common::{table_files, wal_bytes, wal_files};
 use mpc_store::{Column, Store, StoreOptions, StoreUpdate};
 
 fn options() -> StoreOptions {
     StoreOptions::new("cycles", "close-and-reopen-test")
-}
-
-fn files_ending_with(path: &Path, suffix: &str) -> usize {
-    std::fs::read_dir(path)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().ends_with(suffix))
-        .count()
-}
-
-fn wal_bytes(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
-        .map(|entry| entry.metadata().unwrap().len())
-        .sum()
 }
 
 /// Every open starts a new WAL file. A run that writes little (a restart loop) must not
@@ -48,10 +32,10 @@ fn every_batch_survives_many_cycles_and_the_wal_files_do_not_pile_up() {
         update.put(Column::Misc, cycle.to_be_bytes(), cycle.to_le_bytes());
         store.commit(update).unwrap();
         drop(store);
-        most_wal_files = most_wal_files.max(files_ending_with(&path, ".log"));
+        most_wal_files = most_wal_files.max(wal_files(&path));
     }
     assert!(most_wal_files <= 3, "up to {most_wal_files} WAL files over {CYCLES} cycles");
-    assert!(files_ending_with(&path, ".sst") > 0, "nothing ever reached a table file");
+    assert!(table_files(&path) > 0, "nothing ever reached a table file");
 }
 
 /// A close leaves a few kilobytes of WAL to the next open, but not a megabyte: replaying that
@@ -70,12 +54,30 @@ fn a_close_flushes_only_when_the_wal_holds_more_than_the_replay_budget() {
     };
     write(8);
     assert!(wal_bytes(&path) > 8 * 1024, "8 KiB were flushed at close instead of left in the WAL");
-    assert_eq!(files_ending_with(&path, ".sst"), 0, "8 KiB were flushed at close");
+    assert_eq!(table_files(&path), 0, "8 KiB were flushed at close");
     // 1 MiB: over the budget (512 KiB), under a memtable (2 MiB), so only the close
     // can have written the table files.
     write(1024);
-    assert!(files_ending_with(&path, ".sst") > 0, "1 MiB was left in the WAL at close");
+    assert!(table_files(&path) > 0, "1 MiB was left in the WAL at close");
     assert!(wal_bytes(&path) < 8 * 1024, "the WAL still holds what the close flushed");
     let store = Store::open(&path, &options()).unwrap();
     assert_eq!(store.iter(Column::SignRequests, None).unwrap().count(), 1024);
+}
+
+/// The open replays a WAL the close left and keeps it in memtables: writing it to
+/// table files first is the wait the close saved (`avoid_flush_during_recovery`).
+#[test]
+fn an_open_keeps_what_it_replays_in_memtables() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let store = Store::open(&path, &options()).unwrap();
+        let mut update = StoreUpdate::new();
+        update.put(Column::Misc, b"key", b"value");
+        store.commit(update).unwrap();
+    }
+    assert_eq!(table_files(&path), 0, "the close wrote table files");
+    let store = Store::open(&path, &options()).unwrap();
+    assert_eq!(table_files(&path), 0, "the open flushed what it replayed");
+    assert_eq!(store.get(Column::Misc, b"key").unwrap().as_deref(), Some(&b"value"[..]));
 }

@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::wal_bytes;
 use mpc_store::{Column, Store, StoreOptions, StoreUpdate, block_until_all_instances_are_dropped, instance_count};
 
 #[test]
@@ -34,13 +37,7 @@ fn block_until_all_instances_are_dropped_returns_after_the_last_close_and_data_i
 
     // Closed with the WAL synced, not flushed to table files: the batch is in the WAL
     // and the next open replays it.
-    let wal_bytes: u64 = std::fs::read_dir(&path)
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
-        .map(|entry| entry.metadata().unwrap().len())
-        .sum();
-    assert!(wal_bytes > 0, "the close left no WAL behind: it flushed, or the batch is lost");
+    assert!(wal_bytes(&path) > 0, "the close left no WAL behind: it flushed, or the batch is lost");
     let reopened = Store::open(&path, &StoreOptions::new("only", "unbounded")).unwrap();
     assert_eq!(reopened.get(Column::Misc, b"key").unwrap().as_deref(), Some(&b"value"[..]));
 }
