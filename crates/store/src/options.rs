@@ -15,9 +15,8 @@
 //! 0.24 nor RocksDB's C API sets directly. RocksDB does load any option from its own
 //! options-file format (`LoadLatestOptions`, public in the crate as
 //! `Options::load_latest`), so the options start from such a file, written once per
-//! process into a private temporary directory and removed right after loading.
+//! process into a private temporary directory that is removed right after loading.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use rocksdb::{Cache, Env, Options};
@@ -65,9 +64,10 @@ fn recovery_options() -> &'static Options {
     static OPTIONS: OnceLock<Options> = OnceLock::new();
     OPTIONS.get_or_init(|| match load_options_file() {
         Ok(options) => options,
-        // Only an unwritable temporary directory gets here. The stores still work with
-        // RocksDB's default, which flushes the replayed WAL during the open: slower
-        // starts after a stop, never lost data.
+        // An unwritable temporary directory gets here (a RocksDB that rejected the file
+        // would fail the store's tests). The stores still work with RocksDB's default,
+        // which flushes the replayed WAL during the open: slower starts after a stop,
+        // never lost data.
         Err(detail) => {
             tracing::warn!(%detail, "could not load the stores' recovery options; opens will flush the replayed WAL");
             Options::default()
@@ -76,23 +76,17 @@ fn recovery_options() -> &'static Options {
 }
 
 fn load_options_file() -> Result<Options, String> {
-    let directory = private_directory();
-    std::fs::create_dir_all(&directory)
-        .and_then(|()| std::fs::write(directory.join("OPTIONS-000001"), OPTIONS_FILE))
-        .map_err(|err| format!("{}: {err}", directory.display()))?;
-    let env = Env::new().map_err(|err| err.to_string());
-    let loaded = env.and_then(|env| {
-        Options::load_latest(&directory, env, false, Cache::new_lru_cache(0))
-            .map_err(|err| err.to_string())
-    });
-    let _ = std::fs::remove_dir_all(&directory);
-    loaded.map(|(options, _families)| options)
-}
-
-fn private_directory() -> PathBuf {
-    let unique = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_nanos())
-        .unwrap_or_default();
-    std::env::temp_dir().join(format!("mpc-store-options-{}-{unique}", std::process::id()))
+    // A fresh directory of our own (random name, mode 0700), removed when dropped.
+    let directory = tempfile::Builder::new()
+        .prefix("mpc-store-options-")
+        .tempdir()
+        .map_err(|err| format!("temporary directory: {err}"))?;
+    let file = directory.path().join("OPTIONS-000001");
+    std::fs::write(&file, OPTIONS_FILE).map_err(|err| format!("{}: {err}", file.display()))?;
+    let env = Env::new().map_err(|err| err.to_string())?;
+    // The cache would go to the column families the file lists; only the database
+    // options are kept.
+    let (options, _families) = Options::load_latest(directory.path(), env, false, Cache::new_lru_cache(0))
+        .map_err(|err| err.to_string())?;
+    Ok(options)
 }
