@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{table_files, wal_bytes, wal_files};
+use common::{commit_and_close, table_files, wal_bytes, wal_files};
 use mpc_store::{Column, Store, StoreOptions, StoreUpdate};
 
 fn options() -> StoreOptions {
@@ -45,12 +45,11 @@ fn a_close_flushes_only_when_the_wal_holds_more_than_the_replay_budget() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let write = |count: u32| {
-        let store = Store::open(&path, &options()).unwrap();
         let mut update = StoreUpdate::new();
         for key in 0..count {
             update.put(Column::SignRequests, key.to_be_bytes(), [7u8; 1024]);
         }
-        store.commit(update).unwrap();
+        commit_and_close(&path, &options(), update);
     };
     write(8);
     assert!(wal_bytes(&path) > 8 * 1024, "8 KiB were flushed at close instead of left in the WAL");
@@ -70,12 +69,9 @@ fn a_close_flushes_only_when_the_wal_holds_more_than_the_replay_budget() {
 fn an_open_keeps_what_it_replays_in_memtables() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    {
-        let store = Store::open(&path, &options()).unwrap();
-        let mut update = StoreUpdate::new();
-        update.put(Column::Misc, b"key", b"value");
-        store.commit(update).unwrap();
-    }
+    let mut update = StoreUpdate::new();
+    update.put(Column::Misc, b"key", b"value");
+    commit_and_close(&path, &options(), update);
     assert_eq!(table_files(&path), 0, "the close wrote table files");
     let store = Store::open(&path, &options()).unwrap();
     assert_eq!(table_files(&path), 0, "the open flushed what it replayed");

@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod common;
+
+use common::commit_and_close;
 use mpc_store::migration::{MigrationSettings, Schema, SchemaOutcome, SchemaVerified, bump_version, open_migrated};
 use mpc_store::{Column, Store, StoreError, StoreOptions, StoreUpdate};
 
@@ -24,11 +27,10 @@ fn schema(latest: u32) -> Schema {
 
 /// Writes a store at schema `version` with one entry.
 fn write_at_version(path: &Path, version: u32) {
-    let store = Store::open(path, &options()).unwrap();
     let mut update = StoreUpdate::new();
     bump_version(&mut update, version);
     update.put(Column::SignRequests, b"k", b"v");
-    store.commit(update).unwrap();
+    commit_and_close(path, &options(), update);
 }
 
 #[test]
@@ -77,12 +79,9 @@ fn damaged_files_are_a_corrupt_error() {
 fn data_without_a_schema_version_is_refused_instead_of_guessed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
-    {
-        let store = Store::open(&path, &options()).unwrap();
-        let mut update = StoreUpdate::new();
-        update.put(Column::SignRequests, b"k", b"v");
-        store.commit(update).unwrap();
-    }
+    let mut update = StoreUpdate::new();
+    update.put(Column::SignRequests, b"k", b"v");
+    commit_and_close(&path, &options(), update);
     let err = open_migrated(&path, &options(), &schema(1), &MigrationSettings::default()).err().unwrap();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use mpc_store::{Store, StoreOptions, StoreUpdate};
+
 /// The files in `path` whose names end with `suffix`, with their sizes.
 fn files_ending_with(path: &Path, suffix: &str) -> Vec<u64> {
     std::fs::read_dir(path)
@@ -28,4 +30,11 @@ pub fn wal_files(path: &Path) -> usize {
 #[allow(dead_code)]
 pub fn wal_bytes(path: &Path) -> u64 {
     files_ending_with(path, ".log").iter().sum()
+}
+
+/// Opens (or creates) the store at `path`, commits `update` and closes it again.
+#[allow(dead_code)]
+pub fn commit_and_close(path: &Path, options: &StoreOptions, update: StoreUpdate) {
+    let store = Store::open(path, options).unwrap();
+    store.commit(update).unwrap();
 }
