@@ -6,7 +6,9 @@ use std::sync::Arc;
 use mpc_store::StoreOptions;
 use mpc_store::migration::SchemaVerified;
 use near_async::ActorSystem;
+use near_async::futures::FutureSpawnerExt;
 use near_async::tokio::TokioRuntimeHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::actors::{ClientActor, ViewClientActor};
 use crate::chain_store::{ChainStoreError, chain_head, open_chain_store};
@@ -46,12 +48,19 @@ impl ChainNode {
     /// `store_group`, so a restart of this subsystem can wait for it alone;
     /// `schema_verified` lets the opens after the first in one process skip the
     /// read-only schema probe.
+    ///
+    /// The actors stop when `stop` is cancelled, or with the whole actor system. A
+    /// process keeps one actor system for its life and stops each chain node it starts
+    /// through that node's own token: near-async keeps every actor system ever created
+    /// in a global list (and its `shutdown_all_actors()` accepts only one), so a system
+    /// per restart grew that list with every restart.
     pub fn start(
         config: &ChainConfig,
         data_dir: &Path,
         store_group: &str,
         schema_verified: &SchemaVerified,
         actor_system: &ActorSystem,
+        stop: &CancellationToken,
     ) -> Result<ChainNode, ChainError> {
         config.validate().map_err(ChainError::Config)?;
         let options = StoreOptions::new("chain", store_group);
@@ -63,8 +72,20 @@ impl ChainNode {
         let client = ClientActor::new(store.holder("client_actor"), config.clone(), head, history_target);
         let view_client = ViewClientActor::new(store.holder("view_client_actor"));
         drop(store);
-        let client = actor_system.spawn_tokio_actor(client).sender();
-        let view_client = actor_system.spawn_tokio_actor(view_client).sender();
-        Ok(ChainNode { client, view_client, config: config.clone() })
+        let client = actor_system.spawn_tokio_actor(client);
+        let view_client = actor_system.spawn_tokio_actor(view_client);
+        stop_when_cancelled(&client, stop);
+        stop_when_cancelled(&view_client, stop);
+        Ok(ChainNode { client: client.sender(), view_client: view_client.sender(), config: config.clone() })
     }
+}
+
+/// Stops the actor behind `handle` once `stop` is cancelled. The wait runs on the
+/// actor's own runtime, so it ends with the actor however the actor is stopped.
+fn stop_when_cancelled<A: 'static>(handle: &TokioRuntimeHandle<A>, stop: &CancellationToken) {
+    let (actor, stop) = (handle.clone(), stop.clone());
+    handle.spawn("stop_when_cancelled", async move {
+        stop.cancelled().await;
+        actor.stop();
+    });
 }

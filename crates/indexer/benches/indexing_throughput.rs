@@ -82,7 +82,7 @@ async fn produce_chain(blocks: u64, requests_per_block: u32) -> Workload {
     config.sync_mode = SyncModeEnum::FromInterruption;
     config.poll_interval = Duration::from_millis(1);
     let system = ActorSystem::new();
-    let node = Indexer::start_near_node(&config, &system).unwrap();
+    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
     while node.client.send_async(GetStatus).await.unwrap().head_height < blocks {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -119,7 +119,7 @@ fn bench_state(
 /// The real path: streamer through the actors, then listen_blocks.
 async fn index_through_the_node(workload: &Workload) -> Run {
     let system = ActorSystem::new();
-    let node = Indexer::start_near_node(&workload.config, &system).unwrap();
+    let node = Indexer::start_near_node(&workload.config, &system, &CancellationToken::new()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = node_store(&dir);
     let target = workload.messages.len() as u64;
@@ -224,7 +224,7 @@ async fn main() {
         }
         if only == "machinery" {
             let system = ActorSystem::new();
-            let node = Indexer::start_near_node(&workload.config, &system).unwrap();
+            let node = Indexer::start_near_node(&workload.config, &system, &CancellationToken::new()).unwrap();
             listen_prefilled(&workload, &node).await;
             bare_prefilled(&workload).await;
             system.stop();
@@ -254,7 +254,7 @@ async fn main() {
         );
 
         let system = ActorSystem::new();
-        let node = Indexer::start_near_node(&workload.config, &system).unwrap();
+        let node = Indexer::start_near_node(&workload.config, &system, &CancellationToken::new()).unwrap();
         let mut with = Vec::new();
         let mut bare = Vec::new();
         // Alternate which runs first, so background work of one run (flushes,

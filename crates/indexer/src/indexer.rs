@@ -7,6 +7,7 @@ use mpc_migrations::layout::Cursor;
 use near_async::ActorSystem;
 use near_indexer_primitives::StreamerMessage;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::INDEXER_STORE_GROUP;
 use crate::config::{IndexerConfig, SyncModeEnum};
@@ -26,10 +27,15 @@ pub struct Indexer {
 
 impl Indexer {
     /// Opens the chain store under `config.home_dir` and starts the chain's actors on
-    /// `actor_system` (upstream: starts `neard` in-process).
-    pub fn start_near_node(config: &IndexerConfig, actor_system: &ActorSystem) -> Result<NearNode, ChainError> {
+    /// `actor_system` (upstream: starts `neard` in-process). The actors stop when
+    /// `stop` is cancelled or the actor system stops.
+    pub fn start_near_node(
+        config: &IndexerConfig,
+        actor_system: &ActorSystem,
+        stop: &CancellationToken,
+    ) -> Result<NearNode, ChainError> {
         let data_dir = config.chain_data_dir();
-        ChainNode::start(&config.chain, &data_dir, INDEXER_STORE_GROUP, &config.chain_schema_verified, actor_system)
+        ChainNode::start(&config.chain, &data_dir, INDEXER_STORE_GROUP, &config.chain_schema_verified, actor_system, stop)
     }
 
     /// An indexer over `node`. `resume_after` is the node store's committed cursor, used

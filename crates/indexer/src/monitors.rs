@@ -156,7 +156,10 @@ impl<T: Clone + PartialEq + serde::Serialize + Send + Sync + 'static> ViewMonito
         }
     }
 
-    /// Publishes a changed value and records it in the node store (one small batch).
+    /// Publishes a changed value and records it in the node store (one small batch)
+    /// unless the store already holds it: every generation starts from `Unknown`, and
+    /// rewriting the same values at each in-process restart grew the node store's
+    /// memtables by a few KiB per restart.
     fn publish(&self, value: T, holder: &StoreHolder) -> Result<(), String> {
         let mut changed = false;
         self.publisher.send_if_modified(|current| {
@@ -168,9 +171,13 @@ impl<T: Clone + PartialEq + serde::Serialize + Send + Sync + 'static> ViewMonito
             true
         });
         if changed {
-            let mut update = StoreUpdate::new();
-            update.put_json(Column::Misc, format!("monitor/{}", self.name), &value);
-            holder.commit(update).map_err(|err| err.to_string())?;
+            let key = format!("monitor/{}", self.name);
+            let bytes = serde_json::to_vec(&value).map_err(|err| err.to_string())?;
+            if holder.get(Column::Misc, &key).map_err(|err| err.to_string())?.as_deref() != Some(bytes.as_slice()) {
+                let mut update = StoreUpdate::new();
+                update.put(Column::Misc, key, bytes);
+                holder.commit(update).map_err(|err| err.to_string())?;
+            }
         }
         Ok(())
     }

@@ -14,7 +14,7 @@
 //!    which finish their current write and drop their `Arc<IndexerState>`; the
 //!    supervisor is awaited; `block_on` returns; the runtime is shut down.
 //! 3. The chain store is held by the chain's actors, not by this thread: it closes when
-//!    the caller stops the actor system, after joining the thread.
+//!    the caller cancels the chain's stop token, after joining the thread.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -62,8 +62,11 @@ pub struct IndexerThreadParams {
     /// The node store (already opened and migrated by the caller). The thread keeps
     /// only named holders of it, never the caller's `Arc`.
     pub node_store: Arc<Store>,
-    /// The actor system the chain's actors run on; the caller stops it after the join.
+    /// The actor system the chain's actors run on (one for the life of the process).
     pub actor_system: ActorSystem,
+    /// Stops the chain's actors, which hold the chain store; the caller cancels it
+    /// after the join.
+    pub chain_stop: CancellationToken,
     /// Monitor poll intervals.
     pub intervals: MonitorIntervals,
     /// Where supervised-task failures are reported.
@@ -221,14 +224,14 @@ fn run_thread(params: IndexerThreadParams, token: CancellationToken, links: Thre
 
 async fn run_indexer(params: IndexerThreadParams, token: CancellationToken, links: ThreadLinks) -> Result<(), IndexerError> {
     let ThreadLinks { tasks, senders, indexed_height, state_probe, stats } = links;
-    let IndexerThreadParams { mut config, node_store, actor_system, intervals, failures: _ } = params;
+    let IndexerThreadParams { mut config, node_store, actor_system, chain_stop, intervals, failures: _ } = params;
     let cursor = read_cursor(&node_store)?;
     // A chain whose data was wiped re-syncs at least up to what the node already
     // indexed, like a real node syncing to the network head, so the indexer can resume.
     if let Some(cursor) = cursor {
         config.chain.history_blocks = config.chain.history_blocks.max(cursor.height);
     }
-    let node = Indexer::start_near_node(&config, &actor_system)?;
+    let node = Indexer::start_near_node(&config, &actor_system, &chain_stop)?;
     let state = Arc::new(IndexerState {
         client: node.client.clone(),
         view_client: node.view_client.clone(),

@@ -13,9 +13,9 @@ use mpc_indexer::{
     AwaitForNodeSyncedEnum, INDEXER_STORE_GROUP, Indexer, IndexerConfig, IndexerThreadParams, MonitorIntervals,
     Observed, SyncModeEnum, spawn_indexer_thread,
 };
-use mpc_lifecycle::{LifecycleRequest, ShutdownReason, Supervisor, lifecycle_channel};
+use mpc_lifecycle::{LifecycleRequest, ShutdownReason, Supervisor, TaskState, lifecycle_channel};
 use mpc_migrations::layout::{Cursor, Hash32};
-use mpc_store::{Store, StoreOptions, wait_until_group_instances_are_dropped};
+use mpc_store::{Column, Store, StoreOptions, wait_until_group_instances_are_dropped};
 use near_async::ActorSystem;
 use near_async::messaging::CanSendAsync;
 use near_indexer_primitives::StreamerMessage;
@@ -71,7 +71,7 @@ async fn same_seed_gives_the_same_chain_and_a_restart_resumes_from_the_stored_he
     for dir in [&first_dir, &second_dir] {
         let system = ActorSystem::new();
         let config = indexer_config(dir.path(), chain_config(40), SyncModeEnum::BlockHeight(1));
-        let node = Indexer::start_near_node(&config, &system).unwrap();
+        let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
         wait_for_head(&node, 40).await;
         let mut chain = Vec::new();
         for height in 0..=40 {
@@ -87,7 +87,7 @@ async fn same_seed_gives_the_same_chain_and_a_restart_resumes_from_the_stored_he
     // Restart on the first home: the head is kept and production continues from it.
     let system = ActorSystem::new();
     let config = indexer_config(first_dir.path(), chain_config(40), SyncModeEnum::BlockHeight(1));
-    let node = Indexer::start_near_node(&config, &system).unwrap();
+    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
     let status = node.client.send_async(GetStatus).await.unwrap();
     assert!(status.head_height >= 40, "restart lost blocks: head {}", status.head_height);
     wait_for_head(&node, status.head_height + 3).await;
@@ -117,7 +117,7 @@ async fn the_stream_is_gap_free_and_in_order_in_every_sync_mode() {
         let mut config = indexer_config(dir.path(), chain_config(80), sync_mode);
         config.await_for_node_synced = await_synced;
         config.streamer_buffer = 4;
-        let node = Indexer::start_near_node(&config, &system).unwrap();
+        let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
         if sync_mode == SyncModeEnum::LatestSynced {
             wait_for_head(&node, 50).await;
         }
@@ -159,7 +159,7 @@ async fn a_missing_receipt_is_retried_then_reported_as_an_error_not_a_panic() {
     let mut config = indexer_config(dir.path(), chain_config(30), SyncModeEnum::BlockHeight(1));
     config.streamer_buffer = 1;
     config.max_fetch_attempts = 1_000;
-    let node = Indexer::start_near_node(&config, &system).unwrap();
+    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
     wait_for_head(&node, 14).await;
     let fault_store = node.view_client.send_async(FaultInjectionStore).await.unwrap();
     let removed = delete_outcomes_for_test(&fault_store, 12, 0).unwrap().expect("block 12 has outcomes");
@@ -205,6 +205,7 @@ async fn after_cancel_and_join_nothing_holds_indexer_state_or_a_store_and_monito
     let dir = tempfile::tempdir().unwrap();
     let node_store = Store::open(&dir.path().join("node"), &StoreOptions::new("node", "drain-test")).unwrap();
     let system = ActorSystem::new();
+    let chain_stop = CancellationToken::new();
     let (failures, _failure_receiver) = lifecycle_channel();
     // A tick far longer than the test: a monitor that only noticed cancellation on its
     // next tick would make the join below time out.
@@ -213,6 +214,7 @@ async fn after_cancel_and_join_nothing_holds_indexer_state_or_a_store_and_monito
         config: indexer_config(dir.path(), chain_config(20), SyncModeEnum::FromInterruption),
         node_store: node_store.clone(),
         actor_system: system.clone(),
+        chain_stop: chain_stop.clone(),
         intervals: MonitorIntervals { contract_state: tick, allowed_image_hashes: tick, tee_accounts: tick, migration_info: tick, stats: tick },
         failures,
     };
@@ -243,5 +245,83 @@ async fn after_cancel_and_join_nothing_holds_indexer_state_or_a_store_and_monito
         .collect();
     assert!(node_holders.is_empty(), "indexer holders of the node store still alive: {node_holders:?}");
     assert_eq!(Arc::strong_count(&node_store), 1, "the thread kept the node store");
-    stop_chain(&system);
+    // The chain's own token stops its actors, and with them the chain store, while the
+    // actor system stays up for a next generation.
+    chain_stop.cancel();
+    wait_until_group_instances_are_dropped(INDEXER_STORE_GROUP, PATIENCE).expect("chain store still open");
+    system.stop();
+}
+
+/// Runs an indexer thread on `node_store` until all four monitors have published and
+/// polled a few more times, then stops it and its chain; returns the tasks that failed.
+async fn run_monitors_until_published(home: &std::path::Path, node_store: Arc<Store>) -> Vec<String> {
+    let system = ActorSystem::new();
+    let chain_stop = CancellationToken::new();
+    let (failures, _failure_receiver) = lifecycle_channel();
+    let tick = Duration::from_millis(5);
+    // No block after the history (the chain only adds one as it starts), so the
+    // contract's views stay what the first run recorded.
+    let chain = ChainConfig { history_blocks: 20, block_interval: Duration::from_secs(3600), ..ChainConfig::sandbox_default() };
+    let params = IndexerThreadParams {
+        // A height the chain never reaches: listen_blocks commits nothing, only the
+        // monitors write.
+        config: indexer_config(home, chain, SyncModeEnum::BlockHeight(1_000_000)),
+        node_store,
+        actor_system: system.clone(),
+        chain_stop: chain_stop.clone(),
+        intervals: MonitorIntervals {
+            contract_state: tick,
+            allowed_image_hashes: tick,
+            tee_accounts: tick,
+            migration_info: tick,
+            stats: Duration::from_secs(600),
+        },
+        failures,
+    };
+    let token = CancellationToken::new();
+    let (exit_sender, _exit) = oneshot::channel();
+    let mut handle = spawn_indexer_thread(params, token.clone(), exit_sender).unwrap();
+    let known = |observed: &Observed<serde_json::Value>| matches!(observed, Observed::Known(_));
+    for receiver in [&mut handle.contract_state, &mut handle.tee_accounts, &mut handle.migration_info] {
+        tokio::time::timeout(PATIENCE, receiver.wait_for(known)).await.unwrap().unwrap();
+    }
+    tokio::time::timeout(PATIENCE, handle.allowed_image_hashes.wait_for(|hashes| matches!(hashes, Observed::Known(_))))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(tick * 10).await;
+    let failed = handle
+        .tasks
+        .snapshot()
+        .into_iter()
+        .filter(|task| matches!(task.state, TaskState::Failed(_)))
+        .map(|task| format!("{}: {:?}", task.name, task.state))
+        .collect();
+    token.cancel();
+    assert!(handle.join(PATIENCE).await, "indexer thread did not stop");
+    chain_stop.cancel();
+    wait_until_group_instances_are_dropped(INDEXER_STORE_GROUP, PATIENCE).expect("chain store still open");
+    system.stop();
+    failed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_generation_that_observes_the_recorded_contract_views_writes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let home = tempfile::tempdir().unwrap();
+    let path = home.path().join("node");
+    let options = StoreOptions::new("node", "monitor-record-test");
+    let store = Store::open(&path, &options).unwrap();
+    assert_eq!(run_monitors_until_published(home.path(), store.clone()).await, Vec::<String>::new());
+    for monitor in ["contract_state", "allowed_image_hashes", "tee_accounts", "migration_info"] {
+        let key = format!("monitor/monitor_{monitor}");
+        assert!(store.get(Column::Misc, &key).unwrap().is_some(), "{key} was not recorded");
+    }
+    drop(store);
+    wait_until_group_instances_are_dropped("monitor-record-test", PATIENCE).unwrap();
+    // Read-only, so any write fails the monitor that tries it: the next generation
+    // observes the same values and must find them recorded already.
+    let store = Store::open_read_only(&path, &options).unwrap();
+    let failed = run_monitors_until_published(home.path(), store).await;
+    assert!(failed.is_empty(), "a monitor wrote a value the store already held: {failed:?}");
 }

@@ -1,15 +1,15 @@
 //! One generation of the indexer subsystem, with one owner from start to stop.
 //!
 //! A generation is what an in-process restart replaces: a child token of the root token,
-//! a new actor system (the chain's actors, which hold the chain store), the indexer
-//! thread (streamer, monitors, `listen_blocks`) and the watchers that follow it. Whoever
+//! the chain's actors (which hold the chain store) with their own stop token, the
+//! indexer thread (streamer, monitors, `listen_blocks`) and the watchers that follow it.
+//! The actors run on the process's one actor system. Whoever
 //! holds an [`IndexerGeneration`] owns all of that: [`IndexerGeneration::start`] returns
 //! it, [`IndexerGeneration::stop`] consumes it, so no stopped generation can be left
 //! half-running and no running one can be forgotten. Observers (the operations server,
 //! the forced-exit path) read a [`GenerationView`] from a `watch` instead.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mpc_chain::{ChainConfig, ImageHashRevocation, default_contract_id};
@@ -30,10 +30,6 @@ use crate::error::NodeError;
 /// Extra time given to tasks after they were aborted at a deadline, to unwind.
 pub const ABORT_GRACE: Duration = Duration::from_millis(500);
 
-/// Actor systems this process has created. near-async's global `shutdown_all_actors()`
-/// panics once there has been more than one, so it is used only while this is 1.
-static ACTOR_SYSTEMS_CREATED: AtomicUsize = AtomicUsize::new(0);
-
 /// What every generation is started with; the same for all generations of a process.
 #[derive(Clone)]
 pub struct GenerationContext {
@@ -52,6 +48,10 @@ pub struct GenerationContext {
     /// Whether an earlier generation verified the chain store's schema (the home lock
     /// keeps other processes out, so later generations need not probe it again).
     pub chain_schema_verified: SchemaVerified,
+    /// The process's one actor system: every generation's chain actors run on it and
+    /// stop through the generation's own token; at exit near-async's
+    /// `shutdown_all_actors()` stops it.
+    pub actor_system: ActorSystem,
 }
 
 /// What observers may see of the running generation; holds no store.
@@ -76,16 +76,17 @@ pub type IndexerExit = Result<Result<(), IndexerError>, oneshot::error::RecvErro
 /// Why a generation is stopped: for a restart another one follows in this process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopFor {
-    /// An in-process restart: never the global `shutdown_all_actors()`.
+    /// An in-process restart: the generation's chain actors stop, the actor system
+    /// stays for the next generation.
     Restart,
-    /// The process exits after this stop.
+    /// The process exits after this stop: the actor system stops too.
     Exit,
 }
 
 /// A running generation of the indexer subsystem.
 pub struct IndexerGeneration {
     token: CancellationToken,
-    actor_system: ActorSystem,
+    chain_stop: CancellationToken,
     indexer: IndexerHandle,
     exit: oneshot::Receiver<Result<(), IndexerError>>,
     watchers: Supervisor,
@@ -123,8 +124,8 @@ fn indexer_config(context: &GenerationContext) -> IndexerConfig {
 }
 
 impl IndexerGeneration {
-    /// Starts a generation on `node_store`: a new actor system, the indexer thread under
-    /// a fresh child of the root token, and its watchers. Returns at once; the thread
+    /// Starts a generation on `node_store`: the indexer thread under a fresh child of
+    /// the root token (it starts the chain's actors), and its watchers. Returns at once; the thread
     /// starts the chain and catches up on its own. Refused once a shutdown has begun.
     pub fn start(context: &GenerationContext, node_store: &Arc<Store>) -> Result<Self, NodeError> {
         if context.root_token.is_cancelled() {
@@ -133,12 +134,14 @@ impl IndexerGeneration {
         let args = &context.args;
         context.phase.set(LifecyclePhase::StartingIndexer);
         let token = context.root_token.child_token();
-        let actor_system = ActorSystem::new();
-        ACTOR_SYSTEMS_CREATED.fetch_add(1, Ordering::SeqCst);
+        // Not a child of the root token: the chain's actors must outlive the indexer's
+        // drain, so they are stopped after the join, not when the shutdown begins.
+        let chain_stop = CancellationToken::new();
         let params = IndexerThreadParams {
             config: indexer_config(context),
             node_store: node_store.clone(),
-            actor_system: actor_system.clone(),
+            actor_system: context.actor_system.clone(),
+            chain_stop: chain_stop.clone(),
             intervals: MonitorIntervals {
                 contract_state: args.monitor_interval,
                 allowed_image_hashes: args.monitor_interval,
@@ -151,10 +154,7 @@ impl IndexerGeneration {
         let (exit_sender, exit) = oneshot::channel();
         let indexer = match spawn_indexer_thread(params, token.clone(), exit_sender) {
             Ok(indexer) => indexer,
-            Err(source) => {
-                stop_actor_system(actor_system, StopFor::Restart);
-                return Err(NodeError::Spawn { what: "indexer", source });
-            }
+            Err(source) => return Err(NodeError::Spawn { what: "indexer", source }),
         };
         context.phase.set(LifecyclePhase::CatchingUp);
         let watchers = Supervisor::new("generation", token.child_token(), context.shutdown_signal_sender.clone());
@@ -172,7 +172,7 @@ impl IndexerGeneration {
             stats: indexer.stats.clone(),
             thread_alive: indexer.alive.clone(),
         }));
-        Ok(IndexerGeneration { token, actor_system, indexer, exit, watchers, view: context.view.clone() })
+        Ok(IndexerGeneration { token, chain_stop, indexer, exit, watchers, view: context.view.clone() })
     }
 
     /// Resolves when the indexer thread ends on its own. Cancel-safe: the run loop
@@ -183,8 +183,9 @@ impl IndexerGeneration {
 
     /// Stops the generation: cancels its token, joins the indexer thread within `bound`
     /// (aborting tasks that ignore cancellation, then [`ABORT_GRACE`] more), stops the
-    /// watchers and then the actor system, which releases the chain store. Phases are
-    /// timed into `timings`, so a restart and a shutdown report them alike.
+    /// watchers and then the chain's actors, which release the chain store (at exit the
+    /// whole actor system). Phases are timed into `timings`, so a restart and a
+    /// shutdown report them alike.
     pub async fn stop(mut self, bound: Duration, timings: &mut PhaseTimings, stop_for: StopFor) -> GenerationStop {
         self.token.cancel();
         let joined = timings.phase("join_indexer_thread", join_indexer_thread(&mut self.indexer, bound)).await;
@@ -197,8 +198,12 @@ impl IndexerGeneration {
         if joined.state_references > 0 {
             stop.not_stopped.push(format!("IndexerState ({} references)", joined.state_references));
         }
-        let actor_system = self.actor_system;
-        timings.phase("stop_actor_system", async move { stop_actor_system(actor_system, stop_for) }).await;
+        let phase = match stop_for {
+            StopFor::Restart => "stop_chain_actors",
+            StopFor::Exit => "stop_actor_system",
+        };
+        let chain_stop = self.chain_stop;
+        timings.phase(phase, async move { stop_chain_actors(&chain_stop, stop_for) }).await;
         stop
     }
 }
@@ -230,14 +235,12 @@ async fn join_indexer_thread(indexer: &mut IndexerHandle, bound: Duration) -> Th
     ThreadJoin { joined_in_time, aborted, still_running, state_references: indexer.state_strong_count() }
 }
 
-/// Stops a generation's actor system: with near-async's global `shutdown_all_actors()`
-/// when the process exits and never created another system (the upstream contract for
-/// the plain start-then-stop case), otherwise explicitly, since the global call panics
-/// once a process has created more than one.
-fn stop_actor_system(actor_system: ActorSystem, stop_for: StopFor) {
-    if stop_for == StopFor::Exit && ACTOR_SYSTEMS_CREATED.load(Ordering::SeqCst) <= 1 {
+/// Stops the generation's chain actors and, when the process exits, its actor system
+/// through near-async's global `shutdown_all_actors()` (the upstream contract; the
+/// process has one system, which is what that call requires).
+fn stop_chain_actors(chain_stop: &CancellationToken, stop_for: StopFor) {
+    chain_stop.cancel();
+    if stop_for == StopFor::Exit {
         near_async::shutdown_all_actors();
-    } else {
-        actor_system.stop();
     }
 }

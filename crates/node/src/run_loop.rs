@@ -16,6 +16,7 @@ use mpc_lifecycle::{
     DeferredSignals, ExitCode, LifecycleReceiver, LifecycleSender, PhaseTracker, Supervisor, lifecycle_channel,
 };
 use mpc_store::migration::SchemaVerified;
+use near_async::ActorSystem;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -121,6 +122,7 @@ async fn set_up(args: StartArgs, deferred_signals: DeferredSignals, test_hooks: 
         view: generation_view,
         test_hooks: test_hooks.indexer.clone(),
         chain_schema_verified: SchemaVerified::default(),
+        actor_system: ActorSystem::new(),
     };
     let (wipe_sender, wipe_requests) = mpsc::unbounded_channel();
     let startup =

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, DEFAULT_COLUMN_FAMILY_NAME as DEFAULT_COLUMN_FAMILY, FlushOptions, IteratorMode, Options,
+    Cache, ColumnFamilyDescriptor, DB, DEFAULT_COLUMN_FAMILY_NAME as DEFAULT_COLUMN_FAMILY, FlushOptions, IteratorMode, Options,
     WriteBatch, WriteOptions,
 };
 
-use crate::options::base_options;
+use crate::options::{base_options, new_block_cache};
 use crate::tracker::InstanceGuard;
 use crate::{Column, StoreError, StoreHolder, StoreResult, StoreUpdate};
 
@@ -47,6 +47,9 @@ pub struct Store {
     name: String,
     read_only: bool,
     write_options: WriteOptions,
+    /// This store's own block cache, shared by its column families and released with
+    /// it (see `options`).
+    block_cache: Cache,
     /// Last field on purpose: fields drop in order, so RocksDB is closed before the
     /// tracker's count goes down, and "count is 0" really means "all closed".
     instance: InstanceGuard,
@@ -64,8 +67,9 @@ impl Store {
     pub fn open(path: &Path, options: &StoreOptions) -> StoreResult<Arc<Store>> {
         std::fs::create_dir_all(path).map_err(|err| StoreError::from_io(path, err))?;
         let existing = existing_column_families(path)?;
-        let db_options = base_options();
-        let descriptors = descriptors(&existing);
+        let block_cache = new_block_cache();
+        let db_options = base_options(&block_cache);
+        let descriptors = descriptors(&existing, &block_cache);
         let db = DB::open_cf_descriptors(&db_options, path, descriptors)
             .map_err(|err| StoreError::from_rocksdb(path, err))?;
         let mut write_options = WriteOptions::default();
@@ -78,6 +82,7 @@ impl Store {
             name: options.name.clone(),
             read_only: false,
             write_options,
+            block_cache,
             instance: InstanceGuard::register(&options.name, path.to_path_buf(), &options.group),
         }))
     }
@@ -103,7 +108,8 @@ impl Store {
             });
         }
         let existing = existing_column_families(path)?;
-        let mut db_options = base_options();
+        let block_cache = new_block_cache();
+        let mut db_options = base_options(&block_cache);
         db_options.create_if_missing(false);
         let log_dir = std::env::temp_dir().join("mpc-store-read-only-logs");
         std::fs::create_dir_all(&log_dir).map_err(|err| StoreError::from_io(&log_dir, err))?;
@@ -119,6 +125,7 @@ impl Store {
             name: options.name.clone(),
             read_only: true,
             write_options: WriteOptions::default(),
+            block_cache,
             instance: InstanceGuard::register(&options.name, path.to_path_buf(), &options.group),
         }))
     }
@@ -131,6 +138,11 @@ impl Store {
     /// Directory of the store.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes this store's block cache holds now (blocks read from its table files).
+    pub fn block_cache_bytes(&self) -> usize {
+        self.block_cache.get_usage()
     }
 
     /// A named reference for a long-lived user; see [`StoreHolder`].
@@ -317,6 +329,7 @@ impl Drop for Store {
         self.db.cancel_all_background_work(true);
         tracing::debug!(
             store = %self.name, path = %self.path.display(), flushed, wal_bytes = wal.map_or(0, |wal| wal.bytes),
+            block_cache_bytes = self.block_cache_bytes(),
             persist_ms = persisted_in.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
             "store closed"
         );
@@ -359,7 +372,7 @@ fn existing_column_families(path: &Path) -> StoreResult<Vec<String>> {
 
 /// Our columns plus any family already on disk that this binary does not know (RocksDB
 /// refuses to open a store without naming all of its families).
-fn descriptors(existing: &[String]) -> Vec<ColumnFamilyDescriptor> {
+fn descriptors(existing: &[String], block_cache: &Cache) -> Vec<ColumnFamilyDescriptor> {
     let mut names: Vec<String> = Column::ALL
         .iter()
         .map(|column| column.name().to_owned())
@@ -371,7 +384,7 @@ fn descriptors(existing: &[String]) -> Vec<ColumnFamilyDescriptor> {
     }
     names
         .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, base_options()))
+        .map(|name| ColumnFamilyDescriptor::new(name, base_options(block_cache)))
         .collect()
 }
 
