@@ -12,6 +12,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 
+use mpc_chain::CHAIN_SCHEMA_VERSION;
 use mpc_node_process_tests::{
     CRASH_POINT_REACHED, DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent,
     assert_starts_ready_and_checks, chain_store_version, fast_node_args, home_indexed_to,
@@ -241,7 +242,7 @@ fn entries_containing(home: &Path, part: &str) -> Vec<String> {
 #[test]
 fn a_chain_store_upgrade_killed_at_every_step_is_finished_by_the_next_start() {
     let home = home_indexed_to(60, &fast_node_args());
-    // The start upgrades the chain store (v1 -> v2) through its own pre-migration
+    // The start upgrades the chain store (v1 -> current) through its own pre-migration
     // checkpoint, which nobody asked to keep: at the next start it must be gone.
     for point in [
         "migrate:checkpoint_taken@chain",
@@ -251,7 +252,7 @@ fn a_chain_store_upgrade_killed_at_every_step_is_finished_by_the_next_start() {
         rewrite_chain_store_at_version_1(home.path());
         start_until_crash(home.path(), point, |_| {});
         assert_recovered(home.path(), point);
-        assert_eq!(chain_store_version(home.path()), Some(2), "{point}: the upgrade was not finished");
+        assert_eq!(chain_store_version(home.path()), Some(CHAIN_SCHEMA_VERSION), "{point}: the upgrade was not finished");
         assert_eq!(entries_containing(home.path(), "pre-migration"), Vec::<String>::new(), "{point}");
     }
     // Killed after the upgrade and before its checkpoint's removal, then the chain data

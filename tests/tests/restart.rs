@@ -46,9 +46,14 @@ fn sighup_restarts_in_a_row_resume_gap_free_and_leak_no_threads_fds_or_stores() 
     // cycle wants a chain that barely grows (`MPC_SOAK_BLOCK_INTERVAL=200ms`), since the
     // stores' own memory grows with their data.
     let block_interval = std::env::var("MPC_SOAK_BLOCK_INTERVAL").unwrap_or_else(|_| "5ms".into());
+    // Each restart indexes at least one new block, and its data stays in the stores'
+    // memtables until they fill; `MPC_SOAK_REQUESTS_PER_BLOCK=0` (empty blocks) leaves
+    // only what a restart itself costs.
+    let requests_per_block = env_number("MPC_SOAK_REQUESTS_PER_BLOCK", 4);
     let home = tempfile::tempdir().unwrap();
     let mut args = fast_node_args();
     args.extend(["--sandbox-block-interval".into(), block_interval]);
+    args.extend(["--sandbox-requests-per-block".into(), requests_per_block.to_string()]);
     let mut node = NodeProcess::start(home.path(), &args, &[]);
     node.wait_for_log(READY, START_PATIENCE);
     std::thread::sleep(Duration::from_millis(300));

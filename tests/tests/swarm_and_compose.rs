@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use mpc_chain::CHAIN_SCHEMA_VERSION;
 use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, Release, repository_root};
 use mpc_node_process_tests::{
     fast_node_args, home_indexed_to, last_shutdown_report, rewrite_chain_store_at_version_1, rewrite_node_store_at_version,
@@ -110,7 +111,8 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
     for task in &new {
         let logs = engine.logs(&task.container);
         assert!(logs.contains("node store migrated from=2 to=3"), "slot {} did not migrate its v2 volume:\n{logs}", task.slot);
-        assert!(logs.contains("chain store migrated from=1 to=2"), "slot {} did not upgrade its v1 chain store:\n{logs}", task.slot);
+        let chain_upgrade = format!("chain store migrated from=1 to={CHAIN_SCHEMA_VERSION}");
+        assert!(logs.contains(&chain_upgrade), "slot {} did not upgrade its v1 chain store:\n{logs}", task.slot);
     }
     // One at a time, gated on health: the next old task stops only after the task that
     // replaced the previous one passed its health check (from the engine's events).

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use mpc_chain::CHAIN_SCHEMA_VERSION;
 use mpc_node_process_tests::docker_engine::{Release, release_binary};
 use mpc_node_process_tests::{
     NodeProcess, START_PATIENCE, assert_consistent, chain_store_version, fast_node_args, home_indexed_to,
@@ -105,18 +106,19 @@ fn a_home_of_the_previous_release_upgrades_and_goes_back_with_rollback_and_a_cha
     let migrated = run_node_command(&["migrate", "--home", home_arg, "--keep-checkpoint"]);
     assert_eq!(migrated.code, 0, "{}", migrated.output);
     let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
-    node.wait_for_log("chain store migrated from=1 to=2", START_PATIENCE);
+    node.wait_for_log(&format!("chain store migrated from=1 to={CHAIN_SCHEMA_VERSION}"), START_PATIENCE);
     node.wait_for_log("node ready", START_PATIENCE);
     node.stop_gracefully();
     assert_consistent(home.path());
-    assert_eq!((schema_version(home.path()), chain_store_version(home.path())), (Some(3), Some(2)));
+    assert_eq!((schema_version(home.path()), chain_store_version(home.path())), (Some(3), Some(CHAIN_SCHEMA_VERSION)));
 
     let rolled_back = run_node_command(&["rollback", "--home", home_arg]);
     assert_eq!(rolled_back.code, 0, "{}", rolled_back.output);
     let refused = run_binary_command(&previous, &["start", "--home", home_arg, "--web-addr", "127.0.0.1:0"], &[]);
     assert_eq!(refused.code, 3, "{}", refused.output);
-    assert!(refused.output.contains("has schema version 2, but this binary supports up to version 1"), "{}", refused.output);
-    assert_eq!(chain_store_version(home.path()), Some(2), "the refused chain store was changed");
+    let newer = format!("has schema version {CHAIN_SCHEMA_VERSION}, but this binary supports up to version 1");
+    assert!(refused.output.contains(&newer), "{}", refused.output);
+    assert_eq!(chain_store_version(home.path()), Some(CHAIN_SCHEMA_VERSION), "the refused chain store was changed");
 
     std::fs::write(home.path().join("data-wipe-token"), "back-to-the-previous-release\n").unwrap();
     run_previous();

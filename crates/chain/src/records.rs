@@ -11,6 +11,14 @@
 //!
 //! Stores of schema v1 hold JSON views; schema v2 writes records and reads both
 //! ([`StoredValue`]), so an upgraded store is never rewritten.
+//!
+//! Schema v3 keeps a block and its chunks in one [`BlockBundle`] under the block's
+//! height. v2 stored each chunk under its hash (random keys, so the indexer's reads of
+//! consecutive blocks missed the block cache) and each shard's outcomes as a second copy
+//! of the chunk's receipts. Now the chunk-hash entry is a [`ChunkLocation`] and the
+//! outcomes entry only marks the shard's outcomes as stored (every sandbox receipt
+//! succeeds, so the outcomes are the chunk's receipts): half the bytes per block, and
+//! one read of one record per block.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use near_indexer_primitives::CryptoHash;
@@ -23,6 +31,10 @@ use crate::workload::{self, GENESIS_TIMESTAMP_NS};
 /// byte tells a record from a view written by schema v1. A later record layout takes
 /// the next tag.
 pub(crate) const RECORD_TAG: u8 = 0x01;
+
+/// First byte of a schema v3 value: a [`BlockBundle`] under a height, a
+/// [`ChunkLocation`] under a chunk hash, or nothing more under an outcomes key.
+pub(crate) const BUNDLE_TAG: u8 = 0x02;
 
 /// A function call to the contract: the one kind of receipt the sandbox executes.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -73,6 +85,28 @@ pub(crate) struct OutcomesRecord {
     pub receipts: Vec<CallRecord>,
 }
 
+/// A block with its chunks (schema v3), stored under the block's height.
+#[derive(Debug, Clone, PartialEq, Eq, BorshDeserialize)]
+pub(crate) struct BlockBundle {
+    pub block: BlockRecord,
+    pub chunks: Vec<ChunkRecord>,
+}
+
+/// [`BlockBundle`] by reference, for writing without a copy (same bytes: borsh writes a
+/// slice like a `Vec`).
+#[derive(BorshSerialize)]
+pub(crate) struct BlockBundleRef<'a> {
+    pub block: &'a BlockRecord,
+    pub chunks: &'a [ChunkRecord],
+}
+
+/// Where a chunk is stored (schema v3): the height of its block and its index there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub(crate) struct ChunkLocation {
+    pub height: u64,
+    pub index: u32,
+}
+
 /// Everything the chain stores for one block.
 pub(crate) struct ProducedBlock {
     pub block: BlockRecord,
@@ -83,25 +117,28 @@ pub(crate) struct ProducedBlock {
     pub contract_changes: Vec<(&'static str, Value)>,
 }
 
-/// `[RECORD_TAG] ++ borsh(record)`.
-pub(crate) fn encode<T: BorshSerialize>(record: &T) -> Vec<u8> {
-    let mut bytes = vec![RECORD_TAG];
+/// `[tag] ++ borsh(record)`.
+pub(crate) fn encode<T: BorshSerialize>(tag: u8, record: &T) -> Vec<u8> {
+    let mut bytes = vec![tag];
     record.serialize(&mut bytes).expect("serialising into a Vec cannot fail");
     bytes
 }
 
 /// How one stored value is encoded.
 pub(crate) enum StoredValue<'a> {
-    /// A record, without its tag.
+    /// A schema v3 value (bundle, chunk location or outcomes mark), without its tag.
+    Bundle(&'a [u8]),
+    /// A schema v2 record, without its tag.
     Record(&'a [u8]),
     /// A JSON view written by schema v1.
     Json(&'a [u8]),
 }
 
 impl<'a> StoredValue<'a> {
-    /// Tells a record from a v1 JSON view by its first byte.
+    /// Tells the encodings apart by the first byte.
     pub(crate) fn of(bytes: &'a [u8]) -> Self {
         match bytes.split_first() {
+            Some((&BUNDLE_TAG, value)) => StoredValue::Bundle(value),
             Some((&RECORD_TAG, record)) => StoredValue::Record(record),
             _ => StoredValue::Json(bytes),
         }

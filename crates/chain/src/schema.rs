@@ -5,6 +5,9 @@
 //! - v2: stored as compact records (`crate::records`); JSON values of v1 stay and are
 //!   read as such, so the step only bumps the version. It exists so that an older
 //!   binary refuses a store holding records instead of failing on the first one.
+//! - v3: a block and its chunks as one bundle under the height (`crate::records`); the
+//!   values of v1 and v2 stay and are read as such, so again the step only bumps the
+//!   version.
 //!
 //! The previous release, rebuilt for the upgrade-rollout tests (`previous_release`
 //! cfg, see `migrations/build.rs`), writes v1.
@@ -15,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Schema version of the chain store this binary writes.
 #[cfg(not(previous_release))]
-pub const CHAIN_SCHEMA_VERSION: u32 = 2;
+pub const CHAIN_SCHEMA_VERSION: u32 = 3;
 /// Schema version of the chain store this binary writes.
 #[cfg(previous_release)]
 pub const CHAIN_SCHEMA_VERSION: u32 = 1;
@@ -25,14 +28,20 @@ pub const CHAIN_SCHEMA_VERSION: u32 = 1;
 pub(crate) enum ValueEncoding {
     /// JSON views (schema v1).
     Json,
-    /// Tagged compact records (schema v2 and later).
+    /// Tagged compact records, one per block, chunk and shard's outcomes (schema v2).
     Record,
+    /// A bundle of block and chunks per height (schema v3 and later).
+    Bundle,
 }
 
 impl ValueEncoding {
     /// What a binary at schema `version` writes.
     pub(crate) fn of_version(version: u32) -> Self {
-        if version >= 2 { ValueEncoding::Record } else { ValueEncoding::Json }
+        match version {
+            0 | 1 => ValueEncoding::Json,
+            2 => ValueEncoding::Record,
+            _ => ValueEncoding::Bundle,
+        }
     }
 
     /// What this binary writes.
@@ -44,28 +53,44 @@ impl ValueEncoding {
 /// The chain store's schema: the runner refuses a store written by a newer binary and
 /// applies the steps to an older one.
 pub fn chain_schema() -> Schema {
-    let mut steps: Vec<Box<dyn MigrationStep>> = Vec::new();
-    if CHAIN_SCHEMA_VERSION >= 2 {
-        steps.push(Box::new(CompactRecords));
-    }
+    let changes = [
+        EncodingChange {
+            source_version: 1,
+            description: "store new blocks as compact records (stored JSON blocks stay and are still read)",
+        },
+        EncodingChange {
+            source_version: 2,
+            description: "store new blocks with their chunks as one bundle (stored blocks stay and are still read)",
+        },
+    ];
+    let steps = changes
+        .into_iter()
+        .filter(|change| change.source_version < CHAIN_SCHEMA_VERSION)
+        .map(|change| Box::new(change) as Box<dyn MigrationStep>)
+        .collect();
     Schema { latest: CHAIN_SCHEMA_VERSION, steps }
 }
 
-/// v1 -> v2: new blocks are written as records; nothing stored is rewritten.
-struct CompactRecords;
+/// A step to a new value encoding: new blocks are written in it from then on and
+/// nothing stored is rewritten (every older encoding is still read), so the step only
+/// bumps the version, which makes an older binary refuse the store.
+struct EncodingChange {
+    source_version: u32,
+    description: &'static str,
+}
 
-impl MigrationStep for CompactRecords {
+impl MigrationStep for EncodingChange {
     fn source_version(&self) -> u32 {
-        1
+        self.source_version
     }
 
     fn description(&self) -> &'static str {
-        "store new blocks as compact records (stored JSON blocks stay and are still read)"
+        self.description
     }
 
     fn run(&self, store: &Store, _cancel: &CancellationToken) -> StoreResult<()> {
         let mut update = StoreUpdate::new();
-        bump_version(&mut update, 2);
+        bump_version(&mut update, self.source_version + 1);
         store.commit(update)
     }
 }

@@ -6,13 +6,16 @@
 pub enum Column {
     /// Store metadata: schema version, migration progress, cursors, applied tokens.
     Misc,
-    /// Chain: block height (u64 big-endian) to the JSON `BlockView`.
+    /// Chain: block height (u64 big-endian) to the block: a JSON `BlockView` (schema
+    /// v1), a block record (v2), or the block with its chunks as one bundle (v3).
     Blocks,
     /// Chain: block hash to block height.
     BlockHeightByHash,
-    /// Chain: chunk hash to the JSON chunk (header, transactions, receipts).
+    /// Chain: chunk hash to the chunk (header, transactions, receipts) as JSON (v1) or a
+    /// record (v2), or to where the chunk sits in its block's bundle (v3).
     Chunks,
-    /// Chain: (height, shard) to the JSON receipt execution outcomes of that shard.
+    /// Chain: (height, shard) to the receipt execution outcomes of that shard as JSON
+    /// (v1) or a record (v2), or a mark that they are the bundled chunk's receipts (v3).
     Outcomes,
     /// Chain: MPC contract state by view-method name, as JSON.
     ContractState,
