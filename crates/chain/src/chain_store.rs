@@ -193,11 +193,20 @@ fn read_bundle(store: &Store, height: u64) -> StoreResult<Option<BlockBundle>> {
     }
 }
 
-/// The chunk at `index` of a bundle that a v3 entry pointed to.
-fn bundled_chunk(store: &Store, bundle: Option<BlockBundle>, index: usize, what: &str) -> StoreResult<ChunkRecord> {
+/// The bundle of block `height`, which a v3 entry (chunk location, outcomes mark) named
+/// `what` points to: a decode error if that block is not stored as a bundle.
+fn pointed_bundle(store: &Store, height: u64, what: &str) -> StoreResult<BlockBundle> {
+    read_bundle(store, height)?
+        .ok_or_else(|| decode_error(store, what, "points at a block that is not stored as a bundle"))
+}
+
+/// The chunk at `index` of `bundle`, which a v3 entry named `what` points to.
+fn chunk_at(store: &Store, bundle: BlockBundle, index: usize, what: &str) -> StoreResult<ChunkRecord> {
     bundle
-        .and_then(|bundle| bundle.chunks.into_iter().nth(index))
-        .ok_or_else(|| decode_error(store, what, "points at a chunk of a block that is not stored as a bundle"))
+        .chunks
+        .into_iter()
+        .nth(index)
+        .ok_or_else(|| decode_error(store, what, "points past the chunks of its block"))
 }
 
 /// The view of a shard's outcomes: every sandbox receipt succeeds, so they are the
@@ -209,18 +218,22 @@ fn outcomes_of(store: &Store, block_hash: [u8; 32], chunk: &ChunkRecord) -> Stor
 
 /// The stored block at `height`.
 pub(crate) fn read_block(store: &Store, height: u64) -> StoreResult<Option<BlockView>> {
-    let Some(bytes) = store.get(Column::Blocks, height.to_be_bytes())? else {
-        return Ok(None);
-    };
-    let view = match StoredValue::of(&bytes) {
+    match store.get(Column::Blocks, height.to_be_bytes())? {
+        Some(bytes) => block_of(store, &bytes).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The view of a value of the `Blocks` column, in any schema's encoding.
+fn block_of(store: &Store, bytes: &[u8]) -> StoreResult<BlockView> {
+    match StoredValue::of(bytes) {
         // The bundle starts with the block: the chunks after it need not be decoded.
         StoredValue::Bundle(mut bundle) => {
             let block = BlockRecord::deserialize(&mut bundle).map_err(|err| decode_error(store, "block", err))?;
-            block_view(&block).map_err(|err| decode_error(store, "block", err))?
+            block_view(&block).map_err(|err| decode_error(store, "block", err))
         }
-        _ => older_view(store, "block", &bytes, |record: BlockRecord| block_view(&record))?,
-    };
-    Ok(Some(view))
+        _ => older_view(store, "block", bytes, |record: BlockRecord| block_view(&record)),
+    }
 }
 
 /// The stored chunk with `hash`.
@@ -231,7 +244,8 @@ pub(crate) fn read_chunk(store: &Store, hash: &CryptoHash) -> StoreResult<Option
     let view = match StoredValue::of(&bytes) {
         StoredValue::Bundle(location) => {
             let location: ChunkLocation = decode(store, "chunk location", location)?;
-            let chunk = bundled_chunk(store, read_bundle(store, location.height)?, location.index as usize, "chunk location")?;
+            let bundle = pointed_bundle(store, location.height, "chunk location")?;
+            let chunk = chunk_at(store, bundle, location.index as usize, "chunk location")?;
             chunk_view(chunk).map_err(|err| decode_error(store, "chunk", err))?
         }
         _ => older_view(store, "chunk", &bytes, chunk_view)?,
@@ -250,9 +264,9 @@ pub(crate) fn read_outcomes(
     };
     match StoredValue::of(&bytes) {
         StoredValue::Bundle(_) => {
-            let bundle = read_bundle(store, height)?;
-            let block_hash = bundle.as_ref().map_or([0; 32], |bundle| bundle.block.hash);
-            let chunk = bundled_chunk(store, bundle, shard, "execution outcomes")?;
+            let bundle = pointed_bundle(store, height, "execution outcomes")?;
+            let block_hash = bundle.block.hash;
+            let chunk = chunk_at(store, bundle, shard, "execution outcomes")?;
             outcomes_of(store, block_hash, &chunk).map(Some)
         }
         _ => older_view(store, "execution outcomes", &bytes, outcomes_view).map(Some),
@@ -338,12 +352,13 @@ pub(crate) fn read_streamer_message(
     store: &Store,
     height: u64,
 ) -> StoreResult<Result<near_indexer_primitives::StreamerMessage, MissingPiece>> {
-    if let Some(bundle) = read_bundle(store, height)? {
-        return bundled_streamer_message(store, height, bundle);
-    }
-    let Some(block) = read_block(store, height)? else {
+    let Some(bytes) = store.get(Column::Blocks, height.to_be_bytes())? else {
         return Ok(Err(MissingPiece::Block));
     };
+    if let StoredValue::Bundle(bundle) = StoredValue::of(&bytes) {
+        return bundled_streamer_message(store, height, decode(store, "block", bundle)?);
+    }
+    let block = block_of(store, &bytes)?;
     let mut shards = Vec::with_capacity(block.chunks.len());
     for (shard, header) in block.chunks.iter().enumerate() {
         let Some(chunk) = read_chunk(store, &header.chunk_hash)? else {
@@ -378,6 +393,7 @@ fn bundled_streamer_message(
     Ok(Ok(near_indexer_primitives::StreamerMessage { block, shards }))
 }
 
+/// One shard of a streamer message, as the sandbox has it: a chunk, no state changes.
 fn indexer_shard(
     shard_id: near_indexer_primitives::types::ShardId,
     chunk: IndexerChunkView,
@@ -543,6 +559,17 @@ mod tests {
             let block = read_block(&store, 5).unwrap_err().to_string();
             assert!(block.contains("block"), "{encoding:?}: {block}");
             assert!(read_streamer_message(&store, 5).is_err(), "{encoding:?}");
+
+            // A chunk location or outcomes mark whose block is not a bundle.
+            if encoding == ValueEncoding::Bundle {
+                let mut older = StoreUpdate::new();
+                older.put(Column::Blocks, 5u64.to_be_bytes(), encode(RECORD_TAG, &produced.block));
+                store.commit(older).unwrap();
+                let chunk = read_chunk(&store, &hash).unwrap_err().to_string();
+                assert!(chunk.contains("chunk location") && chunk.contains("not stored as a bundle"), "{chunk}");
+                let outcomes = read_outcomes(&store, 5, 0).unwrap_err().to_string();
+                assert!(outcomes.contains("execution outcomes"), "{outcomes}");
+            }
         }
     }
 }

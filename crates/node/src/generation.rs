@@ -3,9 +3,9 @@
 //! A generation is what an in-process restart replaces: a child token of the root token,
 //! the chain's actors (which hold the chain store) with their own stop token, the
 //! indexer thread (streamer, monitors, `listen_blocks`) and the watchers that follow it.
-//! The actors run on the process's one actor system. Whoever
-//! holds an [`IndexerGeneration`] owns all of that: [`IndexerGeneration::start`] returns
-//! it, [`IndexerGeneration::stop`] consumes it, so no stopped generation can be left
+//! The actors run on the process's one actor system. Whoever holds an
+//! [`IndexerGeneration`] owns all of that: [`IndexerGeneration::start`] returns it,
+//! [`IndexerGeneration::stop`] consumes it, so no stopped generation can be left
 //! half-running and no running one can be forgotten. Observers (the operations server,
 //! the forced-exit path) read a [`GenerationView`] from a `watch` instead.
 
@@ -125,8 +125,9 @@ fn indexer_config(context: &GenerationContext) -> IndexerConfig {
 
 impl IndexerGeneration {
     /// Starts a generation on `node_store`: the indexer thread under a fresh child of
-    /// the root token (it starts the chain's actors), and its watchers. Returns at once; the thread
-    /// starts the chain and catches up on its own. Refused once a shutdown has begun.
+    /// the root token (it starts the chain's actors), and its watchers. Returns at once;
+    /// the thread starts the chain and catches up on its own. Refused once a shutdown
+    /// has begun.
     pub fn start(context: &GenerationContext, node_store: &Arc<Store>) -> Result<Self, NodeError> {
         if context.root_token.is_cancelled() {
             return Err(NodeError::Cancelled);
