@@ -10,6 +10,9 @@ use mpc_node_process_tests::{
 
 const RESTARTED: &str = "indexer subsystem restarted";
 const READY: &str = "node ready: first block indexed";
+/// How a generation's chain says it got its store.
+const CHAIN_STORE_OPENED: &str = "chain_store=\"opened\"";
+const CHAIN_STORE_KEPT: &str = "chain_store=\"kept open\"";
 
 fn start_heights(log: &str) -> Vec<u64> {
     log.lines()
@@ -84,10 +87,13 @@ fn sighup_restarts_in_a_row_resume_gap_free_and_leak_no_threads_fds_or_stores() 
 
     let log = node.log();
     // Each restart logged the open-instance count right after starting the new
-    // generation: only the node store, so the old chain store had closed.
+    // generation: the node store and the one chain store, kept open from the first
+    // generation to the next (a restart that opened another would count three).
     assert_eq!(count_in_log(&node, "indexer subsystem restarted") as u64, cycles);
-    let one_open = log.matches("open_instances=1 ").count() + log.matches("open_instances=1\n").count();
-    assert_eq!(one_open as u64, cycles, "{log}");
+    let two_open = log.matches("open_instances=2 ").count() + log.matches("open_instances=2\n").count();
+    assert_eq!(two_open as u64, cycles, "{log}");
+    assert_eq!(log.matches(CHAIN_STORE_OPENED).count(), 1, "{log}");
+    assert_eq!(log.matches(CHAIN_STORE_KEPT).count() as u64, cycles, "{log}");
     let heights = start_heights(&log);
     assert_eq!(heights.len() as u64, cycles + 1);
     assert!(heights.windows(2).all(|pair| pair[1] > pair[0]), "a restart went backwards: {heights:?}");
@@ -139,6 +145,9 @@ fn indexer_failures_are_restarted_with_backoff_until_too_many_make_it_fatal() {
     assert_eq!(status.code(), Some(1), "{}", node.log());
     assert_eq!(count_in_log(&node, "restarting indexer subsystem why=indexer failed"), 3, "{}", node.log());
     assert!(node.log().contains("too many failures"), "{}", node.log());
+    // The store may be what failed, so every restart after a failure reopened it.
+    assert_eq!(count_in_log(&node, CHAIN_STORE_OPENED), 4, "{}", node.log());
+    assert_eq!(count_in_log(&node, CHAIN_STORE_KEPT), 0, "{}", node.log());
     let report = node.shutdown_report().expect("report");
     assert_eq!(report["reason"]["kind"], "indexer_exited", "{report}");
     assert_eq!(report["final_instance_count"], 0, "{report}");
@@ -159,6 +168,8 @@ fn a_new_data_wipe_token_wipes_the_chain_data_once_and_indexing_resumes_gap_free
     let heights = start_heights(&node.log());
     assert_eq!(heights.len(), 2);
     assert!(heights[1] > heights[0]);
+    // The wiped store was closed before the wipe and a new one opened after it.
+    assert_eq!(count_in_log(&node, CHAIN_STORE_OPENED), 2, "{}", node.log());
     let indexed = assert_consistent(home.path());
 
     let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);

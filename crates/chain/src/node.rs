@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mpc_store::StoreOptions;
+use mpc_store::{KeptStore, Reuse, StoreOptions};
 use mpc_store::migration::SchemaVerified;
 use near_async::ActorSystem;
 use near_async::futures::FutureSpawnerExt;
@@ -31,7 +31,8 @@ pub enum ChainError {
 }
 
 /// A running sandbox chain: handles to its actors. The actors, not these handles, hold
-/// the chain store, so stopping the actor system is what closes it.
+/// the chain store, so stopping them is what closes it (unless a [`KeptStore`] keeps it
+/// open for the next chain node of the process).
 #[derive(Clone)]
 pub struct ChainNode {
     /// The block producer.
@@ -47,7 +48,9 @@ impl ChainNode {
     /// view-client actors on `actor_system`. The store is counted in tracker group
     /// `store_group`, so a restart of this subsystem can wait for it alone;
     /// `schema_verified` lets the opens after the first in one process skip the
-    /// read-only schema probe.
+    /// read-only schema probe. With `kept`, the store an earlier chain node of this
+    /// process left there is used instead of opening it again (and a store opened now
+    /// is left there for the next one).
     ///
     /// The actors stop when `stop` is cancelled, or with the whole actor system. A
     /// process keeps one actor system for its life and stops each chain node it starts
@@ -59,16 +62,25 @@ impl ChainNode {
         data_dir: &Path,
         store_group: &str,
         schema_verified: &SchemaVerified,
+        kept: Option<&KeptStore>,
         actor_system: &ActorSystem,
         stop: &CancellationToken,
     ) -> Result<ChainNode, ChainError> {
         config.validate().map_err(ChainError::Config)?;
         let options = StoreOptions::new("chain", store_group);
-        let store = open_chain_store(data_dir, config, &options, schema_verified)?;
+        let open = || open_chain_store(data_dir, config, &options, schema_verified);
+        let (store, reuse) = match kept {
+            Some(kept) => kept.open_or_reuse(open)?,
+            None => (open()?, Reuse::Opened),
+        };
         let head = chain_head(&store).map_err(ChainStoreError::from)?.unwrap_or(0);
         // History is produced once, at first start: a restarted chain only resumes.
         let history_target = config.history_blocks.max(head);
-        tracing::info!(head, history_target, path = %data_dir.display(), "sandbox chain starting");
+        let store_was = match reuse {
+            Reuse::Opened => "opened",
+            Reuse::Reused => "kept open",
+        };
+        tracing::info!(head, history_target, path = %data_dir.display(), chain_store = store_was, "sandbox chain starting");
         let client = ClientActor::new(store.holder("client_actor"), config.clone(), head, history_target);
         let view_client = ViewClientActor::new(store.holder("view_client_actor"));
         drop(store);

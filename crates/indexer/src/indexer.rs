@@ -26,16 +26,25 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    /// Opens the chain store under `config.home_dir` and starts the chain's actors on
-    /// `actor_system` (upstream: starts `neard` in-process). The actors stop when
-    /// `stop` is cancelled or the actor system stops.
+    /// Opens the chain store under `config.home_dir` (or takes the one
+    /// `config.kept_chain_store` keeps) and starts the chain's actors on `actor_system`
+    /// (upstream: starts `neard` in-process). The actors stop when `stop` is cancelled
+    /// or the actor system stops.
     pub fn start_near_node(
         config: &IndexerConfig,
         actor_system: &ActorSystem,
         stop: &CancellationToken,
     ) -> Result<NearNode, ChainError> {
         let data_dir = config.chain_data_dir();
-        ChainNode::start(&config.chain, &data_dir, INDEXER_STORE_GROUP, &config.chain_schema_verified, actor_system, stop)
+        ChainNode::start(
+            &config.chain,
+            &data_dir,
+            INDEXER_STORE_GROUP,
+            &config.chain_schema_verified,
+            config.kept_chain_store.as_ref(),
+            actor_system,
+            stop,
+        )
     }
 
     /// An indexer over `node`. `resume_after` is the node store's committed cursor, used

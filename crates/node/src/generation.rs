@@ -1,8 +1,9 @@
 //! One generation of the indexer subsystem, with one owner from start to stop.
 //!
 //! A generation is what an in-process restart replaces: a child token of the root token,
-//! the chain's actors (which hold the chain store) with their own stop token, the
+//! the chain's actors (which use the chain store) with their own stop token, the
 //! indexer thread (streamer, monitors, `listen_blocks`) and the watchers that follow it.
+//! The chain store itself outlives the generation in [`GenerationContext::chain_store`].
 //! The actors run on the process's one actor system. Whoever holds an
 //! [`IndexerGeneration`] owns all of that: [`IndexerGeneration::start`] returns it,
 //! [`IndexerGeneration::stop`] consumes it, so no stopped generation can be left
@@ -18,7 +19,7 @@ use mpc_indexer::{
     SharedStats, ThreadAlive, spawn_indexer_thread,
 };
 use mpc_lifecycle::{LifecyclePhase, PhaseOutcome, PhaseTimings, PhaseTracker, LifecycleSender, Supervisor};
-use mpc_store::Store;
+use mpc_store::{KeptStore, Store};
 use mpc_store::migration::SchemaVerified;
 use near_async::ActorSystem;
 use tokio::sync::{oneshot, watch};
@@ -52,6 +53,10 @@ pub struct GenerationContext {
     /// stop through the generation's own token; at exit near-async's
     /// `shutdown_all_actors()` stops it.
     pub actor_system: ActorSystem,
+    /// The chain store, opened by the first generation and kept open for the next: a
+    /// restart releases it only when it must reopen it (a wipe, a failure), and the
+    /// shutdown sequence closes it.
+    pub chain_store: KeptStore,
 }
 
 /// What observers may see of the running generation; holds no store.
@@ -119,6 +124,7 @@ fn indexer_config(context: &GenerationContext) -> IndexerConfig {
     IndexerConfig {
         test_hooks: context.test_hooks.clone(),
         chain_schema_verified: context.chain_schema_verified.clone(),
+        kept_chain_store: Some(context.chain_store.clone()),
         ..IndexerConfig::new(args.home.clone(), chain)
     }
 }
@@ -184,7 +190,7 @@ impl IndexerGeneration {
 
     /// Stops the generation: cancels its token, joins the indexer thread within `bound`
     /// (aborting tasks that ignore cancellation, then [`ABORT_GRACE`] more), stops the
-    /// watchers and then the chain's actors, which release the chain store (at exit the
+    /// watchers and then the chain's actors, which let go of the chain store (at exit the
     /// whole actor system). Phases are timed into `timings`, so a restart and a
     /// shutdown report them alike.
     pub async fn stop(mut self, bound: Duration, timings: &mut PhaseTimings, stop_for: StopFor) -> GenerationStop {

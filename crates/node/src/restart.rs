@@ -1,5 +1,7 @@
 //! The in-process restart of the indexer subsystem: stop the current generation, wait
-//! for its stores to close, optionally wipe the chain data, start the next generation.
+//! until its actors have let go of the chain store (or, for a wipe or after a failure,
+//! until that store has closed), optionally wipe the chain data, start the next
+//! generation, which takes the kept chain store or opens it again.
 //!
 //! The restart owns what it works on (the node store and the old generation) and hands
 //! everything back in its [`RestartOutcome`], whether it succeeded or not. A shutdown
@@ -19,7 +21,7 @@ use crate::error::NodeError;
 use crate::generation::{GenerationContext, GenerationStop, IndexerGeneration, StopFor};
 use crate::home::Home;
 use crate::startup::RunningNode;
-use crate::stores_closed::wait_for_stores_closed;
+use crate::stores_closed::{wait_for_kept_store_unheld, wait_for_stores_closed};
 
 /// Why and how to restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +32,23 @@ pub struct RestartRequest {
     pub wipe_token: Option<String>,
     /// Pause between stopping and starting (backoff after failures).
     pub backoff: Duration,
+    /// A failure asked for this restart (the streamer, a monitor, the indexer thread).
+    pub after_failure: bool,
+}
+
+impl RestartRequest {
+    /// A restart that is not for a failure and wipes nothing (SIGHUP, the admin API).
+    pub fn asked(why: impl Into<String>) -> Self {
+        RestartRequest { why: why.into(), wipe_token: None, backoff: Duration::ZERO, after_failure: false }
+    }
+
+    /// Whether the next generation needs a freshly opened chain store: a wipe deletes
+    /// it, and after a failure the store may be what failed (a RocksDB background
+    /// error makes an instance refuse writes until it is reopened). Otherwise the next
+    /// generation takes the open store the old one used.
+    pub fn reopens_chain_store(&self) -> bool {
+        self.wipe_token.is_some() || self.after_failure
+    }
 }
 
 /// What a restart hands back to its owner.
@@ -83,10 +102,19 @@ async fn start_next_generation(
     if !stop.aborted.is_empty() {
         tracing::warn!(aborted = ?stop.aborted, "restart aborted tasks that ignored cancellation");
     }
-    timings
-        .phase("close_subsystem_stores", wait_for_stores_closed(Some(INDEXER_STORE_GROUP), bound))
-        .await
-        .map_err(|open| NodeError::NotStopped(format!("chain store still open after the restart drain: {open}")))?;
+    if request.reopens_chain_store() {
+        let kept = context.chain_store.clone();
+        let _ = tokio::task::spawn_blocking(move || kept.release()).await;
+        timings
+            .phase("close_subsystem_stores", wait_for_stores_closed(Some(INDEXER_STORE_GROUP), bound))
+            .await
+            .map_err(|open| NodeError::NotStopped(format!("chain store still open after the restart drain: {open}")))?;
+    } else {
+        timings
+            .phase("release_chain_store", wait_for_kept_store_unheld(&context.chain_store, bound))
+            .await
+            .map_err(|held| NodeError::NotStopped(format!("chain store still used after the restart drain: {held}")))?;
+    }
     if let Some(token) = &request.wipe_token {
         let home = Home::new(&context.args.home);
         timings.phase("wipe_chain_data", async { wipe_chain_data(&home, node_store, token) }).await?;

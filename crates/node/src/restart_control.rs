@@ -73,11 +73,11 @@ impl RestartController {
         match event {
             Event::Request(LifecycleRequest::Shutdown(reason)) => Decision::ShutDown(reason),
             Event::Request(LifecycleRequest::Restart { why, after_failure }) => {
-                self.requested(RestartRequest { why, wipe_token: None, backoff: Duration::ZERO }, after_failure, stage)
+                self.requested(RestartRequest { after_failure, ..RestartRequest::asked(why) }, stage)
             }
             Event::WipeTokenChanged(token) => {
-                let request = RestartRequest { why: "data-wipe token changed".into(), wipe_token: Some(token), backoff: Duration::ZERO };
-                self.requested(request, false, stage)
+                let request = RestartRequest { wipe_token: Some(token), ..RestartRequest::asked("data-wipe token changed") };
+                self.requested(request, stage)
             }
             Event::Started | Event::Restarted => self.deferred_wipe.take().map_or(Decision::Continue, Decision::Restart),
             Event::StartupFailed(error) => {
@@ -90,20 +90,16 @@ impl RestartController {
             }
             Event::IndexerExited(exit) => match classify_indexer_exit(exit) {
                 Err(fatal) => Decision::ShutDown(fatal),
-                Ok(error) => self.after_failure(RestartRequest {
-                    why: format!("indexer failed: {error}"),
-                    wipe_token: None,
-                    backoff: Duration::ZERO,
-                }),
+                Ok(error) => self.after_failure(RestartRequest::asked(format!("indexer failed: {error}"))),
             },
         }
     }
 
     /// A restart somebody asked for: merged into one in flight, ignored before the
     /// indexer runs (a wipe is kept for when it does), counted when a failure asked.
-    fn requested(&mut self, request: RestartRequest, after_failure: bool, stage: Stage) -> Decision {
+    fn requested(&mut self, request: RestartRequest, stage: Stage) -> Decision {
         match stage {
-            Stage::Indexing if after_failure => self.after_failure(request),
+            Stage::Indexing if request.after_failure => self.after_failure(request),
             Stage::Indexing => Decision::Restart(request),
             _ if request.wipe_token.is_some() => {
                 tracing::info!(why = %request.why, "wipe deferred until the indexer runs");
@@ -124,7 +120,7 @@ impl RestartController {
     /// The one place where failures turn into a backoff or, past the limit, a stop.
     fn after_failure(&mut self, request: RestartRequest) -> Decision {
         match self.policy.on_failure() {
-            Some(backoff) => Decision::Restart(RestartRequest { backoff, ..request }),
+            Some(backoff) => Decision::Restart(RestartRequest { backoff, after_failure: true, ..request }),
             None => Decision::ShutDown(ShutdownReason::IndexerExited { error: format!("{} (too many failures)", request.why) }),
         }
     }
@@ -251,6 +247,19 @@ mod tests {
             Decision::ShutDown(ShutdownReason::IndexerExited { error }) => assert!(error.contains("too many failures"), "{error}"),
             other => panic!("expected a stop, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_a_wipe_or_a_failure_makes_the_restart_reopen_the_chain_store() {
+        let mut controller = RestartController::default();
+        let mut reopens = |event| match controller.decide(event, Stage::Indexing) {
+            Decision::Restart(request) => request.reopens_chain_store(),
+            other => panic!("expected a restart, got {other:?}"),
+        };
+        assert!(!reopens(restart("SIGHUP", false)), "an operator's restart keeps the open store");
+        assert!(reopens(Event::WipeTokenChanged("t3".into())), "a wipe deletes the store");
+        assert!(reopens(restart("task monitor failed", true)), "a failed task may have failed on the store");
+        assert!(reopens(exited(IndexerError::Listen(mpc_indexer::ListenError::StreamEnded))), "so may the indexer thread");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use mpc_lifecycle::{
     DeferredSignals, ExitCode, LifecycleReceiver, LifecycleSender, PhaseTracker, Supervisor, lifecycle_channel,
 };
+use mpc_store::KeptStore;
 use mpc_store::migration::SchemaVerified;
 use near_async::ActorSystem;
 use tokio::sync::{mpsc, watch};
@@ -57,8 +58,9 @@ pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks:
     };
     // The home stays claimed until the process ends (`_home_lock` lives to the end of
     // this function); the rest of the run loop's values are not needed any more.
-    let Node { phase, root_token, node_tasks, ops_tasks, notifier, timeout, _home_lock, .. } = node;
-    let context = ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout };
+    let Node { phase, root_token, node_tasks, ops_tasks, notifier, timeout, _home_lock, generation, .. } = node;
+    let chain_store = generation.chain_store;
+    let context = ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout, chain_store };
     let report = shut_down(reason, indexer, context).await;
     ExitCode(report.exit_code)
 }
@@ -123,6 +125,7 @@ async fn set_up(args: StartArgs, deferred_signals: DeferredSignals, test_hooks: 
         test_hooks: test_hooks.indexer.clone(),
         chain_schema_verified: SchemaVerified::default(),
         actor_system: ActorSystem::new(),
+        chain_store: KeptStore::default(),
     };
     let (wipe_sender, wipe_requests) = mpsc::unbounded_channel();
     let startup =

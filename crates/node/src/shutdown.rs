@@ -3,17 +3,18 @@
 //! Order matters (docs/architecture.md): readiness goes first (no new traffic), then the
 //! root token (everything starts draining at once), then node tasks, then the indexer
 //! generation (its thread, whose monitors release `Arc<IndexerState>`, then its actor
-//! system, which releases the chain store), then the operations server, then our own
-//! store handle, and only then the wait for every RocksDB instance to close. Each phase
-//! is bounded by the shared deadline; a phase that overruns is escalated (tasks
-//! aborted) and named in the report, and the process exits 4.
+//! system, which lets go of the chain store), then the operations server, then the
+//! node store and the kept chain store, and only then the wait for every RocksDB
+//! instance to close. Each phase is bounded by the shared deadline; a phase that
+//! overruns is escalated (tasks aborted) and named in the report, and the process
+//! exits 4.
 
 use std::time::{Duration, Instant};
 
 use mpc_lifecycle::{
     Deadline, ExitCode, LifecyclePhase, PhaseOutcome, PhaseTracker, ShutdownReason, ShutdownReport, Supervisor,
 };
-use mpc_store::Store;
+use mpc_store::{KeptStore, Store};
 use tokio_util::sync::CancellationToken;
 
 use crate::generation::{ABORT_GRACE, GenerationStop, StopFor};
@@ -35,12 +36,14 @@ pub struct ShutdownContext {
     pub notifier: Notifier,
     /// Budget for the whole sequence (`--shutdown-timeout`).
     pub timeout: Duration,
+    /// The chain store the generations kept open, closed with the node store.
+    pub chain_store: KeptStore,
 }
 
 /// Runs the sequence for `reason`, stopping whatever `indexer` holds, and returns the
 /// report (already logged).
 pub async fn shut_down(reason: ShutdownReason, indexer: IndexerSlot, context: ShutdownContext) -> ShutdownReport {
-    let ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout } = context;
+    let ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout, chain_store } = context;
     let deadline = Deadline::after(timeout);
     tracing::info!(%reason, timeout_ms = timeout.as_millis() as u64, "shutdown sequence started");
     let mut report = ShutdownReport::new(reason);
@@ -67,7 +70,7 @@ pub async fn shut_down(reason: ShutdownReason, indexer: IndexerSlot, context: Sh
     let ops_bound = (crate::ops_connections::CLOSE_GRACE + ABORT_GRACE).min(deadline.remaining().max(ABORT_GRACE));
     let ops_drain = timings.phase("stop_ops_server", async { ops_tasks.cancel(); drain(&ops_tasks, ops_bound).await }).await;
 
-    let closed = close_stores(node_store, deadline, timings).await;
+    let closed = close_stores(node_store, chain_store, deadline, timings).await;
 
     for stop in [earlier_stop, generation_stop] {
         report.aborted_tasks.extend(stop.aborted);
@@ -105,15 +108,17 @@ async fn drain(tasks: &Supervisor, bound: Duration) -> Drained {
 }
 
 /// Closes the node store on a blocking thread (WAL sync, running background jobs
-/// finished) while the chain store, released with the actor system, closes on the
-/// actors' threads: the two closes overlap, and the wait for every RocksDB instance
-/// covers both.
+/// finished) while the chain store, which the stopped actors let go of, closes on
+/// another: the two closes overlap, and the wait for every RocksDB instance covers both.
 async fn close_stores(
     node_store: Option<std::sync::Arc<Store>>,
+    chain_store: KeptStore,
     deadline: Deadline,
     timings: &mut mpc_lifecycle::PhaseTimings,
 ) -> Result<(), crate::stores_closed::StillOpen> {
     let started = Instant::now();
+    // Not awaited: the wait below covers its close like any other instance's.
+    drop(tokio::task::spawn_blocking(move || chain_store.release()));
     // Dropping the last handle closes the store (mpc_store's Drop syncs the WAL).
     let closing = tokio::task::spawn_blocking(move || {
         let started = Instant::now();

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mpc_store::OpenInstance;
+use mpc_store::{KeptStore, OpenInstance};
 
 /// The stores still open when a wait gave up, with their holders.
 #[derive(Debug)]
@@ -37,5 +37,17 @@ pub async fn wait_for_stores_closed(group: Option<&str>, bound: Duration) -> Res
                 tracing::info!(waited_s = started.elapsed().as_secs(), open = ?open, "waiting for stores to close");
             }
         }
+    }
+}
+
+/// Waits up to `bound` until the users of the store `kept` keeps (an old generation's
+/// actors) have let go of it, so the next generation is its only writer. Returns the
+/// store and its holders when they did not.
+pub async fn wait_for_kept_store_unheld(kept: &KeptStore, bound: Duration) -> Result<(), StillOpen> {
+    let kept = kept.clone();
+    match tokio::task::spawn_blocking(move || kept.wait_until_unheld(bound)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(held)) => Err(StillOpen(vec![held])),
+        Err(_) => Err(StillOpen(mpc_store::open_instances())),
     }
 }

@@ -13,6 +13,7 @@ mod db;
 pub mod directories;
 mod error;
 mod holder;
+mod kept;
 mod options;
 pub mod migration;
 pub mod tracker;
@@ -22,6 +23,7 @@ pub use columns::Column;
 pub use db::{Entry, Store, StoreOptions};
 pub use error::{StoreError, StoreResult};
 pub use holder::StoreHolder;
+pub use kept::{KeptStore, Reuse};
 pub use tracker::{
     OpenInstance, block_until_all_instances_are_dropped, instance_count, open_instances,
     wait_until_all_instances_are_dropped, wait_until_group_instances_are_dropped,

@@ -42,6 +42,17 @@ struct InstanceRecord {
     holders: BTreeMap<u64, String>,
 }
 
+impl InstanceRecord {
+    fn describe(&self) -> OpenInstance {
+        OpenInstance {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            group: self.group.clone(),
+            holders: self.holders.values().cloned().collect(),
+        }
+    }
+}
+
 struct TrackerState {
     next_id: u64,
     instances: BTreeMap<u64, InstanceRecord>,
@@ -100,6 +111,35 @@ impl InstanceGuard {
     }
 }
 
+impl InstanceGuard {
+    /// This instance as [`open_instances`] would list it.
+    pub(crate) fn describe(&self) -> OpenInstance {
+        lock_state().instances[&self.id].describe()
+    }
+}
+
+/// Waits up to `timeout` until the instance of `guard` has no named holder; on time-out
+/// returns it with the holders still keeping it.
+pub(crate) fn wait_until_no_holders(guard: &InstanceGuard, timeout: Duration) -> Result<(), OpenInstance> {
+    let deadline = Instant::now() + timeout;
+    let mut state = lock_state();
+    loop {
+        if state.instances.get(&guard.id).is_none_or(|record| record.holders.is_empty()) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            drop(state);
+            return Err(guard.describe());
+        }
+        state = TRACKER
+            .changed
+            .wait_timeout(state, deadline - now)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .0;
+    }
+}
+
 impl Drop for InstanceGuard {
     fn drop(&mut self) {
         let mut state = lock_state();
@@ -114,12 +154,7 @@ fn snapshot(state: &TrackerState, group: Option<&str>) -> Vec<OpenInstance> {
         .instances
         .values()
         .filter(|record| group.is_none_or(|group| record.group == group))
-        .map(|record| OpenInstance {
-            name: record.name.clone(),
-            path: record.path.clone(),
-            group: record.group.clone(),
-            holders: record.holders.values().cloned().collect(),
-        })
+        .map(InstanceRecord::describe)
         .collect()
 }
 

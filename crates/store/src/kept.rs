@@ -1,0 +1,154 @@
+//! A store kept open from one generation of its users to the next.
+//!
+//! Why: an in-process restart replaces the users of a store (the chain's actors), not
+//! the store. Closing and reopening RocksDB on every restart cost most of the restart
+//! (a new MANIFEST, OPTIONS file and WAL, each synced, and the WAL replayed; about
+//! 16 ms of a 30 ms cycle on a slow machine), and every open left a timer entry in
+//! RocksDB's process-wide scheduler (docs/benchmarks.md). A [`KeptStore`] holds the one
+//! reference that outlives the users: the next generation takes the same instance, and
+//! the owner closes it by [`KeptStore::release`] when a restart has to reopen the store
+//! (a wipe, a failure) or the process stops.
+//!
+//! The old users must be gone before new ones start, or two generations would write
+//! the same store at once: [`KeptStore::wait_until_unheld`] waits for that.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::tracker::wait_until_no_holders;
+use crate::{OpenInstance, Store};
+
+/// The process's reference to a store that outlives its users. Cheap to clone; clones
+/// share the one slot.
+#[derive(Clone, Default)]
+pub struct KeptStore(Arc<Mutex<Option<Arc<Store>>>>);
+
+/// Whether [`KeptStore::open_or_reuse`] opened the store or handed out the kept one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Opened now, and kept from here on.
+    Opened,
+    /// The instance an earlier user opened.
+    Reused,
+}
+
+impl KeptStore {
+    fn slot(&self) -> MutexGuard<'_, Option<Arc<Store>>> {
+        // The slot is replaced whole, never half-updated, so a poisoned lock is safe.
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The kept store, or the one `open` returns, which is kept from then on.
+    pub fn open_or_reuse<E>(&self, open: impl FnOnce() -> Result<Arc<Store>, E>) -> Result<(Arc<Store>, Reuse), E> {
+        let mut slot = self.slot();
+        if let Some(store) = slot.as_ref() {
+            return Ok((store.clone(), Reuse::Reused));
+        }
+        let store = open()?;
+        *slot = Some(store.clone());
+        Ok((store, Reuse::Opened))
+    }
+
+    /// Whether a store is kept now.
+    pub fn is_kept(&self) -> bool {
+        self.slot().is_some()
+    }
+
+    /// Gives up the kept reference: the store closes once its last user lets go.
+    pub fn release(&self) {
+        // Taken out of the slot first, so the close runs without the lock held.
+        let store = self.slot().take();
+        drop(store);
+    }
+
+    /// Waits up to `timeout` until nothing but this slot references the kept store
+    /// (no named holder, no other `Arc`). On time-out returns the store with the
+    /// holders still keeping it. Returns at once when no store is kept.
+    pub fn wait_until_unheld(&self, timeout: Duration) -> Result<(), OpenInstance> {
+        let Some(store) = self.slot().clone() else { return Ok(()) };
+        let deadline = Instant::now() + timeout;
+        wait_until_no_holders(store.instance_guard(), timeout)?;
+        // A holder's own `Arc` drops just after it signs off, and an unnamed user holds
+        // a bare `Arc`: both show in the count (the slot and `store` above are two).
+        while Arc::strong_count(&store) > 2 {
+            if Instant::now() >= deadline {
+                return Err(store.instance_guard().describe());
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for KeptStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("KeptStore").field(&self.slot().as_ref().map(|store| store.name().to_owned())).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{StoreOptions, open_instances};
+
+    fn open(dir: &std::path::Path, group: &str) -> Result<Arc<Store>, crate::StoreError> {
+        Store::open(&dir.join("kept"), &StoreOptions::new("kept", group))
+    }
+
+    /// Stores of `group` open now (each test has its own group: tests run in parallel).
+    fn open_in(group: &str) -> usize {
+        open_instances().iter().filter(|instance| instance.group == group).count()
+    }
+
+    #[test]
+    fn the_next_user_gets_the_instance_the_first_one_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = KeptStore::default();
+        let (first, how) = kept.open_or_reuse(|| open(dir.path(), "kept-reuse")).unwrap();
+        assert_eq!(how, Reuse::Opened);
+        drop(first);
+        assert!(kept.is_kept(), "the slot keeps the store after its first user let go");
+        let (second, how) = kept.open_or_reuse(|| -> Result<_, crate::StoreError> { panic!("must not reopen") }).unwrap();
+        assert_eq!(how, Reuse::Reused);
+        drop(second);
+        kept.release();
+        assert!(!kept.is_kept());
+        assert_eq!(open_in("kept-reuse"), 0, "released and unused: closed");
+        let (third, how) = kept.open_or_reuse(|| open(dir.path(), "kept-reuse")).unwrap();
+        assert_eq!(how, Reuse::Opened, "after a release the store is opened again");
+        drop(third);
+        kept.release();
+    }
+
+    #[test]
+    fn a_failed_open_keeps_nothing() {
+        let kept = KeptStore::default();
+        let failed = kept.open_or_reuse(|| Err::<Arc<Store>, _>("no disk"));
+        assert_eq!(failed.err(), Some("no disk"));
+        assert!(!kept.is_kept());
+    }
+
+    #[test]
+    fn waiting_until_unheld_ends_when_the_last_holder_lets_go_and_names_it_until_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = KeptStore::default();
+        let (store, _) = kept.open_or_reuse(|| open(dir.path(), "kept-wait")).unwrap();
+        let holder = store.holder("old_generation_actor");
+        drop(store);
+        let stuck = kept.wait_until_unheld(Duration::from_millis(20)).unwrap_err();
+        assert_eq!(stuck.holders, vec!["old_generation_actor".to_owned()]);
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            drop(holder);
+        });
+        kept.wait_until_unheld(Duration::from_secs(30)).unwrap();
+        releaser.join().unwrap();
+        let (bare, _) = kept.open_or_reuse(|| open(dir.path(), "kept-wait")).unwrap();
+        assert!(kept.wait_until_unheld(Duration::from_millis(20)).is_err(), "a bare Arc is a user too");
+        drop(bare);
+        kept.wait_until_unheld(Duration::from_millis(20)).unwrap();
+        assert_eq!(open_in("kept-wait"), 1);
+        kept.release();
+        assert_eq!(open_in("kept-wait"), 0, "releasing the last reference closes the store");
+    }
+}
