@@ -105,7 +105,27 @@ fn run_start(args: cli::StartArgs, deferred_signals: mpc_lifecycle::DeferredSign
     };
     let code = runtime.block_on(run_loop::run(args, deferred_signals, test_hooks));
     shut_down_runtime(runtime);
+    if mpc_store::instance_count() == 0 {
+        exit_without_exit_handlers(code);
+    }
     code
+}
+
+/// Ends the process at once with `code`, skipping the C and C++ exit handlers.
+///
+/// Only called once every store is closed, i.e. every RocksDB instance has synced its
+/// WAL and been destroyed, and the shutdown report is written: nothing is left to save.
+/// What `exit` would still run are RocksDB's static destructors, which wake and join
+/// its process-wide background and timer threads one by one; on a machine where waking
+/// a sleeping thread takes milliseconds that was most of the time from the report to
+/// the reaped process (docs/benchmarks.md). Logs go straight to stderr, unbuffered;
+/// stdout is flushed here.
+fn exit_without_exit_handlers(code: ExitCode) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: `_exit` only ends the process; no Rust destructor is relied upon after
+    // this point (the stores and the runtime are gone, the logs are written).
+    unsafe { libc::_exit(code.0) }
 }
 
 /// Ends the runtime once `run` has returned; `main` exits the process right after.
