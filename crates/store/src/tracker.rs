@@ -109,9 +109,7 @@ impl InstanceGuard {
         drop(state);
         TRACKER.changed.notify_all();
     }
-}
 
-impl InstanceGuard {
     /// This instance as [`open_instances`] would list it.
     pub(crate) fn describe(&self) -> OpenInstance {
         lock_state().instances[&self.id].describe()
@@ -121,16 +119,25 @@ impl InstanceGuard {
 /// Waits up to `timeout` until the instance of `guard` has no named holder; on time-out
 /// returns it with the holders still keeping it.
 pub(crate) fn wait_until_no_holders(guard: &InstanceGuard, timeout: Duration) -> Result<(), OpenInstance> {
+    wait_until(timeout, |state| state.instances.get(&guard.id).is_none_or(|record| record.holders.is_empty()))
+        .map_err(|state| state.instances[&guard.id].describe())
+}
+
+/// Waits up to `timeout`, woken by every change to the tracker, until `done` holds; on
+/// time-out hands back the locked state, for the caller to say what is still open.
+fn wait_until(
+    timeout: Duration,
+    done: impl Fn(&TrackerState) -> bool,
+) -> Result<(), MutexGuard<'static, TrackerState>> {
     let deadline = Instant::now() + timeout;
     let mut state = lock_state();
     loop {
-        if state.instances.get(&guard.id).is_none_or(|record| record.holders.is_empty()) {
+        if done(&state) {
             return Ok(());
         }
         let now = Instant::now();
         if now >= deadline {
-            drop(state);
-            return Err(guard.describe());
+            return Err(state);
         }
         state = TRACKER
             .changed
@@ -191,21 +198,5 @@ pub fn wait_until_group_instances_are_dropped(group: &str, timeout: Duration) ->
 }
 
 fn wait_for(group: Option<&str>, timeout: Duration) -> Result<(), Vec<OpenInstance>> {
-    let deadline = Instant::now() + timeout;
-    let mut state = lock_state();
-    loop {
-        let open = snapshot(&state, group);
-        if open.is_empty() {
-            return Ok(());
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(open);
-        }
-        state = TRACKER
-            .changed
-            .wait_timeout(state, deadline - now)
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .0;
-    }
+    wait_until(timeout, |state| snapshot(state, group).is_empty()).map_err(|state| snapshot(&state, group))
 }
