@@ -1,5 +1,7 @@
 //! In-process restarts of the indexer subsystem: SIGHUP, a changed data-wipe token, and
-//! failures under the restart policy; a shutdown during a restart wins.
+//! failures under the restart policy; a shutdown during a restart wins. Also how a
+//! process start gets its chain store: opened beside the node store, unless a data wipe
+//! may be due.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,15 @@ const READY: &str = "node ready: first block indexed";
 /// How a generation's chain says it got its store.
 const CHAIN_STORE_OPENED: &str = "chain_store=\"opened\"";
 const CHAIN_STORE_KEPT: &str = "chain_store=\"kept open\"";
+/// Start-up opened the chain store while the node store opened.
+const CHAIN_STORE_AHEAD: &str = "chain store opened beside the node store";
+
+/// The chain head each chain node of the log started from.
+fn chain_start_heads(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter_map(|line| line.split("sandbox chain starting head=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
 
 fn start_heights(log: &str) -> Vec<u64> {
     log.lines()
@@ -177,5 +188,56 @@ fn a_new_data_wipe_token_wipes_the_chain_data_once_and_indexing_resumes_gap_free
     std::thread::sleep(Duration::from_millis(1200));
     node.stop_gracefully();
     assert!(!node.log().contains("data-wipe token changed"), "an applied token wiped again:\n{}", node.log());
+    assert!(assert_consistent(home.path()) > indexed);
+}
+
+#[test]
+fn a_start_opens_the_chain_store_beside_the_node_store_unless_a_data_wipe_may_be_due() {
+    let home = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
+    node.wait_for_log(READY, START_PATIENCE);
+    std::thread::sleep(Duration::from_millis(300));
+    node.stop_gracefully();
+    assert_eq!(count_in_log(&node, CHAIN_STORE_AHEAD), 1, "{}", node.log());
+    assert_eq!(count_in_log(&node, CHAIN_STORE_OPENED), 1, "the first generation takes the store opened ahead:\n{}", node.log());
+    let indexed = assert_consistent(home.path());
+
+    // A token the node store has not seen: the wipe comes first, then the open.
+    std::fs::write(home.path().join("data-wipe-token"), "wipe-at-start\n").unwrap();
+    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
+    node.wait_for_log(READY, START_PATIENCE);
+    node.stop_gracefully();
+    assert!(node.log().contains("chain data wiped"), "{}", node.log());
+    assert_eq!(count_in_log(&node, CHAIN_STORE_AHEAD), 0, "opened ahead with a wipe due:\n{}", node.log());
+    assert_eq!(chain_start_heads(&node.log()), vec![0], "the chain starts again from genesis:\n{}", node.log());
+    assert_eq!(node.shutdown_report().expect("report")["final_instance_count"], 0);
+    assert!(assert_consistent(home.path()) > indexed);
+}
+
+#[test]
+fn a_wipe_token_written_while_the_node_store_opens_wipes_the_chain_store_opened_ahead_after_closing_it() {
+    let home = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
+    node.wait_for_log(READY, START_PATIENCE);
+    std::thread::sleep(Duration::from_millis(300));
+    node.stop_gracefully();
+    let indexed = assert_consistent(home.path());
+
+    // Start-up holds after the node store opened: the chain store is open by then (its
+    // open is awaited after the hold), and the token arrives after start-up looked.
+    let hold = [("MPC_TEST_HOLD_AFTER_NODE_STORE_OPEN_MS", "1000")];
+    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &hold);
+    node.wait_for_log("test hook: holding start-up after the node store opened", START_PATIENCE);
+    node.wait_for_log(CHAIN_STORE_AHEAD, START_PATIENCE);
+    std::fs::write(home.path().join("data-wipe-token"), "wipe-during-start-up\n").unwrap();
+    node.wait_for_log(READY, START_PATIENCE);
+    std::thread::sleep(Duration::from_millis(300));
+    node.stop_gracefully();
+    assert!(node.log().contains("data-wipe token pending at start"), "{}", node.log());
+    // Had the open store been renamed and deleted under the kept instance, the chain
+    // would have resumed from its old head out of deleted files.
+    assert_eq!(chain_start_heads(&node.log()), vec![0], "the chain starts again from genesis:\n{}", node.log());
+    let report = node.shutdown_report().expect("report");
+    assert_eq!(report["final_instance_count"], 0, "{report}");
     assert!(assert_consistent(home.path()) > indexed);
 }

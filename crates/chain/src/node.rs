@@ -67,8 +67,7 @@ impl ChainNode {
         stop: &CancellationToken,
     ) -> Result<ChainNode, ChainError> {
         config.validate().map_err(ChainError::Config)?;
-        let options = StoreOptions::new("chain", store_group);
-        let open = || open_chain_store(data_dir, config, &options, schema_verified);
+        let open = || open_store(config, data_dir, store_group, schema_verified);
         let (store, reuse) = match kept {
             Some(kept) => kept.open_or_reuse(open)?,
             None => (open()?, Reuse::Opened),
@@ -90,6 +89,31 @@ impl ChainNode {
         stop_when_cancelled(&view_client, stop);
         Ok(ChainNode { client: client.sender(), view_client: view_client.sender(), config: config.clone() })
     }
+
+    /// Opens the chain store into `kept` before the first chain node of the process
+    /// starts, with the same settings [`ChainNode::start`] would use, so the node's
+    /// start-up can open it beside its own store; that start then takes this instance.
+    /// Does nothing when `kept` holds a store already.
+    pub fn open_store_ahead(
+        config: &ChainConfig,
+        data_dir: &Path,
+        store_group: &str,
+        schema_verified: &SchemaVerified,
+        kept: &KeptStore,
+    ) -> Result<(), ChainError> {
+        config.validate().map_err(ChainError::Config)?;
+        Ok(kept.open_ahead(|| open_store(config, data_dir, store_group, schema_verified))?)
+    }
+}
+
+/// Opens (or creates) the chain store of a chain node counted in `store_group`.
+fn open_store(
+    config: &ChainConfig,
+    data_dir: &Path,
+    store_group: &str,
+    schema_verified: &SchemaVerified,
+) -> Result<Arc<mpc_store::Store>, ChainStoreError> {
+    open_chain_store(data_dir, config, &StoreOptions::new("chain", store_group), schema_verified)
 }
 
 /// Stops the actor behind `handle` once `stop` is cancelled. The wait runs on the

@@ -47,6 +47,20 @@ impl Indexer {
         )
     }
 
+    /// Opens the chain store into `config.kept_chain_store` ahead of
+    /// [`Indexer::start_near_node`], which then takes that instance: the node's start-up
+    /// opens it while it opens its own store. Does nothing without a kept store.
+    pub fn open_chain_store_ahead(config: &IndexerConfig) -> Result<(), ChainError> {
+        let Some(kept) = config.kept_chain_store.as_ref() else { return Ok(()) };
+        ChainNode::open_store_ahead(
+            &config.chain,
+            &config.chain_data_dir(),
+            INDEXER_STORE_GROUP,
+            &config.chain_schema_verified,
+            kept,
+        )
+    }
+
     /// An indexer over `node`. `resume_after` is the node store's committed cursor, used
     /// by [`SyncModeEnum::FromInterruption`]. Unlike upstream, the indexer's tasks are
     /// spawned on `tasks`, so they are named, cancellable and awaited at shutdown.

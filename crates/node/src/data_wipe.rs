@@ -10,7 +10,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use mpc_store::{Column, Store, StoreHolder, StoreUpdate};
+use mpc_store::{Column, KeptStore, Store, StoreHolder, StoreUpdate};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -59,24 +59,42 @@ pub fn applied_wipe_token(store: &Store) -> Option<String> {
     store.get(Column::Misc, APPLIED_WIPE_TOKEN_KEY).ok().flatten().and_then(|bytes| String::from_utf8(bytes).ok())
 }
 
+/// The operator's data-wipe token, if the file holds one.
+fn configured_wipe_token(home: &Home) -> Option<String> {
+    let configured = std::fs::read_to_string(home.data_wipe_token()).ok()?.trim().to_owned();
+    (!configured.is_empty()).then_some(configured)
+}
+
 /// The operator's data-wipe token when it differs from the one last applied.
 fn pending_wipe_token(home: &Home, store: &Store) -> Option<String> {
-    let configured = std::fs::read_to_string(home.data_wipe_token()).ok()?.trim().to_owned();
-    (!configured.is_empty() && applied_wipe_token(store).as_deref() != Some(configured.as_str())).then_some(configured)
+    let configured = configured_wipe_token(home)?;
+    (applied_wipe_token(store).as_deref() != Some(configured.as_str())).then_some(configured)
 }
 
 /// Finishes an interrupted wipe and applies a pending one before the first generation
 /// starts: a node stopped or killed before its wipe finished completes it at the next
-/// start, before it indexes anything.
-pub fn finish_wipes_at_start(home: &Home, store: &Store) -> Result<(), NodeError> {
+/// start, before it indexes anything. A chain store opened ahead of the first
+/// generation (see [`wipe_may_be_due_at_start`]) is closed before it is wiped.
+pub fn finish_wipes_at_start(home: &Home, store: &Store, chain_store: &KeptStore) -> Result<(), NodeError> {
     finish_interrupted_wipe(home)?;
     match pending_wipe_token(home, store) {
         Some(token) => {
             tracing::warn!(token = %token, "data-wipe token pending at start, wiping before the indexer starts");
+            // A token written after start-up looked for one: the store was opened ahead
+            // and nothing but the slot holds it, so the release closes it here.
+            chain_store.release();
             wipe_chain_data(home, store, &token)
         }
         None => Ok(()),
     }
+}
+
+/// Whether this start may have to wipe the chain data before the first generation (an
+/// operator's token, applied or not, or an interrupted wipe): then the chain store is
+/// not opened ahead, since a store that needs a wipe may not even open. Which token was
+/// applied is in the node store, not open yet when start-up asks.
+pub fn wipe_may_be_due_at_start(home: &Home) -> bool {
+    home.chain_data_wiping().exists() || configured_wipe_token(home).is_some()
 }
 
 /// Polls `<home>/data-wipe-token` and sends each new token (one that differs from the

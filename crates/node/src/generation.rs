@@ -107,8 +107,8 @@ pub struct GenerationStop {
     pub not_stopped: Vec<String>,
 }
 
-/// The indexer settings `start` runs with.
-fn indexer_config(context: &GenerationContext) -> IndexerConfig {
+/// The indexer settings `start` runs with (and start-up opens the chain store with).
+pub(crate) fn indexer_config(context: &GenerationContext) -> IndexerConfig {
     let args = &context.args;
     let chain = ChainConfig {
         seed: args.sandbox_seed,

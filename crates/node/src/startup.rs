@@ -1,5 +1,5 @@
-//! Start-up, as the run loop's first future: open (and migrate) the node store, finish
-//! or apply a data wipe, start the wipe-token watcher and the first generation of the
+//! Start-up, as the run loop's first future: open (and migrate) the node store, with the
+//! chain store opening beside it, finish or apply a data wipe, start the wipe-token watcher and the first generation of the
 //! indexer, and hand what it opened back to the run loop.
 //!
 //! Why it returns what it opened: if a shutdown overtakes start-up, the run loop drops
@@ -10,16 +10,18 @@
 //! shutdown sequence drains before it waits for every RocksDB instance.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use mpc_lifecycle::{LifecyclePhase, Supervisor};
+use mpc_indexer::Indexer;
+use mpc_lifecycle::{LifecyclePhase, Supervisor, millis};
 use mpc_migrations::node_schema_with_chunk_size;
 use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated};
 use mpc_store::{Store, StoreOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::data_wipe::{finish_wipes_at_start, watch_data_wipe_token};
+use crate::data_wipe::{finish_wipes_at_start, watch_data_wipe_token, wipe_may_be_due_at_start};
 use crate::error::NodeError;
-use crate::generation::{GenerationContext, IndexerGeneration};
+use crate::generation::{GenerationContext, IndexerGeneration, indexer_config};
 use crate::home::Home;
 use crate::test_hooks::TestHooks;
 
@@ -50,9 +52,14 @@ pub struct StartupContext {
 /// Starts the node. Every step either runs where the run loop still receives signals
 /// or checks the root token, so a stop in any phase is honoured.
 pub async fn start_node(context: StartupContext) -> Result<RunningNode, NodeError> {
+    let chain_store_ahead = open_chain_store_ahead(&context);
     let node_store = open_node_store(&context).await?;
+    if let Some(ended) = chain_store_ahead {
+        // Whatever the outcome: a failed open is the first generation's to report.
+        let _ = ended.await;
+    }
     let home = Home::new(&context.generation.args.home);
-    finish_wipes_at_start(&home, &node_store)?;
+    finish_wipes_at_start(&home, &node_store, &context.generation.chain_store)?;
     let holder = node_store.holder("data_wipe_watcher");
     let wipe_requests = context.wipe_requests;
     context.node_tasks.spawn("data_wipe_watcher", move |cancel| {
@@ -60,6 +67,32 @@ pub async fn start_node(context: StartupContext) -> Result<RunningNode, NodeErro
     });
     let generation = IndexerGeneration::start(&context.generation, &node_store)?;
     Ok(RunningNode { node_store, generation })
+}
+
+/// Opens the chain store into the run loop's kept slot on a node task, while the node
+/// store opens: a process start then waits for the longer of the two opens, not for
+/// both in turn. Skipped (`None`) when a data wipe may be due at this start; the first
+/// generation then opens the store after the wipe, as an in-process restart does.
+/// Otherwise returns what tells that the open ended, kept or failed.
+fn open_chain_store_ahead(context: &StartupContext) -> Option<oneshot::Receiver<()>> {
+    if wipe_may_be_due_at_start(&Home::new(&context.generation.args.home)) {
+        tracing::debug!("a data wipe may be due: the chain store opens after the node store");
+        return None;
+    }
+    let config = indexer_config(&context.generation);
+    let (ended_sender, ended) = oneshot::channel();
+    context.node_tasks.spawn("open_chain_store", move |_cancel| async move {
+        let started = Instant::now();
+        match tokio::task::spawn_blocking(move || Indexer::open_chain_store_ahead(&config)).await {
+            Ok(Ok(())) => tracing::info!(duration_ms = millis(started.elapsed()), "chain store opened beside the node store"),
+            // The first generation opens it again and reports the error as its own.
+            Ok(Err(error)) => tracing::debug!(%error, "chain store not opened ahead"),
+            Err(join_error) => tracing::debug!(%join_error, "chain store not opened ahead"),
+        }
+        let _ = ended_sender.send(());
+        Ok::<(), std::convert::Infallible>(())
+    });
+    Some(ended)
 }
 
 /// Opens the node store, migrating it if it is older than this binary (a migration

@@ -9,6 +9,9 @@
 //! the owner closes it by [`KeptStore::release`] when a restart has to reopen the store
 //! (a wipe, a failure) or the process stops.
 //!
+//! A process start can fill the slot ahead of the first user ([`KeptStore::open_ahead`]),
+//! so that open overlaps with another one instead of following it.
+//!
 //! The old users must be gone before new ones start, or two generations would write
 //! the same store at once: [`KeptStore::wait_until_unheld`] waits for that.
 
@@ -21,32 +24,54 @@ use crate::{OpenInstance, Store};
 /// The process's reference to a store that outlives its users. Cheap to clone; clones
 /// share the one slot.
 #[derive(Clone, Default)]
-pub struct KeptStore(Arc<Mutex<Option<Arc<Store>>>>);
+pub struct KeptStore(Arc<Mutex<Option<Kept>>>);
 
-/// Whether [`KeptStore::open_or_reuse`] opened the store or handed out the kept one.
+/// The instance in the slot, and whether a user has taken it yet.
+struct Kept {
+    store: Arc<Store>,
+    handed_out: bool,
+}
+
+/// Whether [`KeptStore::open_or_reuse`] opened the store for this user or handed out
+/// the one an earlier user had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reuse {
-    /// Opened now, and kept from here on.
+    /// Opened for this user: now, or ahead of it by [`KeptStore::open_ahead`].
     Opened,
     /// The instance an earlier user opened.
     Reused,
 }
 
 impl KeptStore {
-    fn slot(&self) -> MutexGuard<'_, Option<Arc<Store>>> {
+    fn slot(&self) -> MutexGuard<'_, Option<Kept>> {
         // The slot is replaced whole, never half-updated, so a poisoned lock is safe.
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The kept store, or the one `open` returns, which is kept from then on.
+    /// The kept store, or the one `open` returns, which is kept from then on. The lock
+    /// is held while `open` runs, so a user that comes while [`KeptStore::open_ahead`]
+    /// opens the store waits for that open instead of starting a second one.
     pub fn open_or_reuse<E>(&self, open: impl FnOnce() -> Result<Arc<Store>, E>) -> Result<(Arc<Store>, Reuse), E> {
         let mut slot = self.slot();
-        if let Some(store) = slot.as_ref() {
-            return Ok((store.clone(), Reuse::Reused));
+        if let Some(kept) = slot.as_mut() {
+            let reuse = if kept.handed_out { Reuse::Reused } else { Reuse::Opened };
+            kept.handed_out = true;
+            return Ok((kept.store.clone(), reuse));
         }
         let store = open()?;
-        *slot = Some(store.clone());
+        *slot = Some(Kept { store: store.clone(), handed_out: true });
         Ok((store, Reuse::Opened))
+    }
+
+    /// Opens the store before its first user needs it (a process start opens it beside
+    /// another store), unless one is kept already. The slot is its only reference, so a
+    /// [`KeptStore::release`] after this returns closes it at once.
+    pub fn open_ahead<E>(&self, open: impl FnOnce() -> Result<Arc<Store>, E>) -> Result<(), E> {
+        let mut slot = self.slot();
+        if slot.is_none() {
+            *slot = Some(Kept { store: open()?, handed_out: false });
+        }
+        Ok(())
     }
 
     /// Whether a store is kept now.
@@ -57,15 +82,15 @@ impl KeptStore {
     /// Gives up the kept reference: the store closes once its last user lets go.
     pub fn release(&self) {
         // Taken out of the slot first, so the close runs without the lock held.
-        let store = self.slot().take();
-        drop(store);
+        let kept = self.slot().take();
+        drop(kept);
     }
 
     /// Waits up to `timeout` until nothing but this slot references the kept store
     /// (no named holder, no other `Arc`). On time-out returns the store with the
     /// holders still keeping it. Returns at once when no store is kept.
     pub fn wait_until_unheld(&self, timeout: Duration) -> Result<(), OpenInstance> {
-        let Some(store) = self.slot().clone() else { return Ok(()) };
+        let Some(store) = self.slot().as_ref().map(|kept| kept.store.clone()) else { return Ok(()) };
         let deadline = Instant::now() + timeout;
         wait_until_no_holders(store.instance_guard(), timeout)?;
         // A holder's own `Arc` drops just after it signs off, and an unnamed user holds
@@ -82,7 +107,7 @@ impl KeptStore {
 
 impl std::fmt::Debug for KeptStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("KeptStore").field(&self.slot().as_ref().map(|store| store.name().to_owned())).finish()
+        f.debug_tuple("KeptStore").field(&self.slot().as_ref().map(|kept| kept.store.name().to_owned())).finish()
     }
 }
 
@@ -118,6 +143,30 @@ mod tests {
         assert_eq!(how, Reuse::Opened, "after a release the store is opened again");
         drop(third);
         kept.release();
+    }
+
+    #[test]
+    fn a_store_opened_ahead_is_the_first_users_own_open_and_closes_with_the_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = KeptStore::default();
+        kept.open_ahead(|| open(dir.path(), "kept-ahead")).unwrap();
+        kept.open_ahead(|| -> Result<_, crate::StoreError> { panic!("kept already: must not open again") }).unwrap();
+        assert_eq!(open_in("kept-ahead"), 1);
+        let must_not_open = || -> Result<Arc<Store>, crate::StoreError> { panic!("opened ahead: must not reopen") };
+        let (first, how) = kept.open_or_reuse(must_not_open).unwrap();
+        assert_eq!(how, Reuse::Opened, "the first user gets the store opened for it");
+        drop(first);
+        let (second, how) = kept.open_or_reuse(must_not_open).unwrap();
+        assert_eq!(how, Reuse::Reused);
+        drop(second);
+        kept.release();
+        assert_eq!(open_in("kept-ahead"), 0);
+
+        kept.open_ahead(|| open(dir.path(), "kept-ahead")).unwrap();
+        kept.release();
+        assert_eq!(open_in("kept-ahead"), 0, "opened ahead and never used: the release alone closes it");
+        assert_eq!(kept.open_ahead(|| Err::<Arc<Store>, _>("no disk")), Err("no disk"));
+        assert!(!kept.is_kept(), "a failed open ahead keeps nothing");
     }
 
     #[test]
