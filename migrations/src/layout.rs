@@ -49,8 +49,12 @@ impl std::fmt::Display for Hash32 {
 }
 
 impl serde::Serialize for Hash32 {
+    /// The hex form from a stack buffer: every stored request and response writes one,
+    /// and a `String` per hash was an allocation per record on the indexing hot path.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.to_hex())
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut hex).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(std::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -263,6 +267,9 @@ mod tests {
         assert_eq!(Hash32::from_hex(&"0f".repeat(31)), None);
         assert_eq!(Hash32::from_hex(&"zz".repeat(32)), None);
         assert_eq!(Hash32::from_hex(&"é".repeat(32)), None, "multi-byte text is refused, not sliced");
+        let json = serde_json::to_string(&Hash32([0xa5; 32])).unwrap();
+        assert_eq!(json, format!("\"{}\"", "a5".repeat(32)), "stored as its hex string");
+        assert_eq!(serde_json::from_str::<Hash32>(&json).unwrap(), Hash32([0xa5; 32]));
     }
 
     #[test]

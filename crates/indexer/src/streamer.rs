@@ -94,16 +94,32 @@ async fn retry_height(
     }
 }
 
-/// Sends `message` on, unless cancelled or the receiver is gone (then `false`).
-async fn forward(sender: &mpsc::Sender<StreamerMessage>, message: StreamerMessage, cancel: &CancellationToken) -> bool {
+/// Sends `messages` on, in order, unless cancelled or the receiver is gone (then
+/// `false`). Waits until the channel has room for all of them and then sends them
+/// together: while catching up the channel is full, and sending one at a time woke this
+/// task for every block `listen_blocks` took (a thread switch per block).
+async fn forward(
+    sender: &mpsc::Sender<StreamerMessage>,
+    messages: Vec<StreamerMessage>,
+    cancel: &CancellationToken,
+) -> bool {
+    if messages.is_empty() {
+        return true;
+    }
     tokio::select! {
         _ = cancel.cancelled() => false,
-        sent = sender.send(message) => {
-            if sent.is_err() {
-                tracing::debug!("streamer receiver dropped, stopping");
+        permits = sender.reserve_many(messages.len()) => match permits {
+            Ok(permits) => {
+                for (permit, message) in permits.zip(messages) {
+                    permit.send(message);
+                }
+                true
             }
-            sent.is_ok()
-        }
+            Err(_) => {
+                tracing::debug!("streamer receiver dropped, stopping");
+                false
+            }
+        },
     }
 }
 
@@ -136,17 +152,16 @@ pub(crate) async fn run_streamer(
         while !waiting_for_sync && next <= target {
             let count = (target - next + 1).min(FETCH_BATCH).min(config.streamer_buffer.max(1) as u64);
             let batch = fetch_batch(&node, next, count).await;
-            for message in batch.messages {
-                if !forward(&sender, message, &cancel).await {
-                    return Ok(());
-                }
-                next += 1;
+            let fetched = batch.messages.len() as u64;
+            if !forward(&sender, batch.messages, &cancel).await {
+                return Ok(());
             }
+            next += fetched;
             if let Some(error) = batch.stopped_by {
                 let Some(message) = retry_height(&node, next, error, config.max_fetch_attempts, &cancel).await? else {
                     return Ok(());
                 };
-                if !forward(&sender, message, &cancel).await {
+                if !forward(&sender, vec![message], &cancel).await {
                     return Ok(());
                 }
                 next += 1;

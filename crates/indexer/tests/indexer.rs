@@ -325,3 +325,62 @@ async fn a_new_generation_that_observes_the_recorded_contract_views_writes_nothi
     let failed = run_monitors_until_published(home.path(), store).await;
     assert!(failed.is_empty(), "a monitor wrote a value the store already held: {failed:?}");
 }
+
+/// The arguments of the `respond` actions of `message`, to edit.
+fn respond_args(message: &mut StreamerMessage) -> Vec<&mut near_indexer_primitives::types::FunctionArgs> {
+    use near_indexer_primitives::views::{ActionView, ReceiptEnumView};
+    let mut found = Vec::new();
+    for shard in &mut message.shards {
+        for executed in &mut shard.receipt_execution_outcomes {
+            let ReceiptEnumView::Action { actions, .. } = &mut executed.receipt.receipt else { continue };
+            for action in actions {
+                if let ActionView::FunctionCall { method_name, args, .. } = action
+                    && method_name == "respond"
+                {
+                    found.push(args);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extraction_takes_each_sign_and_respond_call_reads_escaped_ids_and_skips_malformed_calls() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let system = ActorSystem::new();
+    let config = indexer_config(dir.path(), chain_config(12), SyncModeEnum::BlockHeight(1));
+    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
+    wait_for_head(&node, 12).await;
+    let height = mpc_chain::workload::RESPONSE_DELAY + 5;
+    let mut message = fetch(&node, height).await;
+    stop_chain(&system);
+    let contract = &config.chain.contract_id;
+    let per_block = config.chain.sign_requests_per_block as usize;
+
+    let effects = mpc_indexer::extract_block_effects(&message, contract);
+    assert_eq!(effects.cursor, Cursor { height, block_hash: Hash32(message.block.header.hash.0) });
+    assert_eq!(effects.requests.len(), per_block);
+    assert_eq!(effects.responses.len(), per_block);
+    for (index, request) in effects.requests.iter().enumerate() {
+        assert_eq!(request.height, height, "request {index}");
+        assert!(!request.payload.is_empty() && !request.path.is_empty(), "request {index}: {request:?}");
+        assert!(request.predecessor_id.ends_with(".sandbox"), "request {index}: {request:?}");
+    }
+
+    // The same ids with their first character JSON-escaped read the same; a malformed
+    // call is skipped, not an error.
+    let mut args = respond_args(&mut message);
+    assert_eq!(args.len(), per_block);
+    for args in args.iter_mut().skip(1) {
+        let text = String::from_utf8(args.to_vec()).unwrap();
+        let (before, id) = text.split_once(":\"").unwrap();
+        let first = id.chars().next().unwrap();
+        **args = format!("{before}:\"\\u{:04x}{}", first as u32, &id[first.len_utf8()..]).into_bytes().into();
+    }
+    *args[0] = b"{\"request_id\": 7}".to_vec().into();
+    let edited = mpc_indexer::extract_block_effects(&message, contract);
+    assert_eq!(edited.requests, effects.requests);
+    assert_eq!(edited.responses, effects.responses[1..], "escaped ids read as before, the malformed one skipped");
+}

@@ -27,7 +27,8 @@ impl StoreUpdate {
         // Only the node's own plain record types are written (no maps with non-string
         // keys, no fallible custom serializers), so serialising cannot fail.
         let bytes = serde_json::to_vec(value).expect("store records serialise to JSON");
-        self.put(column, key, bytes);
+        // Moved in, not copied: this is on the indexing hot path, once per record.
+        self.ops.push((column, key.as_ref().to_vec(), Some(bytes)));
     }
 
     /// Deletes `key`.
