@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use mpc_node_process_tests::{
-    DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent, count_in_log, env_number, fast_node_args, open_fds,
-    proc_status_value, wait_for_count,
+    DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent, count_in_log, env_number, fast_node_args,
+    home_indexed_to, open_fds, proc_status_value, wait_for_count,
 };
 
 const RESTARTED: &str = "indexer subsystem restarted";
@@ -17,6 +17,13 @@ const CHAIN_STORE_OPENED: &str = "chain_store=\"opened\"";
 const CHAIN_STORE_KEPT: &str = "chain_store=\"kept open\"";
 /// Start-up opened the chain store while the node store opened.
 const CHAIN_STORE_AHEAD: &str = "chain store opened beside the node store";
+
+/// A node on `home` with the fast test settings, once it has indexed its first block.
+fn start_until_ready(home: &std::path::Path) -> NodeProcess {
+    let mut node = NodeProcess::start(home, &fast_node_args(), &[]);
+    node.wait_for_log(READY, START_PATIENCE);
+    node
+}
 
 /// The chain head each chain node of the log started from.
 fn chain_start_heads(log: &str) -> Vec<u64> {
@@ -168,8 +175,7 @@ fn indexer_failures_are_restarted_with_backoff_until_too_many_make_it_fatal() {
 #[test]
 fn a_new_data_wipe_token_wipes_the_chain_data_once_and_indexing_resumes_gap_free() {
     let home = tempfile::tempdir().unwrap();
-    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
-    node.wait_for_log(READY, START_PATIENCE);
+    let mut node = start_until_ready(home.path());
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(home.path().join("data-wipe-token"), "wipe-2026-11-23\n").unwrap();
     node.wait_for_log("chain data wiped", DOCKER_GRACE);
@@ -183,8 +189,7 @@ fn a_new_data_wipe_token_wipes_the_chain_data_once_and_indexing_resumes_gap_free
     assert_eq!(count_in_log(&node, CHAIN_STORE_OPENED), 2, "{}", node.log());
     let indexed = assert_consistent(home.path());
 
-    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
-    node.wait_for_log(READY, START_PATIENCE);
+    let mut node = start_until_ready(home.path());
     std::thread::sleep(Duration::from_millis(1200));
     node.stop_gracefully();
     assert!(!node.log().contains("data-wipe token changed"), "an applied token wiped again:\n{}", node.log());
@@ -194,8 +199,7 @@ fn a_new_data_wipe_token_wipes_the_chain_data_once_and_indexing_resumes_gap_free
 #[test]
 fn a_start_opens_the_chain_store_beside_the_node_store_unless_a_data_wipe_may_be_due() {
     let home = tempfile::tempdir().unwrap();
-    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
-    node.wait_for_log(READY, START_PATIENCE);
+    let mut node = start_until_ready(home.path());
     std::thread::sleep(Duration::from_millis(300));
     node.stop_gracefully();
     assert_eq!(count_in_log(&node, CHAIN_STORE_AHEAD), 1, "{}", node.log());
@@ -204,8 +208,7 @@ fn a_start_opens_the_chain_store_beside_the_node_store_unless_a_data_wipe_may_be
 
     // A token the node store has not seen: the wipe comes first, then the open.
     std::fs::write(home.path().join("data-wipe-token"), "wipe-at-start\n").unwrap();
-    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
-    node.wait_for_log(READY, START_PATIENCE);
+    let mut node = start_until_ready(home.path());
     node.stop_gracefully();
     assert!(node.log().contains("chain data wiped"), "{}", node.log());
     assert_eq!(count_in_log(&node, CHAIN_STORE_AHEAD), 0, "opened ahead with a wipe due:\n{}", node.log());
@@ -216,11 +219,7 @@ fn a_start_opens_the_chain_store_beside_the_node_store_unless_a_data_wipe_may_be
 
 #[test]
 fn a_wipe_token_written_while_the_node_store_opens_wipes_the_chain_store_opened_ahead_after_closing_it() {
-    let home = tempfile::tempdir().unwrap();
-    let mut node = NodeProcess::start(home.path(), &fast_node_args(), &[]);
-    node.wait_for_log(READY, START_PATIENCE);
-    std::thread::sleep(Duration::from_millis(300));
-    node.stop_gracefully();
+    let home = home_indexed_to(20, &fast_node_args());
     let indexed = assert_consistent(home.path());
 
     // Start-up holds after the node store opened: the chain store is open by then (its
