@@ -25,7 +25,14 @@ impl Hash32 {
     /// Lower-case hex form. (Every stored request and response carries one, so it is
     /// on the indexing hot path: a `format!` per byte cost 14 % of a benchmark's time.)
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.with_hex(str::to_owned)
+    }
+
+    /// Hands the hex form to `use_hex` from a stack buffer, without allocating.
+    fn with_hex<R>(&self, use_hex: impl FnOnce(&str) -> R) -> R {
+        let mut digits = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut digits).expect("64 digits for 32 bytes");
+        use_hex(std::str::from_utf8(&digits).expect("hex digits are ASCII"))
     }
 
     /// Parses the hex form; `None` if it is not 64 hex digits.
@@ -38,13 +45,13 @@ impl Hash32 {
 
 impl std::fmt::Debug for Hash32 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
+        self.with_hex(|hex| f.write_str(hex))
     }
 }
 
 impl std::fmt::Display for Hash32 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
+        self.with_hex(|hex| f.write_str(hex))
     }
 }
 
@@ -52,9 +59,7 @@ impl serde::Serialize for Hash32 {
     /// The hex form from a stack buffer: every stored request and response writes one,
     /// and a `String` per hash was an allocation per record on the indexing hot path.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut hex = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut hex).map_err(serde::ser::Error::custom)?;
-        serializer.serialize_str(std::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
+        self.with_hex(|hex| serializer.serialize_str(hex))
     }
 }
 

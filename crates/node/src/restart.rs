@@ -37,8 +37,10 @@ pub struct RestartRequest {
 }
 
 impl RestartRequest {
-    /// A restart that is not for a failure and wipes nothing (SIGHUP, the admin API).
-    pub fn asked(why: impl Into<String>) -> Self {
+    /// A restart for `why` that wipes nothing, starts the next generation at once and
+    /// is not counted as a failure; the restart controller adds a wipe token, a backoff
+    /// or the failure mark where they apply.
+    pub fn new(why: impl Into<String>) -> Self {
         RestartRequest { why: why.into(), wipe_token: None, backoff: Duration::ZERO, after_failure: false }
     }
 

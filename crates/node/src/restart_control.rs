@@ -73,10 +73,10 @@ impl RestartController {
         match event {
             Event::Request(LifecycleRequest::Shutdown(reason)) => Decision::ShutDown(reason),
             Event::Request(LifecycleRequest::Restart { why, after_failure }) => {
-                self.requested(RestartRequest { after_failure, ..RestartRequest::asked(why) }, stage)
+                self.requested(RestartRequest { after_failure, ..RestartRequest::new(why) }, stage)
             }
             Event::WipeTokenChanged(token) => {
-                let request = RestartRequest { wipe_token: Some(token), ..RestartRequest::asked("data-wipe token changed") };
+                let request = RestartRequest { wipe_token: Some(token), ..RestartRequest::new("data-wipe token changed") };
                 self.requested(request, stage)
             }
             Event::Started | Event::Restarted => self.deferred_wipe.take().map_or(Decision::Continue, Decision::Restart),
@@ -90,7 +90,7 @@ impl RestartController {
             }
             Event::IndexerExited(exit) => match classify_indexer_exit(exit) {
                 Err(fatal) => Decision::ShutDown(fatal),
-                Ok(error) => self.after_failure(RestartRequest::asked(format!("indexer failed: {error}"))),
+                Ok(error) => self.after_failure(RestartRequest::new(format!("indexer failed: {error}"))),
             },
         }
     }

@@ -1,6 +1,7 @@
 //! Start-up, as the run loop's first future: open (and migrate) the node store, with the
-//! chain store opening beside it, finish or apply a data wipe, start the wipe-token watcher and the first generation of the
-//! indexer, and hand what it opened back to the run loop.
+//! chain store opening beside it, finish or apply a data wipe, start the wipe-token
+//! watcher and the first generation of the indexer, and hand what it opened back to the
+//! run loop.
 //!
 //! Why it returns what it opened: if a shutdown overtakes start-up, the run loop drops
 //! this future, and with it everything it holds; nothing is left in a place the
@@ -74,25 +75,37 @@ pub async fn start_node(context: StartupContext) -> Result<RunningNode, NodeErro
 /// both in turn. Skipped (`None`) when a data wipe may be due at this start; the first
 /// generation then opens the store after the wipe, as an in-process restart does.
 /// Otherwise returns what tells that the open ended, kept or failed.
-fn open_chain_store_ahead(context: &StartupContext) -> Option<oneshot::Receiver<()>> {
+fn open_chain_store_ahead(context: &StartupContext) -> Option<oneshot::Receiver<Result<(), tokio::task::JoinError>>> {
     if wipe_may_be_due_at_start(&Home::new(&context.generation.args.home)) {
         tracing::debug!("a data wipe may be due: the chain store opens after the node store");
         return None;
     }
     let config = indexer_config(&context.generation);
-    let (ended_sender, ended) = oneshot::channel();
-    context.node_tasks.spawn("open_chain_store", move |_cancel| async move {
+    Some(run_blocking_on_node_task(&context.node_tasks, "open_chain_store", move || {
         let started = Instant::now();
-        match tokio::task::spawn_blocking(move || Indexer::open_chain_store_ahead(&config)).await {
-            Ok(Ok(())) => tracing::info!(duration_ms = millis(started.elapsed()), "chain store opened beside the node store"),
+        match Indexer::open_chain_store_ahead(&config) {
+            Ok(()) => tracing::info!(duration_ms = millis(started.elapsed()), "chain store opened beside the node store"),
             // The first generation opens it again and reports the error as its own.
-            Ok(Err(error)) => tracing::debug!(%error, "chain store not opened ahead"),
-            Err(join_error) => tracing::debug!(%join_error, "chain store not opened ahead"),
+            Err(error) => tracing::debug!(%error, "chain store not opened ahead"),
         }
-        let _ = ended_sender.send(());
+    }))
+}
+
+/// Runs the blocking `work` (a store open) on a supervised node task and hands its
+/// result back. A result nobody waits for any more (start-up abandoned) is dropped
+/// inside that task, which the shutdown sequence drains before it waits for every
+/// RocksDB instance.
+fn run_blocking_on_node_task<T: Send + 'static>(
+    tasks: &Supervisor,
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> oneshot::Receiver<Result<T, tokio::task::JoinError>> {
+    let (done_sender, done) = oneshot::channel();
+    tasks.spawn(name, move |_cancel| async move {
+        let _ = done_sender.send(tokio::task::spawn_blocking(work).await);
         Ok::<(), std::convert::Infallible>(())
     });
-    Some(ended)
+    done
 }
 
 /// Opens the node store, migrating it if it is older than this binary (a migration
@@ -114,25 +127,16 @@ async fn open_node_store(context: &StartupContext) -> Result<Arc<Store>, NodeErr
         ..MigrationSettings::default()
     };
     let test_hooks = context.test_hooks.clone();
-    let (opened_sender, opened_receiver) = oneshot::channel();
-    context.node_tasks.spawn("open_node_store", move |_cancel| async move {
-        let opened = tokio::task::spawn_blocking(move || {
-            let opened = open_migrated(&path, &options, &schema, &settings);
-            test_hooks.after_node_store_open();
-            opened
-        })
-        .await;
-        let opened = match opened {
-            Ok(opened) => opened.map_err(NodeError::from),
-            Err(join_error) => Err(NodeError::NotStopped(format!("the store open task failed: {join_error}"))),
-        };
-        // Unsent (start-up abandoned): the store drops here, inside this task.
-        let _ = opened_sender.send(opened);
-        Ok::<(), std::convert::Infallible>(())
+    let opened = run_blocking_on_node_task(&context.node_tasks, "open_node_store", move || {
+        let opened = open_migrated(&path, &options, &schema, &settings);
+        test_hooks.after_node_store_open();
+        opened
     });
-    let (node_store, outcome) = opened_receiver
-        .await
-        .unwrap_or_else(|_| Err(NodeError::NotStopped("the store open task ended without a result".into())))?;
+    let (node_store, outcome) = match opened.await {
+        Ok(Ok(opened)) => opened?,
+        Ok(Err(join_error)) => return Err(NodeError::NotStopped(format!("the store open task failed: {join_error}"))),
+        Err(_) => return Err(NodeError::NotStopped("the store open task ended without a result".into())),
+    };
     match outcome {
         SchemaOutcome::Created { version } => tracing::info!(version, "node store created"),
         SchemaOutcome::Current { version } => tracing::info!(version, "node store opened"),
