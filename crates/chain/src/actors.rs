@@ -9,7 +9,8 @@ use near_indexer_primitives::views::BlockView;
 use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutcomeWithReceipt};
 
 use crate::chain_store::{
-    MissingPiece, read_block, read_chunk, read_contract_view, read_outcomes, read_streamer_message, write_block,
+    MissingPiece, read_block, read_chunk, read_contract_view, read_outcomes, read_streamer_message,
+    read_streamer_messages, write_block,
 };
 use crate::config::ChainConfig;
 
@@ -219,11 +220,16 @@ impl Handler<GetOutcomes, Result<Vec<IndexerExecutionOutcomeWithReceipt>, ViewEr
 
 impl ViewClientActor {
     fn streamer_message(&self, height: u64) -> Result<near_indexer_primitives::StreamerMessage, ViewError> {
-        read_streamer_message(&self.store, height)?.map_err(|missing| match missing {
-            MissingPiece::Block => ViewError::UnknownBlock(height),
-            MissingPiece::Chunk(hash) => ViewError::UnknownChunk(hash),
-            MissingPiece::Outcomes(shard) => ViewError::MissingOutcomes { height, shard },
-        })
+        read_streamer_message(&self.store, height)?.map_err(|missing| view_error(height, missing))
+    }
+}
+
+/// The error that names the piece of block `height` found missing.
+fn view_error(height: u64, missing: MissingPiece) -> ViewError {
+    match missing {
+        MissingPiece::Block => ViewError::UnknownBlock(height),
+        MissingPiece::Chunk(hash) => ViewError::UnknownChunk(hash),
+        MissingPiece::Outcomes(shard) => ViewError::MissingOutcomes { height, shard },
     }
 }
 
@@ -235,14 +241,13 @@ impl Handler<GetStreamerMessage, Result<near_indexer_primitives::StreamerMessage
 
 impl Handler<GetStreamerMessages, StreamerMessages> for ViewClientActor {
     fn handle(&mut self, query: GetStreamerMessages) -> StreamerMessages {
-        let mut messages = Vec::with_capacity(query.count.min(1024) as usize);
-        for height in query.start..query.start.saturating_add(query.count) {
-            match self.streamer_message(height) {
-                Ok(message) => messages.push(message),
-                Err(err) => return StreamerMessages { messages, stopped_by: Some(err) },
-            }
+        match read_streamer_messages(&self.store, query.start, query.count) {
+            Ok((messages, stopped_at)) => StreamerMessages {
+                messages,
+                stopped_by: stopped_at.map(|(height, missing)| view_error(height, missing)),
+            },
+            Err(err) => StreamerMessages { messages: Vec::new(), stopped_by: Some(err.into()) },
         }
-        StreamerMessages { messages, stopped_by: None }
     }
 }
 

@@ -8,21 +8,25 @@
 //!    path (streamer querying the view-client actor, `listen_blocks` committing each
 //!    block with its cursor) indexes it into a fresh node store. Beside it, the same
 //!    batches (built from the chain's own record) are committed straight into a fresh
-//!    store: raw RocksDB writing the same bytes in the same batch sizes.
+//!    store: raw RocksDB writing the same bytes, one batch per block (the issue's
+//!    baseline), and again in the batch sizes `listen_blocks` uses while catching up
+//!    (the blocks queued behind each other, up to `MAX_WRITES_PER_BATCH` writes).
 //! 2. Machinery cost: `listen_blocks` over a prefilled channel of the same messages,
-//!    against a bare loop doing only extract + build batch + commit (no cancellation
-//!    select, no stats, no watch publish, no holder).
+//!    against a bare loop on one thread doing only extract + build the batch of the
+//!    queued blocks + commit (no second stage, no cancellation select, no stats, no
+//!    watch publish, no holder).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mpc_chain::{ChainConfig, GetStatus, stored_streamer_message};
 use mpc_indexer::{
-    Indexer, IndexerConfig, IndexerState, IndexerStats, SyncModeEnum, extract_block_effects, listen_blocks,
+    Indexer, IndexerConfig, IndexerState, IndexerStats, MAX_WRITES_PER_BATCH, SyncModeEnum, extract_block_effects,
+    listen_blocks,
 };
 use mpc_lifecycle::{Supervisor, lifecycle_channel};
 use mpc_migrations::layout::{block_update, read_cursor};
-use mpc_store::{Store, StoreOptions};
+use mpc_store::{Store, StoreOptions, StoreUpdate};
 use near_async::ActorSystem;
 use near_async::messaging::CanSendAsync;
 use near_indexer_primitives::StreamerMessage;
@@ -149,22 +153,37 @@ async fn index_through_the_node(workload: &Workload) -> Run {
     run
 }
 
-/// Raw RocksDB: the same batches committed directly.
-async fn raw_commits(workload: &Workload) -> Run {
+/// Each block's batch, as `listen_blocks` builds it.
+fn block_batches(workload: &Workload) -> Vec<StoreUpdate> {
     let contract = workload.config.chain.contract_id.clone();
-    let batches: Vec<_> = {
-        let mut applied = 0;
-        workload
-            .messages
-            .iter()
-            .map(|message| {
-                let effects = extract_block_effects(message, &contract);
-                let update = block_update(&effects, applied);
-                applied += effects.requests.len() as u64;
-                update
-            })
-            .collect()
-    };
+    let mut applied = 0;
+    workload
+        .messages
+        .iter()
+        .map(|message| {
+            let effects = extract_block_effects(message, &contract);
+            let update = block_update(&effects, applied);
+            applied += effects.requests.len() as u64;
+            update
+        })
+        .collect()
+}
+
+/// Consecutive batches joined as `listen_blocks` joins the blocks queued behind each
+/// other: up to `MAX_WRITES_PER_BATCH` writes in one.
+fn joined(batches: Vec<StoreUpdate>) -> Vec<StoreUpdate> {
+    let mut joined: Vec<StoreUpdate> = Vec::new();
+    for batch in batches {
+        match joined.last_mut() {
+            Some(last) if last.len() < MAX_WRITES_PER_BATCH => last.append(batch),
+            _ => joined.push(batch),
+        }
+    }
+    joined
+}
+
+/// Raw RocksDB: `batches` committed directly into a fresh store.
+async fn raw_commits(batches: Vec<StoreUpdate>) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let store = node_store(&dir);
     timed(async {
@@ -193,7 +212,8 @@ async fn listen_prefilled(workload: &Workload, node: &mpc_chain::ChainNode) -> f
     elapsed
 }
 
-/// The bare loop: extract, build the batch, commit. Seconds.
+/// The bare loop: extract, build the batch of the blocks queued, commit, on one
+/// thread. Seconds.
 async fn bare_prefilled(workload: &Workload) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let store = node_store(&dir);
@@ -205,10 +225,17 @@ async fn bare_prefilled(workload: &Workload) -> f64 {
     let contract = workload.config.chain.contract_id.clone();
     let started = Instant::now();
     let mut applied = 0;
-    while let Some(message) = receiver.recv().await {
-        let effects = extract_block_effects(&message, &contract);
-        store.commit(block_update(&effects, applied)).unwrap();
-        applied += effects.requests.len() as u64;
+    while let Some(first) = receiver.recv().await {
+        let mut update = StoreUpdate::new();
+        let mut next = Some(first);
+        while let Some(message) = next {
+            let effects = extract_block_effects(&message, &contract);
+            drop(message);
+            update.append(block_update(&effects, applied));
+            applied += effects.requests.len() as u64;
+            next = if update.len() < MAX_WRITES_PER_BATCH { receiver.try_recv().ok() } else { None };
+        }
+        store.commit(update).unwrap();
     }
     started.elapsed().as_secs_f64()
 }
@@ -245,23 +272,27 @@ async fn main() {
         }
         let indexed = workload.messages.len() as f64;
         let requests = indexed * f64::from(requests_per_block);
-        let (mut node_runs, mut raw_runs) = (Vec::new(), Vec::new());
+        let (mut node_runs, mut raw_runs, mut joined_runs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..3 {
             node_runs.push(index_through_the_node(&workload).await);
-            raw_runs.push(raw_commits(&workload).await);
+            raw_runs.push(raw_commits(block_batches(&workload)).await);
+            joined_runs.push(raw_commits(joined(block_batches(&workload))).await);
         }
         let wall = |runs: &[Run]| median(runs.iter().map(|run| run.wall).collect());
         let cpu_per_block = |runs: &[Run]| median(runs.iter().map(|run| run.cpu).collect()) / indexed * 1e6;
-        let (node_s, raw_s) = (wall(&node_runs), wall(&raw_runs));
+        let (node_s, raw_s, joined_s) = (wall(&node_runs), wall(&raw_runs), wall(&joined_runs));
         println!(
             "throughput r={requests_per_block}: node {:.0} blocks/s {:.0} requests/s; raw RocksDB {:.0} blocks/s; ratio {:.2}; \
-             CPU per block (all threads) node {:.1} us, raw {:.1} us",
+             CPU per block (all threads) node {:.1} us, raw {:.1} us; \
+             raw in the node's batch sizes {:.0} blocks/s, ratio to it {:.2}",
             indexed / node_s,
             requests / node_s,
             indexed / raw_s,
             raw_s / node_s,
             cpu_per_block(&node_runs),
             cpu_per_block(&raw_runs),
+            indexed / joined_s,
+            joined_s / node_s,
         );
 
         let system = ActorSystem::new();

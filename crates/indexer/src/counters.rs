@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static BLOCKS_INDEXED: AtomicU64 = AtomicU64::new(0);
 static SIGN_REQUESTS_INDEXED: AtomicU64 = AtomicU64::new(0);
 
-/// Counts one committed block with its sign requests.
-pub(crate) fn count_block(sign_requests: u64) {
-    BLOCKS_INDEXED.fetch_add(1, Ordering::Relaxed);
+/// Counts committed blocks with their sign requests.
+pub(crate) fn count_blocks(blocks: u64, sign_requests: u64) {
+    BLOCKS_INDEXED.fetch_add(blocks, Ordering::Relaxed);
     SIGN_REQUESTS_INDEXED.fetch_add(sign_requests, Ordering::Relaxed);
 }
 

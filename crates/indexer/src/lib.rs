@@ -20,7 +20,7 @@ mod thread;
 pub use config::{AwaitForNodeSyncedEnum, IndexerConfig, IndexerTestHooks, SyncModeEnum};
 pub use extract::extract_block_effects;
 pub use indexer::{Indexer, NearNode};
-pub use listen_blocks::{ListenError, listen_blocks};
+pub use listen_blocks::{ListenError, MAX_WRITES_PER_BATCH, listen_blocks};
 pub use monitors::{MonitorIntervals, Observed};
 pub use state::{IndexerState, IndexerStats, SharedStats};
 pub use streamer::StreamerError;

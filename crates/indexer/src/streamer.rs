@@ -58,13 +58,30 @@ pub(crate) async fn fetch_message(node: &ChainNode, height: u64) -> Result<Strea
     node.view_client.send_async(GetStreamerMessage(height)).await.map_err(view_client_gone)?
 }
 
-/// The messages of `count` heights from `start`, in one query; see [`StreamerMessages`].
-async fn fetch_batch(node: &ChainNode, start: u64, count: u64) -> StreamerMessages {
-    match node.view_client.send_async(GetStreamerMessages { start, count }).await {
-        Ok(batch) => batch,
-        Err(err) => StreamerMessages { messages: Vec::new(), stopped_by: Some(view_client_gone(err)) },
+/// Asks the view client for the messages of `count` heights from `start` (see
+/// [`StreamerMessages`]). The query is sent before this returns; the future only waits
+/// for the answer, so the next batch can be asked for while this one is forwarded.
+fn ask_for_batch(node: &ChainNode, start: u64, count: u64) -> impl Future<Output = AskedBatch> + Send + 'static {
+    let answer = node.view_client.send_async(GetStreamerMessages { start, count });
+    async move {
+        let batch = match answer.await {
+            Ok(batch) => batch,
+            Err(err) => StreamerMessages { messages: Vec::new(), stopped_by: Some(view_client_gone(err)) },
+        };
+        AskedBatch { start, batch }
     }
 }
+
+/// The answer to [`ask_for_batch`], with the height it was asked from.
+struct AskedBatch {
+    start: u64,
+    batch: StreamerMessages,
+}
+
+/// Batches asked for at once while catching up. With one, the view client waited for
+/// every answer to reach the streamer and the next query to reach it: on two busy cores
+/// those two thread wake-ups took as long as assembling the batch.
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Retries `height`, whose first attempt failed with `error`, with linear backoff, up
 /// to `max_attempts` attempts in all. Returns `Ok(None)` if cancelled while waiting.
@@ -128,6 +145,53 @@ pub(crate) async fn latest_final_height(node: &ChainNode, finality: &Finality) -
     Ok(available_height(&status(node).await?, finality))
 }
 
+/// Streams heights `next..=target` into `sender`, with [`BATCHES_IN_FLIGHT`] queries to
+/// the view client at a time. Returns the next height to stream, or `None` once
+/// cancelled or the receiver is gone.
+async fn stream_up_to(
+    node: &ChainNode,
+    config: &IndexerConfig,
+    mut next: u64,
+    target: u64,
+    sender: &mpsc::Sender<StreamerMessage>,
+    cancel: &CancellationToken,
+) -> Result<Option<u64>, StreamerError> {
+    let mut asked = next;
+    let mut in_flight = std::collections::VecDeque::with_capacity(BATCHES_IN_FLIGHT);
+    loop {
+        while in_flight.len() < BATCHES_IN_FLIGHT && asked <= target {
+            let count = (target - asked + 1).min(FETCH_BATCH).min(config.streamer_buffer.max(1) as u64);
+            in_flight.push_back(ask_for_batch(node, asked, count));
+            asked += count;
+        }
+        let Some(answer) = in_flight.pop_front() else { return Ok(Some(next)) };
+        let AskedBatch { start: batch_start, batch } = answer.await;
+        if batch_start != next {
+            // An earlier batch came back short: ask again from where it stopped.
+            in_flight.clear();
+            asked = next;
+            continue;
+        }
+        let fetched = batch.messages.len() as u64;
+        if !forward(sender, batch.messages, cancel).await {
+            return Ok(None);
+        }
+        next += fetched;
+        if let Some(error) = batch.stopped_by {
+            // The batches asked for after this one start past the missing height.
+            in_flight.clear();
+            let Some(message) = retry_height(node, next, error, config.max_fetch_attempts, cancel).await? else {
+                return Ok(None);
+            };
+            if !forward(sender, vec![message], cancel).await {
+                return Ok(None);
+            }
+            next += 1;
+            asked = next;
+        }
+    }
+}
+
 /// Streams heights `start..` into `sender` until cancelled or the receiver is dropped.
 pub(crate) async fn run_streamer(
     node: ChainNode,
@@ -148,24 +212,12 @@ pub(crate) async fn run_streamer(
         }
         let waiting_for_sync =
             status.syncing && config.await_for_node_synced == AwaitForNodeSyncedEnum::WaitForFullSync;
-        let target = available_height(&status, &config.finality);
-        while !waiting_for_sync && next <= target {
-            let count = (target - next + 1).min(FETCH_BATCH).min(config.streamer_buffer.max(1) as u64);
-            let batch = fetch_batch(&node, next, count).await;
-            let fetched = batch.messages.len() as u64;
-            if !forward(&sender, batch.messages, &cancel).await {
+        if !waiting_for_sync {
+            let target = available_height(&status, &config.finality);
+            let Some(streamed_to) = stream_up_to(&node, &config, next, target, &sender, &cancel).await? else {
                 return Ok(());
-            }
-            next += fetched;
-            if let Some(error) = batch.stopped_by {
-                let Some(message) = retry_height(&node, next, error, config.max_fetch_attempts, &cancel).await? else {
-                    return Ok(());
-                };
-                if !forward(&sender, vec![message], &cancel).await {
-                    return Ok(());
-                }
-                next += 1;
-            }
+            };
+            next = streamed_to;
         }
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),

@@ -9,7 +9,7 @@
 //! 1. [`spawn_indexer_thread`] returns at once with watch receivers (starting as
 //!    "unknown") and the thread handle; nothing blocks the caller during sync, so the
 //!    run loop keeps handling signals.
-//! 2. When `token` is cancelled: `listen_blocks` finishes the block it is committing and
+//! 2. When `token` is cancelled: `listen_blocks` finishes the batch it is writing and
 //!    returns; the supervisor's token (a child) stops the streamer and the monitors,
 //!    which finish their current write and drop their `Arc<IndexerState>`; the
 //!    supervisor is awaited; `block_on` returns; the runtime is shut down.

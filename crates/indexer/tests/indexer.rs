@@ -157,28 +157,32 @@ async fn a_missing_receipt_is_retried_then_reported_as_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let system = ActorSystem::new();
     let mut config = indexer_config(dir.path(), chain_config(30), SyncModeEnum::BlockHeight(1));
-    config.streamer_buffer = 1;
     config.max_fetch_attempts = 1_000;
     let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
     wait_for_head(&node, 14).await;
     let fault_store = node.view_client.send_async(FaultInjectionStore).await.unwrap();
-    let removed = delete_outcomes_for_test(&fault_store, 12, 0).unwrap().expect("block 12 has outcomes");
-
     let (sender, mut failures) = lifecycle_channel();
-    let token = CancellationToken::new();
-    let tasks = Supervisor::new("test", token.clone(), sender.clone());
-    let mut stream = Indexer::from_near_node(config.clone(), &node, None, tasks.clone()).streamer();
-    for height in 1..=11 {
-        assert_eq!(next_message(&mut stream).await.block.header.height, height);
+    // A buffer of one asks for one height at a time; a large one asks for batches, the
+    // first of which stops at block 12 while the next is already asked for.
+    for streamer_buffer in [1, 100] {
+        config.streamer_buffer = streamer_buffer;
+        let removed = delete_outcomes_for_test(&fault_store, 12, 0).unwrap().expect("block 12 has outcomes");
+        let token = CancellationToken::new();
+        let tasks = Supervisor::new("test", token.clone(), sender.clone());
+        let mut stream = Indexer::from_near_node(config.clone(), &node, None, tasks.clone()).streamer();
+        for height in 1..=11 {
+            assert_eq!(next_message(&mut stream).await.block.header.height, height, "buffer {streamer_buffer}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(stream.try_recv().is_err(), "buffer {streamer_buffer}: block 12 was streamed without its receipts");
+        restore_outcomes_for_test(&fault_store, 12, 0, &removed).unwrap();
+        for height in 12..=20 {
+            assert_eq!(next_message(&mut stream).await.block.header.height, height, "buffer {streamer_buffer}");
+        }
+        token.cancel();
+        assert!(tasks.wait(PATIENCE).await);
+        drop(stream);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(stream.try_recv().is_err(), "block 12 was streamed without its receipts");
-    restore_outcomes_for_test(&fault_store, 12, 0, &removed).unwrap();
-    assert_eq!(next_message(&mut stream).await.block.header.height, 12);
-    assert_eq!(next_message(&mut stream).await.block.header.height, 13);
-    token.cancel();
-    assert!(tasks.wait(PATIENCE).await);
-    drop(stream);
 
     // With a small bound the streamer gives up with an error that names the block.
     delete_outcomes_for_test(&fault_store, 12, 0).unwrap();
@@ -383,4 +387,131 @@ async fn extraction_takes_each_sign_and_respond_call_reads_escaped_ids_and_skips
     let edited = mpc_indexer::extract_block_effects(&message, contract);
     assert_eq!(edited.requests, effects.requests);
     assert_eq!(edited.responses, effects.responses[1..], "escaped ids read as before, the malformed one skipped");
+}
+
+/// The messages of heights `1..=last` of a fresh sandbox chain, and its node (stopped).
+async fn chain_messages(home: &std::path::Path, last: u64) -> (IndexerConfig, ChainNode, ActorSystem, Vec<StreamerMessage>) {
+    let system = ActorSystem::new();
+    let config = indexer_config(home, chain_config(last + 10), SyncModeEnum::BlockHeight(1));
+    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
+    wait_for_head(&node, last + 5).await;
+    let mut messages = Vec::new();
+    for height in 1..=last {
+        messages.push(fetch(&node, height).await);
+    }
+    (config, node, system, messages)
+}
+
+/// Runs `listen_blocks` over `messages`, queued before it starts (as while catching up),
+/// until the stream ends; returns its result and the last published height.
+async fn listen_over(
+    config: &IndexerConfig,
+    node: &ChainNode,
+    store: &Arc<Store>,
+    messages: impl IntoIterator<Item = StreamerMessage>,
+    cancel: CancellationToken,
+) -> (Result<(), mpc_indexer::ListenError>, Option<u64>, mpc_indexer::IndexerStats) {
+    let messages: Vec<_> = messages.into_iter().collect();
+    let (sender, receiver) = mpsc::channel(messages.len().max(1));
+    for message in messages {
+        sender.try_send(message).unwrap();
+    }
+    drop(sender);
+    let (indexed_height, watch_height) = tokio::sync::watch::channel(None);
+    let stats = Arc::new(std::sync::Mutex::new(mpc_indexer::IndexerStats::starting_now()));
+    let state = Arc::new(mpc_indexer::IndexerState {
+        client: node.client.clone(),
+        view_client: node.view_client.clone(),
+        contract_id: config.chain.contract_id.clone(),
+        stats: stats.clone(),
+        node_store: store.holder("listen-test"),
+        indexed_height,
+    });
+    let result = tokio::time::timeout(PATIENCE, mpc_indexer::listen_blocks(receiver, state, cancel)).await.expect("listen_blocks hung");
+    let published = *watch_height.borrow();
+    let stats = stats.lock().unwrap().clone();
+    (result, published, stats)
+}
+
+/// Every entry of the node store's columns, to compare two stores.
+fn node_store_entries(store: &Store) -> Vec<(Column, Vec<mpc_store::Entry>)> {
+    [Column::SignRequests, Column::SignRequestsById, Column::SignResponses, Column::IndexedBlocks, Column::Misc]
+        .into_iter()
+        .map(|column| (column, store.iter(column, None).unwrap().map(Result::unwrap).collect()))
+        .collect()
+}
+
+fn open_node_store(dir: &std::path::Path, name: &str) -> Arc<Store> {
+    Store::open(&dir.join(name), &StoreOptions::new("node", "listen-test")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_blocks_committed_together_leave_the_store_a_block_at_a_time_commit_would() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, node, system, messages) = chain_messages(dir.path(), 40).await;
+    let contract = &config.chain.contract_id;
+
+    // The reference: each block committed on its own, in order.
+    let one_by_one = open_node_store(dir.path(), "one-by-one");
+    let mut applied = 0;
+    for message in &messages {
+        let effects = mpc_indexer::extract_block_effects(message, contract);
+        one_by_one.commit(mpc_migrations::layout::block_update(&effects, applied)).unwrap();
+        applied += effects.requests.len() as u64;
+    }
+
+    // listen_blocks over the first 30, a block already applied among them, then over
+    // 20..=40 on the same store: what it saw before is skipped.
+    let listened = open_node_store(dir.path(), "listened");
+    let first: Vec<_> = messages[..6].iter().chain(&messages[4..5]).chain(&messages[6..30]).cloned().collect();
+    let (result, published, stats) = listen_over(&config, &node, &listened, first, CancellationToken::new()).await;
+    assert!(matches!(result, Err(mpc_indexer::ListenError::StreamEnded)), "{result:?}");
+    assert_eq!(published, Some(30));
+    assert_eq!((stats.first_height, stats.last_height, stats.blocks_indexed), (Some(1), Some(30), 30));
+    let (result, published, stats) =
+        listen_over(&config, &node, &listened, messages[19..].iter().cloned(), CancellationToken::new()).await;
+    assert!(matches!(result, Err(mpc_indexer::ListenError::StreamEnded)), "{result:?}");
+    assert_eq!(published, Some(40));
+    assert_eq!((stats.first_height, stats.blocks_indexed), (Some(31), 10));
+    assert_eq!(node_store_entries(&listened), node_store_entries(&one_by_one));
+    assert_eq!(mpc_migrations::layout::read_applied_requests(&listened).unwrap(), applied);
+    drop((listened, one_by_one));
+    stop_chain(&system);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blocks_before_a_gap_or_a_fork_are_committed_and_the_error_names_the_block() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, node, system, messages) = chain_messages(dir.path(), 8).await;
+    let cursor_height = |store: &Store| mpc_migrations::layout::read_cursor(store).unwrap().map(|cursor| cursor.height);
+
+    // 1, 2, 3, then 5: all queued, so a batch would hold them all.
+    let store = open_node_store(dir.path(), "gap");
+    let with_gap = [0, 1, 2, 4, 5].map(|index| messages[index].clone());
+    let (result, published, _) = listen_over(&config, &node, &store, with_gap, CancellationToken::new()).await;
+    assert!(matches!(result, Err(mpc_indexer::ListenError::Gap { expected: 4, got: 5 })), "{result:?}");
+    assert_eq!((cursor_height(&store), published), (Some(3), Some(3)));
+    assert!(store.get(Column::IndexedBlocks, 5u64.to_be_bytes()).unwrap().is_none(), "a block after the gap was written");
+
+    // 1, 2, 3, then another block 3.
+    let store = open_node_store(dir.path(), "fork");
+    let mut other = messages[2].clone();
+    other.block.header.hash = near_indexer_primitives::CryptoHash([9; 32]);
+    let with_fork = [messages[0].clone(), messages[1].clone(), messages[2].clone(), other, messages[3].clone()];
+    let (result, _, _) = listen_over(&config, &node, &store, with_fork, CancellationToken::new()).await;
+    assert!(matches!(result, Err(mpc_indexer::ListenError::ForkDetected { height: 3, .. })), "{result:?}");
+    let cursor = mpc_migrations::layout::read_cursor(&store).unwrap().unwrap();
+    assert_eq!(cursor, Cursor { height: 3, block_hash: Hash32(messages[2].block.header.hash.0) });
+
+    // Cancelled before it starts: nothing is written, and that is no error.
+    let store = open_node_store(dir.path(), "cancelled");
+    let cancelled = CancellationToken::new();
+    cancelled.cancel();
+    let (result, published, _) = listen_over(&config, &node, &store, messages.clone(), cancelled).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!((cursor_height(&store), published), (None, None));
+    drop(store);
+    stop_chain(&system);
 }

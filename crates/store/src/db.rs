@@ -40,6 +40,14 @@ impl StoreOptions {
     }
 }
 
+/// A [`StoreUpdate`] already in RocksDB's form for one open store instance, written
+/// by that instance's [`Store::write`].
+#[must_use = "a prepared update does nothing until it is written"]
+pub struct PreparedUpdate {
+    batch: WriteBatch,
+    instance: u64,
+}
+
 /// An open RocksDB instance, counted by the process-wide tracker until it is closed.
 pub struct Store {
     db: DB,
@@ -221,6 +229,13 @@ impl Store {
 
     /// Applies every write of `update` atomically (one RocksDB `WriteBatch`, WAL on).
     pub fn commit(&self, update: StoreUpdate) -> StoreResult<()> {
+        self.write(self.prepare(update)?)
+    }
+
+    /// Turns `update` into this store's RocksDB batch without writing it, so a caller
+    /// that commits in order on one thread can build the next batches on another
+    /// ([`Store::write`] then only writes).
+    pub fn prepare(&self, update: StoreUpdate) -> StoreResult<PreparedUpdate> {
         let mut batch = WriteBatch::default();
         for (column, key, value) in update.ops {
             let family = self.column_family(column)?;
@@ -229,8 +244,17 @@ impl Store {
                 None => batch.delete_cf(family, key),
             }
         }
+        Ok(PreparedUpdate { batch, instance: self.instance.id() })
+    }
+
+    /// Applies a batch [`Store::prepare`] built, atomically. A batch of another store
+    /// instance is refused: its column families are that instance's.
+    pub fn write(&self, prepared: PreparedUpdate) -> StoreResult<()> {
+        if prepared.instance != self.instance.id() {
+            return Err(StoreError::ForeignBatch { path: self.path.clone() });
+        }
         self.db
-            .write_opt(batch, &self.write_options)
+            .write_opt(prepared.batch, &self.write_options)
             .map_err(|err| StoreError::from_rocksdb(&self.path, err))
     }
 

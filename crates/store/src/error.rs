@@ -39,6 +39,10 @@ pub enum StoreError {
     /// The operation stopped at a safe point because shutdown was requested.
     #[error("stopped at a safe point because shutdown was requested")]
     Cancelled,
+    /// A batch prepared by one store instance was handed to another (a bug in the caller;
+    /// nothing was written).
+    #[error("store {path}: refused a batch prepared for another store instance (nothing was written)")]
+    ForeignBatch { path: PathBuf },
     /// A rollback was requested but no pre-migration checkpoint exists.
     #[error("no pre-migration checkpoint found next to {path}; nothing to roll back to")]
     NoCheckpoint { path: PathBuf },

@@ -20,7 +20,7 @@ pub mod tracker;
 mod update;
 
 pub use columns::Column;
-pub use db::{Entry, Store, StoreOptions};
+pub use db::{Entry, PreparedUpdate, Store, StoreOptions};
 pub use error::{StoreError, StoreResult};
 pub use holder::StoreHolder;
 pub use kept::{KeptStore, Reuse};

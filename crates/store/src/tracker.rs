@@ -80,6 +80,11 @@ pub(crate) struct InstanceGuard {
 }
 
 impl InstanceGuard {
+    /// This instance's number, unique in the process.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     pub(crate) fn register(name: &str, path: PathBuf, group: &str) -> Self {
         let mut state = lock_state();
         let id = state.next_id;

@@ -36,6 +36,12 @@ impl StoreUpdate {
         self.ops.push((column, key.as_ref().to_vec(), None));
     }
 
+    /// Adds every write of `other` after this update's own, so that both apply in one
+    /// commit (a later write of the same key wins).
+    pub fn append(&mut self, mut other: StoreUpdate) {
+        self.ops.append(&mut other.ops);
+    }
+
     /// Number of writes in the update.
     pub fn len(&self) -> usize {
         self.ops.len()
