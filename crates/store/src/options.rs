@@ -27,7 +27,7 @@
 
 use std::sync::OnceLock;
 
-use rocksdb::{BlockBasedOptions, Cache, Env, Options};
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Env, Options};
 
 /// Block cache of one store (all of its column families share it), freed at close.
 const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
@@ -62,7 +62,19 @@ pub(crate) fn base_options(block_cache: &Cache) -> Options {
     options.create_missing_column_families(true);
     options.set_keep_log_file_num(4);
     options.set_max_open_files(512);
-    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    options.set_compression_type(DBCompressionType::Lz4);
+    // Table files a flush writes (level 0) are not compressed: a stop that flushes waits
+    // for them, and compressing took about a seventh of a full-speed stop
+    // (docs/benchmarks.md). Compactions compress the data into the levels below.
+    options.set_compression_per_level(&[
+        DBCompressionType::None,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+        DBCompressionType::Lz4,
+    ]);
     options.set_write_buffer_size(WRITE_BUFFER_BYTES);
     options.set_max_write_buffer_number(2);
     options.set_max_background_jobs(2);

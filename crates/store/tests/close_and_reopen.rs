@@ -38,6 +38,38 @@ fn every_batch_survives_many_cycles_and_the_wal_files_do_not_pile_up() {
     assert!(table_files(&path) > 0, "nothing ever reached a table file");
 }
 
+/// The open that finds more WAL files than a close may leave (every fourth open of a
+/// restart loop) flushes them in the background while the store is in use, so its
+/// close does not have to: the flush is off the stop.
+#[test]
+fn an_open_with_too_many_wal_files_flushes_them_before_the_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let write = |store: &Store, key: u32| {
+        let mut update = StoreUpdate::new();
+        update.put(Column::Misc, key.to_be_bytes(), key.to_le_bytes());
+        store.commit(update).unwrap();
+    };
+    for cycle in 0..3 {
+        write(&Store::open(&path, &options()).unwrap(), cycle);
+    }
+    assert_eq!((wal_files(&path), table_files(&path)), (3, 0), "three small runs, each left its WAL file");
+    let store = Store::open(&path, &options()).unwrap();
+    // Bounded so a build without the flush fails instead of hanging.
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while wal_files(&path) > 1 && std::time::Instant::now() < patience {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(wal_files(&path), 1, "the replayed WAL files were not flushed while the store was open");
+    assert!(table_files(&path) > 0);
+    write(&store, 3);
+    drop(store);
+    let store = Store::open(&path, &options()).unwrap();
+    for key in 0..4u32 {
+        assert_eq!(store.get(Column::Misc, key.to_be_bytes()).unwrap().as_deref(), Some(&key.to_le_bytes()[..]));
+    }
+}
+
 /// A close leaves a few kilobytes of WAL to the next open, but not a megabyte: replaying that
 /// would cost the next start more than the flush costs the stop.
 #[test]
