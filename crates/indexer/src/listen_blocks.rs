@@ -90,7 +90,7 @@ pub(crate) async fn listen_blocks_with_hooks(
     hooks: &IndexerTestHooks,
 ) -> Result<(), ListenError> {
     let next = NextBlock {
-        committed: read_cursor(&state.node_store)?,
+        last: read_cursor(&state.node_store)?,
         applied: read_applied_requests(&state.node_store)?,
     };
     let (prepared_sender, prepared) = mpsc::channel(PREPARED_AHEAD);
@@ -114,10 +114,10 @@ pub(crate) async fn listen_blocks_with_hooks(
     preparing
 }
 
-/// Where the first stage stands: the last block it prepared and the requests applied
-/// up to it.
+/// Where the first stage stands: the last block it prepared (at first the store's
+/// cursor) and the requests applied up to it.
 struct NextBlock {
-    committed: Option<Cursor>,
+    last: Option<Cursor>,
     applied: u64,
 }
 
@@ -131,11 +131,16 @@ struct Gathered {
 impl NextBlock {
     /// Adds `message`'s effects to `gathered` if it is the next block (skips one already
     /// applied; a gap or a fork is an error), and frees the block's views.
-    fn gather(&mut self, message: StreamerMessage, contract_id: &AccountId, gathered: &mut Gathered) -> Result<(), ListenError> {
+    fn gather(
+        &mut self,
+        message: StreamerMessage,
+        contract_id: &AccountId,
+        gathered: &mut Gathered,
+    ) -> Result<(), ListenError> {
         let effects = extract_block_effects(&message, contract_id);
         // Freed here, not on the committing thread.
         drop(message);
-        if !comes_next(self.committed.as_ref(), &effects.cursor)? {
+        if !comes_next(self.last.as_ref(), &effects.cursor)? {
             tracing::debug!(height = effects.cursor.height, "block already applied, skipping");
             return Ok(());
         }
@@ -149,7 +154,7 @@ impl NextBlock {
         range.blocks += 1;
         range.requests += requests;
         self.applied += requests;
-        self.committed = Some(effects.cursor);
+        self.last = Some(effects.cursor);
         Ok(())
     }
 }

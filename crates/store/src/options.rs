@@ -9,7 +9,8 @@
 //! `avoid_flush_during_recovery`, keeps it in memtables instead of writing table
 //! files before the open returns. A close with a large WAL still flushes:
 //! replaying megabytes costs the next start more than the flush costs the stop
-//! (docs/benchmarks.md).
+//! (docs/benchmarks.md); that flush writes level 0 uncompressed, and an open that
+//! finds such a WAL already starts it in the background (`Store::open`).
 //!
 //! `avoid_flush_during_recovery` is a RocksDB option that neither the `rocksdb` crate
 //! 0.24 nor RocksDB's C API sets directly. RocksDB does load any option from its own
