@@ -76,10 +76,17 @@ struct PreparedBlocks {
 /// Which blocks a batch holds, and their requests: what is published once it is written.
 #[derive(Default)]
 struct BlockRange {
-    first_height: u64,
     last_height: u64,
     blocks: u64,
     requests: u64,
+}
+
+impl BlockRange {
+    /// The batch's first height: its blocks are consecutive (each one is gathered only
+    /// if it comes next), and a batch is only sent with at least one.
+    fn first_height(&self) -> u64 {
+        self.last_height + 1 - self.blocks
+    }
 }
 
 /// [`listen_blocks`] with the process tests' fault hooks (no-ops in production builds).
@@ -147,9 +154,6 @@ impl NextBlock {
         let requests = effects.requests.len() as u64;
         gathered.update.append(block_update(&effects, self.applied));
         let range = &mut gathered.range;
-        if range.blocks == 0 {
-            range.first_height = effects.cursor.height;
-        }
         range.last_height = effects.cursor.height;
         range.blocks += 1;
         range.requests += requests;
@@ -272,7 +276,7 @@ async fn commit_in_order(
 fn publish_committed(state: &IndexerState, range: &BlockRange) {
     {
         let mut stats = state.stats();
-        stats.first_height.get_or_insert(range.first_height);
+        stats.first_height.get_or_insert(range.first_height());
         stats.last_height = Some(range.last_height);
         stats.blocks_indexed += range.blocks;
         stats.requests_indexed += range.requests;
