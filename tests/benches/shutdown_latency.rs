@@ -78,7 +78,9 @@ fn measure(scenario: &Scenario, runs: usize) {
         let sent = Instant::now();
         node.signal(libc::SIGTERM);
         let status = node.wait_exit(DOCKER_GRACE);
-        let elapsed = sent.elapsed().as_secs_f64() * 1000.0;
+        // To the reap itself: joining the harness's log readers is not the node's stop.
+        let reaped = node.reaped_at().expect("reaped by wait_exit");
+        let elapsed = reaped.duration_since(sent).as_secs_f64() * 1000.0;
         assert_eq!(status.code(), Some(0), "{} run {run}: {}", scenario.name, node.log());
         let report = node.shutdown_report().expect("ShutdownReport");
         assert_eq!(report["final_instance_count"], 0);

@@ -63,6 +63,9 @@ pub struct NodeProcess {
     log: Arc<Mutex<String>>,
     readers: Vec<std::thread::JoinHandle<()>>,
     status: Option<ExitStatus>,
+    /// When [`NodeProcess::wait_exit`] saw the process reaped, before it joined the log
+    /// readers: what a benchmark measures a stop to.
+    reaped_at: Option<Instant>,
 }
 
 fn capture(
@@ -107,6 +110,7 @@ impl NodeProcess {
             log,
             readers,
             status: None,
+            reaped_at: None,
         }
     }
 
@@ -195,6 +199,7 @@ impl NodeProcess {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.reaped_at = Some(Instant::now());
                 self.status = Some(status);
                 for reader in self.readers.drain(..) {
                     let _ = reader.join();
@@ -208,6 +213,12 @@ impl NodeProcess {
             // Fine-grained so the shutdown benchmark measures the exit, not the poll.
             std::thread::sleep(Duration::from_micros(200));
         }
+    }
+
+    /// When [`NodeProcess::wait_exit`] found the process reaped (`None` before that, or
+    /// when it was killed).
+    pub fn reaped_at(&self) -> Option<Instant> {
+        self.reaped_at
     }
 
     /// SIGKILLs and reaps the process.

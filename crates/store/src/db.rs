@@ -1,6 +1,5 @@
 //! One RocksDB instance: open with typed errors, atomic commits, typed reads, and a
-//! close that flushes memtables only when replaying them would cost the next open more
-//! (see `options`).
+//! close that syncs the WAL instead of flushing the memtables (see `options`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,7 +83,7 @@ impl Store {
         write_options.set_sync(options.sync_writes);
         write_options.disable_wal(false);
         let wal = wal_files(path);
-        if wal.too_much_to_replay() {
+        if wal.worth_flushing_after_open() {
             start_background_flush(&db, path, &options.name, &wal);
         }
         tracing::debug!(store = %options.name, path = %path.display(), "store opened");
@@ -164,6 +163,17 @@ impl Store {
 
     pub(crate) fn instance_guard(&self) -> &InstanceGuard {
         &self.instance
+    }
+
+    /// One of RocksDB's integer properties of this store (0 if RocksDB has none by that
+    /// name).
+    fn int_property(&self, name: &str) -> u64 {
+        self.db.property_int_value(name).ok().flatten().unwrap_or(0)
+    }
+
+    /// Flush jobs of this store running right now.
+    pub(crate) fn running_flushes(&self) -> u64 {
+        self.int_property("rocksdb.num-running-flushes")
     }
 
     fn column_family(&self, column: Column) -> StoreResult<&rocksdb::ColumnFamily> {
@@ -281,6 +291,19 @@ impl Store {
         self.sync_wal()
     }
 
+    /// Waits until no flush of this store is running. RocksDB throws away the table files
+    /// of a flush that ends after a close began cancelling background work, and the next
+    /// open then replays those memtables again (and, when they no longer fit, flushes
+    /// them before it returns); the close waits for such a flush either way, so it lets
+    /// it finish first and keep its work. A flush that has not started is left to the
+    /// WAL: starting it would lengthen the stop. Not after a background error (a full
+    /// disk): RocksDB then retries its flushes until the close cancels them.
+    fn let_running_flushes_finish(&self) {
+        while self.running_flushes() > 0 && self.int_property("rocksdb.background-errors") == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
     /// Syncs the WAL: every committed batch survives a power loss from here on.
     fn sync_wal(&self) -> StoreResult<()> {
         if self.read_only {
@@ -306,13 +329,13 @@ fn flush_all_families(db: &DB, path: &Path, wait: bool) -> StoreResult<()> {
 }
 
 /// Starts a flush of every column family without waiting for it, for a store opened
-/// with more WAL than a close would leave: the close would flush it anyway, and then
-/// in the stop. A home restarted every few seconds met that at about every fourth stop
-/// (every open starts a WAL file, see [`MAX_WAL_FILES_LEFT`]), which added 15-32 ms to
-/// it. Here the flush runs on RocksDB's background thread while the node starts; a
-/// close that comes first waits for it, as its own flush would have. RocksDB only holds
-/// the call while a flush would stall writes (20 level-0 files, far from what the
-/// stores' compactions leave); a failure is logged and leaves the flush to the close.
+/// with more WAL than it should keep: otherwise a node stopped again soon would hand
+/// the same replayed bytes to the next open once more, or leave one more WAL file than
+/// the run before (every open starts one, see [`MAX_WAL_FILES_LEFT`]). The flush runs
+/// on RocksDB's background thread while the node starts; a close that comes while it
+/// runs lets it finish. RocksDB only holds the call while a flush would stall writes
+/// (20 level-0 files, far from what the stores' compactions leave); a failure is logged
+/// and leaves the memtables to the WAL.
 fn start_background_flush(db: &DB, path: &Path, name: &str, wal: &WalFiles) {
     match flush_all_families(db, path, false) {
         Ok(()) => tracing::debug!(
@@ -321,19 +344,21 @@ fn start_background_flush(db: &DB, path: &Path, name: &str, wal: &WalFiles) {
         ),
         Err(err) => tracing::warn!(
             store = %name, error = %err,
-            "could not start a flush after the open; the close will flush"
+            "could not start a flush after the open; the memtables stay in the WAL"
         ),
     }
 }
 
-/// Above this many bytes of WAL a close flushes the memtables: replaying that much
-/// (at about 150 KB per ms, twice for a store whose schema is probed first) would cost
-/// the next start more than the flush costs the stop. (The memtables' own size is no
-/// measure: each column family with one entry reports a 256 KiB arena block.)
+/// Above this many bytes of replayed WAL an open starts a background flush, so that
+/// the next open does not replay the same bytes again. (The memtables' own size is no
+/// measure: each column family with one entry reports a whole arena block.)
 const REPLAY_BUDGET_BYTES: u64 = 512 * 1024;
 
-/// Above this many WAL files a close flushes: every open starts a new WAL file, and a
-/// run that writes little (a restart loop) would otherwise leave one more each time.
+/// Most WAL files a store keeps across a close: every open starts a new WAL file and
+/// a close does not flush, so a run too short for the open's background flush (a
+/// restart loop) would otherwise leave one more each time, and every open would replay
+/// all of them. A close that finds more flushes after all; in such a run the memtables
+/// hold little, so that flush is short.
 const MAX_WAL_FILES_LEFT: usize = 3;
 
 /// The WAL files of a store directory: what its next open replays.
@@ -343,10 +368,14 @@ struct WalFiles {
 }
 
 impl WalFiles {
-    /// Whether a close should flush the memtables rather than leave these files to the
-    /// next open.
-    fn too_much_to_replay(&self) -> bool {
-        self.bytes > REPLAY_BUDGET_BYTES || self.count > MAX_WAL_FILES_LEFT
+    /// Whether an open that replayed these files should flush them in the background.
+    fn worth_flushing_after_open(&self) -> bool {
+        self.bytes > REPLAY_BUDGET_BYTES || self.too_many_to_leave()
+    }
+
+    /// Whether a close should flush rather than leave these files to the next open.
+    fn too_many_to_leave(&self) -> bool {
+        self.count > MAX_WAL_FILES_LEFT
     }
 }
 
@@ -364,18 +393,23 @@ fn wal_files(path: &Path) -> WalFiles {
 }
 
 impl Drop for Store {
-    /// Closes with the WAL synced; flushes memtables first only when the next open would
-    /// replay more than it should (see `options`).
+    /// Closes with the WAL synced, leaving the memtables to the next open's replay (see
+    /// `options`); flushes first only when too many WAL files would be left.
     fn drop(&mut self) {
         let started = std::time::Instant::now();
         // A read-only open wrote nothing; its WAL is not its own to judge.
         let wal = (!self.read_only).then(|| wal_files(&self.path));
-        let flushed = wal.as_ref().is_some_and(WalFiles::too_much_to_replay);
-        let persisted = if flushed { self.flush() } else { self.sync_wal() };
+        let flushed = wal.as_ref().is_some_and(WalFiles::too_many_to_leave);
+        // After a flush of every family the WAL holds nothing the table files do not: no
+        // write can follow it (this is the last handle), so there is no WAL left to sync.
+        let persisted = if flushed { flush_all_families(&self.db, &self.path, true) } else { self.sync_wal() };
         if let Err(err) = persisted {
             tracing::warn!(store = %self.name, error = %err, "flush or WAL sync at close failed; the next open replays what the WAL holds");
         }
         let persisted_in = started.elapsed();
+        if !self.read_only {
+            self.let_running_flushes_finish();
+        }
         self.db.cancel_all_background_work(true);
         tracing::debug!(
             store = %self.name, path = %self.path.display(), flushed, wal_bytes = wal.map_or(0, |wal| wal.bytes),
@@ -442,5 +476,47 @@ fn printable_key(key: &[u8]) -> String {
     match std::str::from_utf8(key) {
         Ok(text) if text.chars().all(|c| !c.is_control()) => text.to_owned(),
         _ => key.iter().map(|byte| format!("{byte:02x}")).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flush running when the store closes is let finish: cancelled, RocksDB would
+    /// throw its table files away and the next open would replay all of it again.
+    #[test]
+    fn a_flush_running_at_the_close_keeps_its_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path, &StoreOptions::new("running-flush", "running-flush-test")).unwrap();
+        // Two columns just under their 2 MiB memtables, so the flush takes a while...
+        for column in [Column::SignResponses, Column::IndexedBlocks] {
+            let mut update = StoreUpdate::new();
+            for key in 0u32..1800 {
+                update.put(column, key.to_be_bytes(), [7u8; 1024]);
+            }
+            store.commit(update).unwrap();
+        }
+        // ...and one over it: the next write switches them all and starts the flush.
+        let mut update = StoreUpdate::new();
+        for key in 0u32..2600 {
+            update.put(Column::SignRequests, key.to_be_bytes(), [7u8; 1024]);
+        }
+        store.commit(update).unwrap();
+        let mut update = StoreUpdate::new();
+        update.put(Column::Misc, b"after the switch", b"1");
+        store.commit(update).unwrap();
+        let patience = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.running_flushes() == 0 && std::time::Instant::now() < patience {
+            std::hint::spin_loop();
+        }
+        assert!(store.running_flushes() > 0, "no flush started");
+        drop(store);
+        let left = wal_files(&path);
+        assert!(left.bytes < 64 * 1024, "the close left {} bytes of WAL: the running flush was thrown away", left.bytes);
+        let store = Store::open(&path, &StoreOptions::new("running-flush", "running-flush-test")).unwrap();
+        assert_eq!(store.iter(Column::SignRequests, None).unwrap().count(), 2600);
+        assert_eq!(store.get(Column::Misc, b"after the switch").unwrap().as_deref(), Some(&b"1"[..]));
     }
 }

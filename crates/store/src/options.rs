@@ -1,22 +1,32 @@
 //! The RocksDB options every store is opened with, including the one the `rocksdb`
 //! crate has no setter for.
 //!
-//! Why a close may leave memtables unflushed: a stop waits for the close, and the
+//! Why a close leaves the memtables unflushed: a stop waits for the close, and the
 //! flush (one table file per column family, each synced, plus a manifest sync) was
-//! most of a stop even when the memtables held a few kilobytes. The WAL, synced at
-//! close, already holds every committed batch. So a close with little in memtables
-//! only syncs the WAL (see `Store`'s `Drop`), and the next open replays it and, with
-//! `avoid_flush_during_recovery`, keeps it in memtables instead of writing table
-//! files before the open returns. A close with a large WAL still flushes:
-//! replaying megabytes costs the next start more than the flush costs the stop
-//! (docs/benchmarks.md); that flush writes level 0 uncompressed, and an open that
-//! finds such a WAL already starts it in the background (`Store::open`).
+//! most of a stop: 4-7 MB of memtables while catching up, CPU-bound on the two cores
+//! that both stores' flushes share. The WAL, synced at close, already holds every
+//! committed batch, so a close only syncs it (see `Store`'s `Drop`), and the next open
+//! replays it and, with `avoid_flush_during_recovery`, keeps it in memtables instead of
+//! writing table files before the open returns. Building table files at the close or
+//! memtables at the next open costs about the same; a stop has an orchestrator's
+//! deadline and a start does not, so the work goes to the start, whose cost
+//! docs/benchmarks.md shows beside the stop's. An open that replayed a large WAL
+//! starts the flush in the background (`Store::open`), so a node stopped again soon
+//! leaves little to the open after it.
 //!
 //! `avoid_flush_during_recovery` is a RocksDB option that neither the `rocksdb` crate
 //! 0.24 nor RocksDB's C API sets directly. RocksDB does load any option from its own
 //! options-file format (`LoadLatestOptions`, public in the crate as
 //! `Options::load_latest`), so the options start from such a file, written once per
 //! process into a private temporary directory that is removed right after loading.
+//!
+//! Why RocksDB's process-wide flush pool has a thread per store: RocksDB runs every
+//! instance's background jobs on one process-wide pool per priority, sized by the
+//! largest per-instance need (here one flush thread). The node store and the chain
+//! store then flushed one after the other: when stops still flushed, the chain store's
+//! flush waited 16 ms of a 31 ms stop for the node store's (docs/benchmarks.md), and a
+//! store whose memtables are full still waits for the other's flush before it can take
+//! more writes. With a thread each they flush at the same time, one per core.
 //!
 //! Why each store has a block cache of its own: options copied from one template share
 //! the template's table factory, and with it RocksDB's default block cache (32 MiB),
@@ -33,8 +43,13 @@ use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Env, Options};
 /// Block cache of one store (all of its column families share it), freed at close.
 const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
+/// Flush threads of the process-wide pool: one per store that may close at the same
+/// time (the node store and the chain store).
+const FLUSH_THREADS: i32 = 2;
+
 /// Memtable size per column family: small, so background flushes keep up while the
-/// node runs and a close that does flush has little to write.
+/// node runs, a flush that a close waits for is short, and the WAL a close leaves to
+/// the next open is too.
 const WRITE_BUFFER_BYTES: usize = 2 * 1024 * 1024;
 
 /// The options RocksDB cannot take from a setter, in RocksDB's options-file format.
@@ -58,14 +73,15 @@ pub(crate) fn new_block_cache() -> Cache {
 /// The options of a store and of each of its column families, all reading through
 /// `block_cache`.
 pub(crate) fn base_options(block_cache: &Cache) -> Options {
+    size_flush_pool_once();
     let mut options = recovery_options().clone();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_keep_log_file_num(4);
     options.set_max_open_files(512);
     options.set_compression_type(DBCompressionType::Lz4);
-    // Table files a flush writes (level 0) are not compressed: a stop that flushes waits
-    // for them, and compressing took about a seventh of a full-speed stop
+    // Table files a flush writes (level 0) are not compressed: a close waits for a flush
+    // that is running, and compressing took about a seventh of a full-speed flush
     // (docs/benchmarks.md). Compactions compress the data into the levels below.
     options.set_compression_per_level(&[
         DBCompressionType::None,
@@ -95,6 +111,17 @@ pub(crate) fn base_options(block_cache: &Cache) -> Options {
     options.set_stats_dump_period_sec(0);
     options.set_stats_persist_period_sec(0);
     options
+}
+
+/// Gives RocksDB's process-wide flush pool [`FLUSH_THREADS`] threads, once per process
+/// (an open only ever raises the pool to its own need, one).
+fn size_flush_pool_once() {
+    static SIZED: OnceLock<()> = OnceLock::new();
+    SIZED.get_or_init(|| match Env::new() {
+        // `Env::new` is RocksDB's default environment, the one every store runs on.
+        Ok(mut env) => env.set_high_priority_background_threads(FLUSH_THREADS),
+        Err(err) => tracing::warn!(error = %err, "could not size RocksDB's flush pool; stores will flush one at a time"),
+    });
 }
 
 /// RocksDB's defaults plus [`OPTIONS_FILE`], loaded once per process.
@@ -127,4 +154,52 @@ fn load_options_file() -> Result<Options, String> {
     let (options, _families) = Options::load_latest(directory.path(), env, false, Cache::new_lru_cache(0))
         .map_err(|err| err.to_string())?;
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::{Column, Store, StoreOptions, StoreUpdate};
+
+    /// A store with about 4.5 MiB in its memtables (under each column's 2 MiB limit, so
+    /// nothing has flushed yet): a flush of it takes milliseconds.
+    fn store_with_full_memtables(path: &std::path::Path) -> Arc<Store> {
+        let store = Store::open(path, &StoreOptions::new("flush-pool", "flush-pool-test")).unwrap();
+        let columns = [Column::SignRequests, Column::SignRequestsById, Column::SignResponses, Column::IndexedBlocks, Column::Misc];
+        for column in columns {
+            let mut update = StoreUpdate::new();
+            for key in 0u32..900 {
+                update.put(column, key.to_be_bytes(), [7u8; 1024]);
+            }
+            store.commit(update).unwrap();
+        }
+        store
+    }
+
+    /// The node store and the chain store flush at the same time, one per flush thread:
+    /// with RocksDB's own sizing (one thread for the process) the second store's flush
+    /// waited for the first one's, at a stop that flushed 16 ms of 31.
+    #[test]
+    fn two_stores_flush_at_the_same_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = [store_with_full_memtables(&dir.path().join("a")), store_with_full_memtables(&dir.path().join("b"))];
+        let flushing: Vec<_> = stores
+            .iter()
+            .map(|store| {
+                let store = store.clone();
+                std::thread::spawn(move || store.flush().unwrap())
+            })
+            .collect();
+        let mut both_at_once = false;
+        let patience = Instant::now() + Duration::from_secs(10);
+        while !both_at_once && !flushing.iter().all(|thread| thread.is_finished()) && Instant::now() < patience {
+            both_at_once = stores.iter().all(|store| store.running_flushes() > 0);
+        }
+        for thread in flushing {
+            thread.join().unwrap();
+        }
+        assert!(both_at_once, "the two stores never flushed at the same time");
+    }
 }
