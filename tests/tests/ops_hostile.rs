@@ -191,7 +191,11 @@ fn admin_guesses_beyond_the_limit_get_429_for_the_window_and_a_token_file_may_en
     }
     assert_eq!(restart("wrong"), Some(429));
     assert_eq!(restart("operator-chosen-token"), Some(429), "locked for the window, even with the right token");
-    assert!(node.log().contains("admin endpoint refused a request") && node.log().contains("peer=127.0.0.1:"), "{}", node.log());
+    // The node logs each refusal before it answers, but the harness reads its log on a
+    // thread of its own: wait for the line rather than expect it already read.
+    node.wait_for_log("admin endpoint refused a request: too many failed attempts", START_PATIENCE);
+    let log = node.log();
+    assert!(log.lines().any(|line| line.contains("admin endpoint refused a request") && line.contains("peer=127.0.0.1:")), "{log}");
     std::thread::sleep(Duration::from_secs(10));
     assert_eq!(restart("operator-chosen-token"), Some(202), "the right token works after the window");
     node.wait_for_log("indexer subsystem restarted", START_PATIENCE);
