@@ -114,35 +114,96 @@ fn sigkill_in_the_middle_of_a_migration_is_completed_by_the_next_open() {
 
 #[test]
 fn a_full_disk_is_a_typed_error_and_after_space_is_freed_nothing_committed_is_lost() {
-    // A 4 MiB tmpfs in a private user and mount namespace (no root needed), filled by
-    // the child until RocksDB reports no space; then the file system grows and the
-    // store is reopened in the same namespace.
+    // A 4 MiB tmpfs, filled by the writer until RocksDB reports no space.
+    let run = fill_small_disk("fill", "4m", "");
+    assert!(run.stdout.contains("error: no space left on device"), "{}", run.context());
+    run.assert_nothing_committed_was_lost();
+}
+
+#[test]
+fn a_disk_that_fills_during_a_flush_fails_the_waiting_commit_instead_of_hanging_it() {
+    // The writer fills a memtable while the flush of the one before it, slowed down on
+    // one CPU, meets the full disk: the commit waits in a write stall at that moment.
+    // RocksDB's own recovery from a full disk then kept the commit waiting (until space
+    // was freed, or for ever when the recovery's flush and the waiting commit each held
+    // what the other needed). Each round must end with the disk-full error within the
+    // bound; rounds go on until one has landed in the flush (the error names the table
+    // file it was writing, not the WAL). MPC_FLUSH_FULL_ROUNDS runs that many rounds.
+    let rounds: usize = std::env::var("MPC_FLUSH_FULL_ROUNDS").ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let mut landed_in_flush = 0;
+    let mut round = 0;
+    while round < rounds.max(1) || (landed_in_flush == 0 && round < 20) {
+        let run = fill_small_disk("fill-during-flush", "32m", "taskset -c 0");
+        assert!(run.stdout.contains("disk filled"), "{}", run.context());
+        let error = run.stdout.lines().find(|line| line.starts_with("error: no space left on device"));
+        let error = error.unwrap_or_else(|| panic!("no disk-full error: {}", run.context()));
+        if error.contains(".sst") {
+            landed_in_flush += 1;
+        }
+        run.assert_nothing_committed_was_lost();
+        round += 1;
+    }
+    eprintln!("{round} rounds, {landed_in_flush} with the disk filling during a flush");
+    assert!(landed_in_flush > 0, "no round's disk filled during a flush in {round} rounds; the test proved nothing");
+}
+
+/// Kubernetes' default grace period in seconds: a writer still running by then hung.
+const KUBERNETES_GRACE_SECS: u64 = 30;
+
+/// What a writer on a small file system left: its output, and the store it wrote,
+/// reopened after the file system grew.
+struct SmallDiskRun {
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the child in `mode` on a tmpfs of `size` in a private user and mount namespace
+/// (no root needed), prefixed by `pin` (a CPU affinity), until the disk is full; then
+/// grows the file system, removes any ballast and reopens the store in the same
+/// namespace. A writer that does not end within a container orchestrator's grace
+/// period is killed, and the run reports it.
+fn fill_small_disk(mode: &str, size: &str, pin: &str) -> SmallDiskRun {
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("small");
     std::fs::create_dir(&mount).unwrap();
     let child = env!("CARGO_BIN_EXE_store-crash-child");
     let script = format!(
-        "mount -t tmpfs -o size=4m tmpfs {m} && {c} fill {m}/node; echo \"fill-exit $?\"; \
-         mount -o remount,size=64m {m} && {c} verify {m}/node",
+        "mount -t tmpfs -o size={size} tmpfs {m} || exit 90
+         timeout -s KILL {KUBERNETES_GRACE_SECS} {pin} {c} {mode} {m}/node; echo \"fill-exit $?\"
+         mount -o remount,size=128m {m} && rm -f {m}/ballast && {c} verify {m}/node",
         m = mount.display(),
         c = child
     );
     let output = Command::new("unshare").args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("fill-exit 3"), "the writer did not stop with the disk-full error:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("error: no space left on device"), "{stdout}");
-    let last_committed: u64 = stdout
-        .lines()
-        .filter_map(|line| line.strip_prefix("committed ")?.parse().ok())
-        .next_back()
-        .expect("some blocks were committed before the disk filled");
-    let verified = stdout.lines().find_map(|line| line.strip_prefix("verified ")).expect("verify ran");
-    let field = |name: &str| -> u64 {
-        verified.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{name}="))?.parse().ok()).unwrap()
+    let run = SmallDiskRun {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     };
-    assert!(field("cursor") >= last_committed, "a committed block was lost: {verified} after {last_committed}");
-    assert_eq!(field("blocks"), field("cursor"), "not at a block boundary: {verified}");
-    assert_eq!(field("applied"), field("cursor") * 3, "not at a block boundary: {verified}");
+    assert!(output.status.success(), "{}", run.context());
+    assert!(run.stdout.contains("fill-exit 3"), "the writer did not stop with the disk-full error: {}", run.context());
+    run
+}
+
+impl SmallDiskRun {
+    fn context(&self) -> String {
+        let lines: Vec<&str> = self.stdout.lines().filter(|line| !line.starts_with("committed ")).collect();
+        format!("stdout (without the commits):\n{}\nstderr:\n{}", lines.join("\n"), self.stderr)
+    }
+
+    /// The store holds every block the writer reported committed, at a block boundary.
+    fn assert_nothing_committed_was_lost(&self) {
+        let last_committed: u64 = self
+            .stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix("committed ")?.parse().ok())
+            .next_back()
+            .expect("some blocks were committed before the disk filled");
+        let verified = self.stdout.lines().find_map(|line| line.strip_prefix("verified ")).expect("verify ran");
+        let field = |name: &str| -> u64 {
+            verified.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{name}="))?.parse().ok()).unwrap()
+        };
+        assert!(field("cursor") >= last_committed, "a committed block was lost: {verified} after {last_committed}");
+        assert_eq!(field("blocks"), field("cursor"), "not at a block boundary: {verified}");
+        assert_eq!(field("applied"), field("cursor") * 3, "not at a block boundary: {verified}");
+    }
 }

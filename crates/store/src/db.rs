@@ -40,10 +40,12 @@ impl StoreOptions {
 }
 
 /// A [`StoreUpdate`] already in RocksDB's form for one open store instance, written
-/// by that instance's [`Store::write`].
+/// by that instance's [`Store::write`]. The update itself is kept beside its batch:
+/// RocksDB consumes a batch it refuses during a write stall, and the retry rebuilds it.
 #[must_use = "a prepared update does nothing until it is written"]
 pub struct PreparedUpdate {
     batch: WriteBatch,
+    update: StoreUpdate,
     instance: u64,
 }
 
@@ -57,6 +59,8 @@ pub struct Store {
     /// This store's own block cache, shared by its column families and released with
     /// it (see `options`).
     block_cache: Cache,
+    /// Tries RocksDB refused because writes were stalled (see [`Store::write`]).
+    stalled_writes: std::sync::atomic::AtomicU64,
     /// Last field on purpose: fields drop in order, so RocksDB is closed before the
     /// tracker's count goes down, and "count is 0" really means "all closed".
     instance: InstanceGuard,
@@ -82,6 +86,7 @@ impl Store {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync_writes);
         write_options.disable_wal(false);
+        write_options.set_no_slowdown(true);
         let wal = wal_files(path);
         if wal.worth_flushing_after_open() {
             start_background_flush(&db, path, &options.name, &wal);
@@ -94,6 +99,7 @@ impl Store {
             read_only: false,
             write_options,
             block_cache,
+            stalled_writes: Default::default(),
             instance: InstanceGuard::register(&options.name, path.to_path_buf(), &options.group),
         }))
     }
@@ -137,6 +143,7 @@ impl Store {
             read_only: true,
             write_options: WriteOptions::default(),
             block_cache,
+            stalled_writes: Default::default(),
             instance: InstanceGuard::register(&options.name, path.to_path_buf(), &options.group),
         }))
     }
@@ -169,6 +176,13 @@ impl Store {
     /// name).
     fn int_property(&self, name: &str) -> u64 {
         self.db.property_int_value(name).ok().flatten().unwrap_or(0)
+    }
+
+    /// Tries of a commit that RocksDB refused because writes were stalled, since the
+    /// open (tests read it to know that a stall happened).
+    #[cfg(test)]
+    fn stalled_writes(&self) -> u64 {
+        self.stalled_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Flush jobs of this store running right now.
@@ -250,26 +264,46 @@ impl Store {
     /// that commits in order on one thread can build the next batches on another
     /// ([`Store::write`] then only writes).
     pub fn prepare(&self, update: StoreUpdate) -> StoreResult<PreparedUpdate> {
+        Ok(PreparedUpdate { batch: self.batch_of(&update)?, update, instance: self.instance.id() })
+    }
+
+    fn batch_of(&self, update: &StoreUpdate) -> StoreResult<WriteBatch> {
         let mut batch = WriteBatch::default();
-        for (column, key, value) in update.ops {
-            let family = self.column_family(column)?;
+        for (column, key, value) in &update.ops {
+            let family = self.column_family(*column)?;
             match value {
                 Some(value) => batch.put_cf(family, key, value),
                 None => batch.delete_cf(family, key),
             }
         }
-        Ok(PreparedUpdate { batch, instance: self.instance.id() })
+        Ok(batch)
     }
 
     /// Applies a batch [`Store::prepare`] built, atomically. A batch of another store
     /// instance is refused: its column families are that instance's.
+    ///
+    /// RocksDB is asked not to wait inside the write when it stalls writes (memtables
+    /// waiting for their flush); this waits outside instead and tries again. A writer
+    /// waiting inside RocksDB holds its write queue, and RocksDB's own recovery from a
+    /// full disk needs that queue for its flush: the two waited for each other forever
+    /// (RocksDB 10.4), so a disk that filled during a flush hung the commit instead of
+    /// failing it. Outside, the next try gets the flush's error ([`StoreError::DiskFull`]).
     pub fn write(&self, prepared: PreparedUpdate) -> StoreResult<()> {
         if prepared.instance != self.instance.id() {
             return Err(StoreError::ForeignBatch { path: self.path.clone() });
         }
-        self.db
-            .write_opt(prepared.batch, &self.write_options)
-            .map_err(|err| StoreError::from_rocksdb(&self.path, err))
+        let PreparedUpdate { mut batch, update, .. } = prepared;
+        loop {
+            match self.db.write_opt(batch, &self.write_options) {
+                Ok(()) => return Ok(()),
+                Err(err) if is_write_stall(&err) => {
+                    self.stalled_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::sleep(WRITE_STALL_POLL);
+                    batch = self.batch_of(&update)?;
+                }
+                Err(err) => return Err(StoreError::from_rocksdb(&self.path, err)),
+            }
+        }
     }
 
     /// Writes a consistent copy of the store to `destination` (hard links where possible).
@@ -313,6 +347,17 @@ impl Store {
             .flush_wal(true)
             .map_err(|err| StoreError::from_rocksdb(&self.path, err))
     }
+}
+
+/// How long a commit refused by a write stall waits before it tries again: a stall
+/// lasts until a flush ends, milliseconds.
+const WRITE_STALL_POLL: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Whether RocksDB refused a write only because writes are stalled (asked not to wait,
+/// see [`Store::write`]). A stall that a background error ended is not one: RocksDB
+/// then returns that error.
+fn is_write_stall(err: &rocksdb::Error) -> bool {
+    err.kind() == rocksdb::ErrorKind::Incomplete && err.as_ref().contains("Write stall")
 }
 
 /// Flushes the memtables of every column family; with `wait`, returns once the table
@@ -518,5 +563,29 @@ mod tests {
         let store = Store::open(&path, &StoreOptions::new("running-flush", "running-flush-test")).unwrap();
         assert_eq!(store.iter(Column::SignRequests, None).unwrap().count(), 2600);
         assert_eq!(store.get(Column::Misc, b"after the switch").unwrap().as_deref(), Some(&b"1"[..]));
+    }
+
+    /// Commits faster than the flushes can keep up with meet write stalls; each waits
+    /// outside RocksDB and is written whole once the stall ends.
+    #[test]
+    fn commits_that_meet_a_write_stall_are_written_once_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db"), &StoreOptions::new("stalls", "stalls-test")).unwrap();
+        // Each commit fills more than a memtable, so every commit switches memtables
+        // and the next one finds the flush of two of them still running.
+        let value = [9u8; 4096];
+        let commits = 24u32;
+        for commit in 0..commits {
+            let mut update = StoreUpdate::new();
+            for key in 0u32..600 {
+                update.put(Column::SignRequests, (commit * 1000 + key).to_be_bytes(), value);
+            }
+            update.put(Column::Misc, b"last commit", commit.to_be_bytes());
+            store.commit(update).unwrap();
+        }
+        assert!(store.stalled_writes() > 0, "no commit met a write stall; the test proved nothing");
+        assert_eq!(store.iter(Column::SignRequests, None).unwrap().count(), 600 * commits as usize);
+        let last = store.get(Column::Misc, b"last commit").unwrap().unwrap();
+        assert_eq!(last, (commits - 1).to_be_bytes());
     }
 }
