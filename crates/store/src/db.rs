@@ -267,6 +267,7 @@ impl Store {
         Ok(PreparedUpdate { batch: self.batch_of(&update)?, update, instance: self.instance.id() })
     }
 
+    /// RocksDB's batch of every write of `update`, for this instance's column families.
     fn batch_of(&self, update: &StoreUpdate) -> StoreResult<WriteBatch> {
         let mut batch = WriteBatch::default();
         for (column, key, value) in &update.ops {
@@ -283,22 +284,25 @@ impl Store {
     /// instance is refused: its column families are that instance's.
     ///
     /// RocksDB is asked not to wait inside the write when it stalls writes (memtables
-    /// waiting for their flush); this waits outside instead and tries again. A writer
-    /// waiting inside RocksDB holds its write queue, and RocksDB's own recovery from a
-    /// full disk needs that queue for its flush: the two waited for each other forever
-    /// (RocksDB 10.4), so a disk that filled during a flush hung the commit instead of
-    /// failing it. Outside, the next try gets the flush's error ([`StoreError::DiskFull`]).
+    /// waiting for their flush); this waits outside instead and tries again. When the
+    /// flush a writer waits for inside RocksDB meets a full disk, RocksDB's own
+    /// recovery from it keeps the writer waiting until space is freed, and the
+    /// recovery's flush needs the write queue that writer holds: the two wait for each
+    /// other for ever (RocksDB 10.4), and the commit hung instead of failing. Outside,
+    /// the next try gets the flush's error ([`StoreError::DiskFull`]).
     pub fn write(&self, prepared: PreparedUpdate) -> StoreResult<()> {
         if prepared.instance != self.instance.id() {
             return Err(StoreError::ForeignBatch { path: self.path.clone() });
         }
         let PreparedUpdate { mut batch, update, .. } = prepared;
+        let mut pause = FIRST_STALL_PAUSE;
         loop {
             match self.db.write_opt(batch, &self.write_options) {
                 Ok(()) => return Ok(()),
                 Err(err) if is_write_stall(&err) => {
                     self.stalled_writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    std::thread::sleep(WRITE_STALL_POLL);
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(LONGEST_STALL_PAUSE);
                     batch = self.batch_of(&update)?;
                 }
                 Err(err) => return Err(StoreError::from_rocksdb(&self.path, err)),
@@ -349,9 +353,18 @@ impl Store {
     }
 }
 
-/// How long a commit refused by a write stall waits before it tries again: a stall
-/// lasts until a flush ends, milliseconds.
-const WRITE_STALL_POLL: std::time::Duration = std::time::Duration::from_micros(200);
+/// How long a commit refused by a write stall first waits before it tries again: a
+/// stall for memtables lasts until a flush ends, milliseconds. Each further refusal
+/// doubles the wait up to [`LONGEST_STALL_PAUSE`]: RocksDB's slowdown for piled-up
+/// level-0 files (20, below its stop at 36) counts each refused write against its write
+/// rate as if it had been written, so the tries keep failing until a compaction ends
+/// the slowdown, which takes longer.
+const FIRST_STALL_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The longest wait between tries of a stalled commit: a commit writes at most this
+/// long after its stall ends, and rebuilds its batch at most once per such wait while
+/// the stall lasts.
+const LONGEST_STALL_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Whether RocksDB refused a write only because writes are stalled (asked not to wait,
 /// see [`Store::write`]). A stall that a background error ended is not one: RocksDB

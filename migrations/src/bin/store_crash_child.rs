@@ -113,6 +113,10 @@ fn fill(
 /// runs out of space.
 const DEFAULT_LEAVE_BYTES: u64 = 3 * 1024 * 1024 / 2;
 
+/// Half of a store's memtable (its write buffer is 2 MiB, `mpc-store`'s options), in
+/// WAL bytes: about what the WAL holds once the memtable is half full.
+const HALF_A_MEMTABLE: u64 = 1024 * 1024;
+
 /// Where `fill-during-flush` is: the disk is filled once the store has switched
 /// memtables once and the second memtable is half full, so that the slowed flush of the
 /// first meets the full disk while the writer waits for it with the second full.
@@ -123,6 +127,8 @@ enum FlushStage {
 }
 
 impl FlushStage {
+    /// Moves on after a commit, by the WAL files the store at `path` has now; fills the
+    /// disk on the way into the last stage.
     fn advance(&mut self, path: &Path, leave_bytes: u64) -> std::io::Result<()> {
         let Some((wal, wal_bytes)) = newest_wal(path)? else { return Ok(()) };
         match *self {
@@ -133,7 +139,7 @@ impl FlushStage {
             FlushStage::FillFirstMemtable { first_wal: Some(first) } if wal != first => {
                 *self = FlushStage::FillHalfOfSecond { wal };
             }
-            FlushStage::FillHalfOfSecond { wal: second } if wal == second && wal_bytes >= 1024 * 1024 => {
+            FlushStage::FillHalfOfSecond { wal: second } if wal == second && wal_bytes >= HALF_A_MEMTABLE => {
                 fill_disk_leaving(&path.with_file_name("ballast"), leave_bytes)?;
                 say(&format!("disk filled, {leave_bytes} bytes left"));
                 *self = FlushStage::DiskFilled;
