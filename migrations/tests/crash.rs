@@ -157,17 +157,16 @@ enum Cpus {
     One,
 }
 
-/// What a writer on a small file system left: its output, and the store it wrote,
-/// reopened after the file system grew.
+/// What a writer on a small file system printed, followed by what `verify` printed of
+/// its store once the file system grew.
 struct SmallDiskRun {
     stdout: String,
     stderr: String,
 }
 
-/// Runs the child in `mode` on a tmpfs of `size` in a private user and mount namespace
-/// (no root needed) on `cpus`, until the disk is full; then
-/// grows the file system, removes any ballast and reopens the store in the same
-/// namespace. A writer that does not end within a container orchestrator's grace
+/// Runs the child in `mode` on `cpus`, on a tmpfs of `size` in a private user and mount
+/// namespace (no root needed), until the disk is full; then grows the file system,
+/// removes any ballast and reopens the store in the same namespace. A writer that does not end within a container orchestrator's grace
 /// period is killed, and the run reports it.
 fn fill_small_disk(mode: &str, size: &str, cpus: Cpus) -> SmallDiskRun {
     let pin = match cpus {

@@ -45,14 +45,14 @@ fn main() {
                 }
             },
         ),
-        "fill" => fill(&path, &options, |_, _| Ok(())),
+        "fill" => fill(&path, &options, |_| Ok(())),
         "fill-during-flush" => {
             let leave_bytes = std::env::var("MPC_FILL_LEAVE_BYTES")
                 .ok()
                 .and_then(|bytes| bytes.parse().ok())
                 .unwrap_or(DEFAULT_LEAVE_BYTES);
             let mut stage = FlushStage::FillFirstMemtable { first_wal: None };
-            fill(&path, &options, move |path, _| stage.advance(path, leave_bytes))
+            fill(&path, &options, move |path| stage.advance(path, leave_bytes))
         }
         "verify" => Store::open(&path, &options).and_then(|store| {
             let cursor = read_cursor(&store)?.map_or(0, |cursor| cursor.height);
@@ -89,7 +89,7 @@ fn main() {
 fn fill(
     path: &Path,
     options: &StoreOptions,
-    mut after_commit: impl FnMut(&Path, u64) -> std::io::Result<()>,
+    mut after_commit: impl FnMut(&Path) -> std::io::Result<()>,
 ) -> Result<(), StoreError> {
     let (store, _) = open_migrated(path, options, &node_schema(), &MigrationSettings::default())?;
     let mut next = read_cursor(&store)?.map_or(1, |cursor| cursor.height + 1);
@@ -103,7 +103,7 @@ fn fill(
             applied += effects.requests.len() as u64;
         }
         say(&format!("committed {next}"));
-        after_commit(path, next).map_err(|err| StoreError::Io { path: path.to_path_buf(), detail: err.to_string() })?;
+        after_commit(path).map_err(|err| StoreError::Io { path: path.to_path_buf(), detail: err.to_string() })?;
         next += 1;
     }
 }
