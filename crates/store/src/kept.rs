@@ -79,6 +79,13 @@ impl KeptStore {
         self.slot().is_some()
     }
 
+    /// What `look` reads of the kept store, if one is kept. It runs under the slot's
+    /// lock and takes no reference, so the close never ends up on the reader's thread
+    /// (a reader's `Arc` could be the last one when the slot is released meanwhile).
+    pub fn inspect<T>(&self, look: impl FnOnce(&Store) -> T) -> Option<T> {
+        self.slot().as_ref().map(|kept| look(&kept.store))
+    }
+
     /// Gives up the kept reference: the store closes once its last user lets go.
     pub fn release(&self) {
         // Taken out of the slot first, so the close runs without the lock held.
@@ -143,6 +150,18 @@ mod tests {
         assert_eq!(how, Reuse::Opened, "after a release the store is opened again");
         drop(third);
         kept.release();
+    }
+
+    #[test]
+    fn inspecting_reads_the_kept_store_without_keeping_it_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = KeptStore::default();
+        assert_eq!(kept.inspect(|store| store.name().to_owned()), None);
+        kept.open_ahead(|| open(dir.path(), "kept-inspect")).unwrap();
+        assert_eq!(kept.inspect(|store| store.name().to_owned()).as_deref(), Some("kept"));
+        kept.release();
+        assert_eq!(open_in("kept-inspect"), 0, "the inspection kept the store open");
+        assert_eq!(kept.inspect(|store| store.name().to_owned()), None);
     }
 
     #[test]
