@@ -39,11 +39,17 @@ fn start_heights(log: &str) -> Vec<u64> {
     numbers_after(log, "streamer started start_height=").collect()
 }
 
-/// What both stores' memtables held at each restart, in KiB, in restart order.
+/// What both stores' memtables held at each restart, in KiB, in restart order; a
+/// restart line without both figures is left out.
 fn memtable_kib_by_restart(log: &str) -> Vec<f64> {
-    let node = numbers_after(log, "node_memtable_bytes=");
-    let chain = numbers_after(log, "chain_memtable_bytes=");
-    node.zip(chain).map(|(node, chain)| (node + chain) as f64 / 1024.0).collect()
+    log.lines()
+        .filter(|line| line.contains(RESTARTED))
+        .filter_map(|line| {
+            let node = numbers_after(line, "node_memtable_bytes=").next()?;
+            let chain = numbers_after(line, "chain_memtable_bytes=").next()?;
+            Some((node + chain) as f64 / 1024.0)
+        })
+        .collect()
 }
 
 /// RSS, threads and file descriptors other than RocksDB table files, after `cycle`
@@ -146,11 +152,12 @@ fn sighup_restarts_in_a_row_resume_gap_free_and_leak_no_threads_fds_or_stores() 
         let series = |from: u64, value: &dyn Fn(&Sample) -> f64| -> Vec<(u64, f64)> {
             samples.iter().filter(|s| s.cycle >= from).map(|s| (s.cycle, value(s))).collect()
         };
-        let memtable_kib = |s: &Sample| memtable_kib(s).unwrap_or(0.0);
+        // Every sample from the first tenth on follows a restart, so has its memtables.
+        let counted_memtable_kib = |s: &Sample| memtable_kib(s).unwrap_or(0.0);
         let rss_kib = |s: &Sample| s.rss_kib as f64;
         let rss = slope_per_cycle(&series(cycles / 2, &rss_kib));
-        let in_memtables = slope_per_cycle(&series(cycles / 10, &memtable_kib));
-        let beyond = slope_per_cycle(&series(cycles / 10, &|s| rss_kib(s) - memtable_kib(s)));
+        let in_memtables = slope_per_cycle(&series(cycles / 10, &counted_memtable_kib));
+        let beyond = slope_per_cycle(&series(cycles / 10, &|s| rss_kib(s) - counted_memtable_kib(s)));
         eprintln!(
             "RSS slope over the last {} cycles: {rss:.3} KiB per cycle; over the last {} cycles: memtables {in_memtables:.3}, RSS beyond the memtables {beyond:.3} KiB per cycle",
             cycles / 2,

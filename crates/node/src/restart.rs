@@ -75,6 +75,10 @@ pub async fn restart(running: RunningNode, request: RestartRequest, context: Gen
     let generation = start_next_generation(&stop, &node_store, &request, &context, bound, &mut timings).await;
     timings.finish();
     if generation.is_ok() {
+        let (chain_memtable_bytes, chain_block_cache_bytes) = context
+            .chain_store
+            .inspect(|store| (store.memtable_bytes(), store.block_cache_bytes()))
+            .unwrap_or_default();
         // The stores stay open across restarts, and their memtables and block caches
         // grow with the chain until a write buffer flushes or the cache is full, and
         // the node's memory with them; logged here so that growth can be told from
@@ -83,9 +87,9 @@ pub async fn restart(running: RunningNode, request: RestartRequest, context: Gen
             elapsed_ms = timings.total_ms,
             open_instances = mpc_store::instance_count(),
             node_memtable_bytes = node_store.memtable_bytes(),
-            chain_memtable_bytes = context.chain_store.inspect(Store::memtable_bytes).unwrap_or(0),
+            chain_memtable_bytes,
             node_block_cache_bytes = node_store.block_cache_bytes(),
-            chain_block_cache_bytes = context.chain_store.inspect(Store::block_cache_bytes).unwrap_or(0),
+            chain_block_cache_bytes,
             "indexer subsystem restarted"
         );
     }
