@@ -62,7 +62,9 @@ pub fn synthetic_blocks(heights: std::ops::RangeInclusive<u64>, requests_per_blo
                     })
                     .collect(),
                 responses: if height > 3 {
-                    (0..requests_per_block).map(|index| SignResponseRecord { request_id: id(height - 3, index), height }).collect()
+                    (0..requests_per_block)
+                        .map(|index| SignResponseRecord { request_id: id(height - 3, index), height })
+                        .collect()
                 } else {
                     Vec::new()
                 },

@@ -11,7 +11,9 @@ use std::time::Duration;
 use mpc_migrations::layout::{SignRequestRecord, read_cursor};
 use mpc_migrations::legacy::{synthetic_blocks, write_store};
 use mpc_migrations::node_schema;
-use mpc_store::migration::{MigrationSettings, SchemaOutcome, find_checkpoint, open_migrated, read_progress, read_version};
+use mpc_store::migration::{
+    MigrationSettings, SchemaOutcome, find_checkpoint, open_migrated, read_progress, read_version,
+};
 use mpc_store::{Column, Store, StoreError, StoreOptions};
 use rand::Rng;
 
@@ -101,10 +103,8 @@ fn sigkill_in_the_middle_of_a_migration_is_completed_by_the_next_open() {
         assert_eq!(read_progress(&store, 2).unwrap(), None);
         assert_eq!(assert_at_block_boundary(&store, 25, true), 1000);
         assert_eq!(read_cursor(&store).unwrap().unwrap().height, 1000);
-        let request: SignRequestRecord = store
-            .get_json(Column::SignRequests, mpc_migrations::layout::request_key(17, 3))
-            .unwrap()
-            .unwrap();
+        let request: SignRequestRecord =
+            store.get_json(Column::SignRequests, mpc_migrations::layout::request_key(17, 3)).unwrap().unwrap();
         assert_eq!(request, blocks[16].requests[3]);
         drop(store);
         assert_eq!(find_checkpoint(&path), None, "the checkpoint must be removed after success");
@@ -185,7 +185,8 @@ fn fill_small_disk(mode: &str, size: &str, cpus: Cpus) -> SmallDiskRun {
         m = mount.display(),
         c = child
     );
-    let output = Command::new("unshare").args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]).output().unwrap();
+    let output =
+        Command::new("unshare").args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]).output().unwrap();
     let run = SmallDiskRun {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -104,7 +104,14 @@ impl DockerEngine {
         let (control, data) = (free_loopback_port(), free_loopback_port());
         let address = format!("127.0.0.1:{control}");
         self.docker_ok(&[
-            "swarm", "init", "--advertise-addr", &address, "--listen-addr", &address, "--data-path-port", &data.to_string(),
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &address,
+            "--listen-addr",
+            &address,
+            "--data-path-port",
+            &data.to_string(),
         ]);
         self.remove_later("swarm", "");
     }
@@ -112,11 +119,21 @@ impl DockerEngine {
     /// `(time in nanoseconds, container id)` of every container event `status` since
     /// `since` (a Unix time in seconds), e.g. `die` or `health_status: healthy`.
     pub fn container_events(&self, since: u64, status: &str) -> Vec<(u128, String)> {
-        let until = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |now| now.as_secs() + 1);
+        let until =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |now| now.as_secs() + 1);
         let filter = format!("event={}", status.split(':').next().unwrap_or(status));
         let printed = self.docker_ok(&[
-            "events", "--since", &since.to_string(), "--until", &until.to_string(), "--filter", "type=container", "--filter",
-            &filter, "--format", "{{json .}}",
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "type=container",
+            "--filter",
+            &filter,
+            "--format",
+            "{{json .}}",
         ]);
         printed
             .lines()
@@ -187,14 +204,28 @@ impl DockerEngine {
     pub fn check_volume(&self, volume: &str, image: &str) -> u64 {
         let mount = format!("{volume}:/data");
         let output = self.docker(&[
-            "run", "--rm", "--network", "none", "-v", &mount, "--entrypoint", "/usr/local/bin/mpc-node", image, "check",
-            "--home", "/data",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            "--entrypoint",
+            "/usr/local/bin/mpc-node",
+            image,
+            "check",
+            "--home",
+            "/data",
         ]);
         let check = CheckResult {
             code: output.status.code().unwrap_or(-1),
             output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
         };
-        assert!(check.code == 0 && check.output.contains("consistent: yes"), "check failed on volume {volume}:\n{}", check.output);
+        assert!(
+            check.code == 0 && check.output.contains("consistent: yes"),
+            "check failed on volume {volume}:\n{}",
+            check.output
+        );
         check.last_indexed_height().unwrap_or_else(|| panic!("no last indexed height in:\n{}", check.output))
     }
 
@@ -223,7 +254,11 @@ impl DockerEngine {
     pub fn wait_for_log(&self, container: &str, needle: &str, count: usize) {
         let started = Instant::now();
         while self.logs(container).matches(needle).count() < count {
-            assert!(started.elapsed() < ENGINE_PATIENCE, "{needle:?} not logged {count} times:\n{}", self.logs(container));
+            assert!(
+                started.elapsed() < ENGINE_PATIENCE,
+                "{needle:?} not logged {count} times:\n{}",
+                self.logs(container)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -295,7 +330,10 @@ fn kill_processes_under(dir: &Path) {
 
 /// A loopback port nobody listens on right now.
 fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).map(|addr| addr.port()).expect("a free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
 }
 
 fn unique_suffix() -> u64 {
@@ -334,10 +372,16 @@ pub fn production_binary() -> PathBuf {
 pub fn release_binary(release: Release) -> PathBuf {
     let (directory, build) = match release {
         Release::Current => ("image", "cargo build --release -p mpc-node"),
-        Release::Previous => ("image-previous-release", "MPC_BUILD_PREVIOUS_RELEASE=1 cargo build --release -p mpc-node"),
+        Release::Previous => {
+            ("image-previous-release", "MPC_BUILD_PREVIOUS_RELEASE=1 cargo build --release -p mpc-node")
+        }
     };
     let binary = node_binary().with_file_name(directory).join("mpc-node");
-    assert!(binary.is_file(), "{} not found: `./dev test` builds it ({build}, then objcopy --strip-debug)", binary.display());
+    assert!(
+        binary.is_file(),
+        "{} not found: `./dev test` builds it ({build}, then objcopy --strip-debug)",
+        binary.display()
+    );
     let bytes = std::fs::read(&binary).expect("read the production binary");
     assert!(
         !bytes.windows(b"MPC_TEST_HANG_MONITOR".len()).any(|window| window == b"MPC_TEST_HANG_MONITOR"),
@@ -367,7 +411,10 @@ pub fn debian_rootfs(cache_name: &str, packages: &[&str]) -> PathBuf {
     // storage driver copies the whole file system for every container.
     let output = Command::new("mmdebstrap")
         .args(["--variant=essential", "--quiet"])
-        .args(["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*"].map(|path| format!("--dpkgopt=path-exclude={path}")))
+        .args(
+            ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*"]
+                .map(|path| format!("--dpkgopt=path-exclude={path}")),
+        )
         .arg(format!("--include={}", packages.join(",")))
         .args(["bookworm", &partial.display().to_string()])
         .output()

@@ -24,10 +24,7 @@ pub fn node_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let binary = profile_dir.join("mpc-node");
     assert!(
         binary.is_file(),
@@ -68,10 +65,7 @@ pub struct NodeProcess {
     reaped_at: Option<Instant>,
 }
 
-fn capture(
-    stream: impl std::io::Read + Send + 'static,
-    log: Arc<Mutex<String>>,
-) -> std::thread::JoinHandle<()> {
+fn capture(stream: impl std::io::Read + Send + 'static, log: Arc<Mutex<String>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             let mut log = log.lock().unwrap();
@@ -91,10 +85,7 @@ impl NodeProcess {
     pub fn start_binary(binary: &Path, home: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary);
         command.arg("start").arg("--home").arg(home).args(args);
-        command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(Stdio::null());
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         command.env("RUST_LOG", "info");
         for (key, value) in env {
             command.env(key, value);
@@ -105,13 +96,7 @@ impl NodeProcess {
             capture(child.stdout.take().expect("stdout"), log.clone()),
             capture(child.stderr.take().expect("stderr"), log.clone()),
         ];
-        NodeProcess {
-            child,
-            log,
-            readers,
-            status: None,
-            reaped_at: None,
-        }
+        NodeProcess { child, log, readers, status: None, reaped_at: None }
     }
 
     /// Process id.
@@ -130,16 +115,9 @@ impl NodeProcess {
         while !self.log().contains(needle) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.status = Some(status);
-                panic!(
-                    "node exited ({status}) before logging {needle:?}:\n{}",
-                    self.log()
-                );
+                panic!("node exited ({status}) before logging {needle:?}:\n{}", self.log());
             }
-            assert!(
-                started.elapsed() < timeout,
-                "no {needle:?} within {timeout:?}:\n{}",
-                self.log()
-            );
+            assert!(started.elapsed() < timeout, "no {needle:?} within {timeout:?}:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -152,8 +130,7 @@ impl NodeProcess {
         let started = Instant::now();
         let sigterm_bit = 1u64 << (libc::SIGTERM - 1);
         loop {
-            let status =
-                std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+            let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
             let blocked = status
                 .lines()
                 .find_map(|line| line.strip_prefix("SigBlk:"))
@@ -162,11 +139,7 @@ impl NodeProcess {
             if blocked || self.log().contains("mpc-node starting") {
                 return;
             }
-            assert!(
-                started.elapsed() < timeout,
-                "process never started executing:\n{}",
-                self.log()
-            );
+            assert!(started.elapsed() < timeout, "process never started executing:\n{}", self.log());
             std::thread::yield_now();
         }
     }
@@ -174,12 +147,7 @@ impl NodeProcess {
     /// SIGTERM, then asserts a graceful exit (code 0) within Docker's grace period.
     pub fn stop_gracefully(&mut self) {
         self.signal(libc::SIGTERM);
-        assert_eq!(
-            self.wait_exit(DOCKER_GRACE).code(),
-            Some(0),
-            "{}",
-            self.log()
-        );
+        assert_eq!(self.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", self.log());
     }
 
     /// Sends `signal` to the process.
@@ -263,12 +231,7 @@ pub struct CheckResult {
 impl CheckResult {
     /// The "last indexed height" the summary printed.
     pub fn last_indexed_height(&self) -> Option<u64> {
-        self.output.lines().find_map(|line| {
-            line.strip_prefix("last indexed height: ")?
-                .trim()
-                .parse()
-                .ok()
-        })
+        self.output.lines().find_map(|line| line.strip_prefix("last indexed height: ")?.trim().parse().ok())
     }
 }
 
@@ -293,16 +256,8 @@ pub fn run_binary_command(binary: &Path, args: &[&str], env: &[(&str, &str)]) ->
     }
     let output = command.output().expect("run mpc-node");
     CheckResult {
-        code: output
-            .status
-            .code()
-            .or_else(|| output.status.signal().map(|signal| -signal))
-            .unwrap_or(-1),
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+        code: output.status.code().or_else(|| output.status.signal().map(|signal| -signal)).unwrap_or(-1),
+        output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
     }
 }
 
@@ -313,14 +268,8 @@ pub fn assert_starts_ready_and_checks(home: &Path, context: &str) -> u64 {
     node.wait_for_log("node ready", START_PATIENCE);
     node.stop_gracefully();
     let result = check(home);
-    assert_eq!(
-        result.code, 0,
-        "{context}: check failed:\n{}",
-        result.output
-    );
-    result
-        .last_indexed_height()
-        .expect("check printed the last indexed height")
+    assert_eq!(result.code, 0, "{context}: check failed:\n{}", result.output);
+    result.last_indexed_height().expect("check printed the last indexed height")
 }
 
 /// A count from the environment (rounds of a randomized test), or `default`: CI runs
@@ -341,9 +290,7 @@ pub fn check(home: &Path) -> CheckResult {
 pub fn assert_consistent(home: &Path) -> u64 {
     let result = check(home);
     assert_eq!(result.code, 0, "check failed:\n{}", result.output);
-    result
-        .last_indexed_height()
-        .expect("check printed the last indexed height")
+    result.last_indexed_height().expect("check printed the last indexed height")
 }
 
 /// Rewrites the home's chain store as the previous release wrote it (schema v1, JSON
@@ -363,27 +310,16 @@ pub fn chain_store_version(home: &Path) -> Option<u32> {
 pub fn rewrite_node_store_at_version(home: &Path, version: u32) {
     let node_path = home.join("node");
     let cursor = {
-        let store = mpc_store::Store::open_read_only(
-            &node_path,
-            &mpc_store::StoreOptions::new("node", "fixture"),
-        )
-        .unwrap();
-        mpc_migrations::layout::read_cursor(&store)
-            .unwrap()
-            .expect("the node indexed something")
-            .height
+        let store =
+            mpc_store::Store::open_read_only(&node_path, &mpc_store::StoreOptions::new("node", "fixture")).unwrap();
+        mpc_migrations::layout::read_cursor(&store).unwrap().expect("the node indexed something").height
     };
-    let chain = mpc_store::Store::open_read_only(
-        &home.join("data"),
-        &mpc_store::StoreOptions::new("chain", "fixture"),
-    )
-    .unwrap();
+    let chain = mpc_store::Store::open_read_only(&home.join("data"), &mpc_store::StoreOptions::new("chain", "fixture"))
+        .unwrap();
     let contract = mpc_chain::default_contract_id();
     let blocks: Vec<_> = (1..=cursor)
         .map(|height| {
-            let message = mpc_chain::stored_streamer_message(&chain, height)
-                .unwrap()
-                .expect("block in chain store");
+            let message = mpc_chain::stored_streamer_message(&chain, height).unwrap().expect("block in chain store");
             mpc_indexer::extract_block_effects(&message, &contract)
         })
         .collect();
@@ -400,22 +336,15 @@ pub fn home_indexed_to(height: u64, args: &[String]) -> tempfile::TempDir {
     let started = Instant::now();
     loop {
         node.wait_for_log("indexer stats", START_PATIENCE);
-        let indexed = node.log().lines().rev().find_map(|line| {
-            line.split("height=")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        });
+        let indexed = node
+            .log()
+            .lines()
+            .rev()
+            .find_map(|line| line.split("height=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok());
         if indexed.is_some_and(|indexed| indexed >= height) {
             break;
         }
-        assert!(
-            started.elapsed() < START_PATIENCE,
-            "did not index {height} blocks:\n{}",
-            node.log()
-        );
+        assert!(started.elapsed() < START_PATIENCE, "did not index {height} blocks:\n{}", node.log());
         std::thread::sleep(Duration::from_millis(50));
     }
     node.stop_gracefully();
@@ -431,11 +360,7 @@ pub fn count_in_log(node: &NodeProcess, needle: &str) -> usize {
 pub fn wait_for_count(node: &mut NodeProcess, needle: &str, count: usize, timeout: Duration) {
     let started = Instant::now();
     while count_in_log(node, needle) < count {
-        assert!(
-            started.elapsed() < timeout,
-            "{needle:?} not seen {count} times:\n{}",
-            node.log()
-        );
+        assert!(started.elapsed() < timeout, "{needle:?} not seen {count} times:\n{}", node.log());
         node.assert_running();
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -472,9 +397,7 @@ pub fn open_fds(pid: i32) -> usize {
         .expect("proc fd")
         .filter_map(Result::ok)
         .filter(|entry| {
-            std::fs::read_link(entry.path()).map_or(true, |target| {
-                target.extension().is_none_or(|ext| ext != "sst")
-            })
+            std::fs::read_link(entry.path()).map_or(true, |target| target.extension().is_none_or(|ext| ext != "sst"))
         })
         .count()
 }
@@ -494,10 +417,7 @@ impl NodeProcess {
     pub fn web_addr(&mut self) -> std::net::SocketAddr {
         self.wait_for_log("ops server listening", START_PATIENCE);
         let log = self.log();
-        let line = log
-            .lines()
-            .find(|line| line.contains("ops server listening"))
-            .expect("listening line");
+        let line = log.lines().find(|line| line.contains("ops server listening")).expect("listening line");
         line.split("addr=")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
@@ -508,28 +428,17 @@ impl NodeProcess {
 
 /// A minimal HTTP/1.1 request over loopback (`Connection: close`); returns the status
 /// code and the body, or `None` if the connection was refused or reset.
-pub fn http(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-) -> Option<(u16, String)> {
+pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, bearer: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let auth = bearer
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
+    let auth = bearer.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Some((status, body))
 }

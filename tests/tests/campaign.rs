@@ -21,8 +21,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 
 use mpc_node_process_tests::{
-    CRASH_POINT_REACHED, NodeProcess, env_number, START_PATIENCE, assert_starts_ready_and_checks, check, fast_node_args,
-    rewrite_chain_store_at_version_1, rewrite_node_store_at_version, run_node_command_with_env,
+    CRASH_POINT_REACHED, NodeProcess, START_PATIENCE, assert_starts_ready_and_checks, check, env_number,
+    fast_node_args, rewrite_chain_store_at_version_1, rewrite_node_store_at_version, run_node_command_with_env,
 };
 use rand::{Rng, SeedableRng};
 
@@ -63,8 +63,12 @@ const FIRST_START_POINTS: [&str; 7] = [
 ];
 
 /// Crash points of a data wipe, including the re-created chain store.
-const WIPE_POINTS: [&str; 4] =
-    ["wipe:data_set_aside", "wipe:token_recorded", "create:staging_store_open@chain", "create:renamed_into_place@chain"];
+const WIPE_POINTS: [&str; 4] = [
+    "wipe:data_set_aside",
+    "wipe:token_recorded",
+    "create:staging_store_open@chain",
+    "create:renamed_into_place@chain",
+];
 
 fn pick<'a>(rng: &mut rand::rngs::StdRng, points: &[&'a str]) -> &'a str {
     points[rng.gen_range(0..points.len())]
@@ -256,10 +260,9 @@ fn random_sigkills_in_every_phase_never_leave_an_inconsistent_store() {
         if let Some(previous) = cursor {
             // The start of this round resumed exactly after the cursor it found.
             let log = node.log();
-            if let Some(start) = log
-                .lines()
-                .find_map(|line| line.split("streamer started start_height=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
-            {
+            if let Some(start) = log.lines().find_map(|line| {
+                line.split("streamer started start_height=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()
+            }) {
                 assert_eq!(start, previous + 1, "{context}: resumed at {start} after cursor {previous}");
             }
         }
@@ -275,5 +278,7 @@ fn random_sigkills_in_every_phase_never_leave_an_inconsistent_store() {
     node.wait_for_log("node ready", START_PATIENCE);
     node.stop_gracefully();
     let final_cursor = checked_cursor(home.path(), "final").expect("migrated");
-    eprintln!("campaign seed {seed}: {rounds} rounds, 0 failures, kills by phase {covered:?}, final cursor {final_cursor}");
+    eprintln!(
+        "campaign seed {seed}: {rounds} rounds, 0 failures, kills by phase {covered:?}, final cursor {final_cursor}"
+    );
 }

@@ -12,7 +12,8 @@ use mpc_store::{Store, StoreOptions, StoreUpdate};
 use rand::{Rng, SeedableRng};
 
 fn chain_head_logged(log: &str) -> Option<u64> {
-    log.lines().find_map(|line| line.split("sandbox chain starting head=").nth(1)?.split_whitespace().next()?.parse().ok())
+    log.lines()
+        .find_map(|line| line.split("sandbox chain starting head=").nth(1)?.split_whitespace().next()?.parse().ok())
 }
 
 #[test]

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use mpc_node_process_tests::{DOCKER_GRACE, last_shutdown_report};
 use mpc_node_process_tests::docker_engine::DockerEngine;
+use mpc_node_process_tests::{DOCKER_GRACE, last_shutdown_report};
 
 const IMAGE: &str = "mpc-node:test";
 /// The sandbox chain a little faster than its default, so a test sees many blocks.
@@ -61,7 +61,11 @@ fn starts_again_where_it_stopped(engine: &DockerEngine, container: &str, height:
     engine.docker_ok(&["start", container]);
     engine.wait_healthy(container);
     let resumed = format!("indexer thread: listening for blocks resume_after={height}");
-    assert!(engine.logs(container).contains(&resumed), "not resumed at cursor + 1 ({resumed}):\n{}", engine.logs(container));
+    assert!(
+        engine.logs(container).contains(&resumed),
+        "not resumed at cursor + 1 ({resumed}):\n{}",
+        engine.logs(container)
+    );
     stop_gracefully(engine, container);
 }
 

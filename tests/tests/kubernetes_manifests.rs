@@ -77,9 +77,13 @@ fn the_statefulset_is_valid_and_matches_the_image_it_runs() {
     assert_eq!(security["fsGroup"], uid, "the volume is made writable for the image's user");
 
     let grace = pod["terminationGracePeriodSeconds"].as_f64().expect("grace period");
-    let timeout = flag(args, "--shutdown-timeout").and_then(|value| value.strip_suffix('s')).and_then(|s| s.parse::<f64>().ok());
+    let timeout =
+        flag(args, "--shutdown-timeout").and_then(|value| value.strip_suffix('s')).and_then(|s| s.parse::<f64>().ok());
     let timeout = timeout.expect("--shutdown-timeout in seconds");
-    assert!(timeout + 0.5 < grace, "--shutdown-timeout {timeout}s plus the abort grace must fit the {grace}s grace period");
+    assert!(
+        timeout + 0.5 < grace,
+        "--shutdown-timeout {timeout}s plus the abort grace must fit the {grace}s grace period"
+    );
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["ports"][0]["containerPort"], 3030);
     assert!(dockerfile.contains("EXPOSE 3030"));

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mpc_node_process_tests::{
-    DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent, fast_node_args, home_indexed_to, http,
-    node_binary, rewrite_node_store_at_version,
+    DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent, fast_node_args, home_indexed_to, http, node_binary,
+    rewrite_node_store_at_version,
 };
 
 fn metric(body: &str, name: &str) -> f64 {
@@ -41,9 +41,13 @@ fn endpoints_report_health_readiness_metrics_and_lifecycle() {
     assert_eq!(metric(&first, "mpc_rocksdb_open_instances"), 2.0);
     std::thread::sleep(Duration::from_millis(300));
     let second = http(addr, "GET", "/metrics", None).unwrap().1;
-    assert!(metric(&second, "mpc_indexer_latest_height") > metric(&first, "mpc_indexer_latest_height"), "height did not move");
+    assert!(
+        metric(&second, "mpc_indexer_latest_height") > metric(&first, "mpc_indexer_latest_height"),
+        "height did not move"
+    );
 
-    let debug: serde_json::Value = serde_json::from_str(&http(addr, "GET", "/debug/lifecycle", None).unwrap().1).unwrap();
+    let debug: serde_json::Value =
+        serde_json::from_str(&http(addr, "GET", "/debug/lifecycle", None).unwrap().1).unwrap();
     assert_eq!(debug["phase"], "ready");
     let tasks: Vec<&str> = debug["tasks"].as_array().unwrap().iter().filter_map(|task| task["name"].as_str()).collect();
     assert!(tasks.contains(&"monitor_tee_accounts") && tasks.contains(&"streamer"), "{tasks:?}");
@@ -55,7 +59,10 @@ fn endpoints_report_health_readiness_metrics_and_lifecycle() {
     node.wait_for_log("to=\"ready\"", DOCKER_GRACE);
     let after = http(addr, "GET", "/metrics", None).unwrap().1;
     assert_eq!(metric(&after, "mpc_indexer_restarts_total"), 1.0);
-    assert!(after.contains("mpc_lifecycle_sequence_phase_seconds{phase=\"join_indexer_thread\",sequence=\"restart\"}"), "{after}");
+    assert!(
+        after.contains("mpc_lifecycle_sequence_phase_seconds{phase=\"join_indexer_thread\",sequence=\"restart\"}"),
+        "{after}"
+    );
     node.stop_gracefully();
 }
 
@@ -86,7 +93,8 @@ fn readiness_flips_to_503_the_moment_a_restart_or_shutdown_begins() {
     node.signal(libc::SIGTERM);
     node.wait_for_log("shutdown sequence started", DOCKER_GRACE);
     assert_eq!(http(addr, "GET", "/readyz", None), Some((503, "shutting_down\n".to_owned())));
-    let debug: serde_json::Value = serde_json::from_str(&http(addr, "GET", "/debug/lifecycle", None).unwrap().1).unwrap();
+    let debug: serde_json::Value =
+        serde_json::from_str(&http(addr, "GET", "/debug/lifecycle", None).unwrap().1).unwrap();
     assert_eq!(debug["phase"], "shutting_down");
     node.wait_exit(DOCKER_GRACE);
     assert!(http(addr, "GET", "/readyz", None).is_none(), "server still up after exit");
@@ -99,7 +107,9 @@ fn admin_endpoints_require_the_token_and_go_through_the_shutdown_channel() {
     let addr = node.web_addr();
     node.wait_for_log("node ready", START_PATIENCE);
     let token = std::fs::read_to_string(home.path().join("admin-token")).unwrap().trim().to_owned();
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(home.path().join("admin-token")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(home.path().join("admin-token")).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600, "admin token must be private");
 
     for path in ["/admin/shutdown", "/admin/restart-indexer"] {
@@ -122,7 +132,12 @@ fn admin_endpoints_require_the_token_and_go_through_the_shutdown_channel() {
 fn systemd_notifications_arrive_in_order_on_a_real_socket() {
     let home = home_indexed_to(1500, &{
         let mut args = fast_node_args();
-        args.extend(["--sandbox-block-interval".into(), "0ms".into(), "--sandbox-history-blocks".into(), "1500".into()]);
+        args.extend([
+            "--sandbox-block-interval".into(),
+            "0ms".into(),
+            "--sandbox-history-blocks".into(),
+            "1500".into(),
+        ]);
         args
     });
     rewrite_node_store_at_version(home.path(), 2);
@@ -145,14 +160,17 @@ fn systemd_notifications_arrive_in_order_on_a_real_socket() {
             }
         }
     };
-    receive_until(&mut messages, &|seen| seen.iter().filter(|m| m.starts_with("WATCHDOG=1")).count() >= 2
-        && seen.iter().any(|m| m.starts_with("READY=1")));
+    receive_until(&mut messages, &|seen| {
+        seen.iter().filter(|m| m.starts_with("WATCHDOG=1")).count() >= 2
+            && seen.iter().any(|m| m.starts_with("READY=1"))
+    });
     node.signal(libc::SIGTERM);
     receive_until(&mut messages, &|seen| seen.iter().any(|m| m.starts_with("STOPPING=1")));
     assert_eq!(node.wait_exit(DOCKER_GRACE).code(), Some(0), "{}", node.log());
 
     let position = |prefix: &str| messages.iter().position(|m| m.starts_with(prefix));
-    let extend = position("EXTEND_TIMEOUT_USEC=").unwrap_or_else(|| panic!("no timeout extension during the migration: {messages:?}\n{}", node.log()));
+    let extend = position("EXTEND_TIMEOUT_USEC=")
+        .unwrap_or_else(|| panic!("no timeout extension during the migration: {messages:?}\n{}", node.log()));
     let ready = position("READY=1").unwrap();
     let stopping = position("STOPPING=1").unwrap();
     assert!(extend < ready && ready < stopping, "out of order: {messages:?}");
@@ -177,7 +195,8 @@ fn as_pid_1_of_a_pid_namespace_sigterm_takes_the_graceful_path() {
     // The node is unshare's only child: PID 1 inside the namespace.
     let started = Instant::now();
     let node_pid: i32 = loop {
-        let children = std::fs::read_to_string(format!("/proc/{unshare_pid}/task/{unshare_pid}/children")).unwrap_or_default();
+        let children =
+            std::fs::read_to_string(format!("/proc/{unshare_pid}/task/{unshare_pid}/children")).unwrap_or_default();
         if let Some(pid) = children.split_whitespace().next().and_then(|pid| pid.parse().ok()) {
             break pid;
         }

@@ -57,7 +57,8 @@ fn a_client_that_reads_its_response_one_byte_a_second_does_not_delay_a_stop() {
     let home = tempfile::tempdir().unwrap();
     let (node, addr) = ready_node(home.path());
     let mut slow = connect(addr);
-    slow.write_all(b"GET /debug/lifecycle HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    slow.write_all(b"GET /debug/lifecycle HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut byte = [0u8; 1];
     slow.read_exact(&mut byte).unwrap();
     assert_clean_stop_while_held(node, home.path(), vec![slow], "slow reader");
@@ -195,7 +196,10 @@ fn admin_guesses_beyond_the_limit_get_429_for_the_window_and_a_token_file_may_en
     // thread of its own: wait for the line rather than expect it already read.
     node.wait_for_log("admin endpoint refused a request: too many failed attempts", START_PATIENCE);
     let log = node.log();
-    assert!(log.lines().any(|line| line.contains("admin endpoint refused a request") && line.contains("peer=127.0.0.1:")), "{log}");
+    assert!(
+        log.lines().any(|line| line.contains("admin endpoint refused a request") && line.contains("peer=127.0.0.1:")),
+        "{log}"
+    );
     std::thread::sleep(Duration::from_secs(10));
     assert_eq!(restart("operator-chosen-token"), Some(202), "the right token works after the window");
     node.wait_for_log("indexer subsystem restarted", START_PATIENCE);
@@ -228,7 +232,10 @@ for family in text_string_to_metric_families(open(sys.argv[1]).read()):
     );
     let parsed = String::from_utf8_lossy(&output.stdout).into_owned();
     let family = |name: &str| -> (String, f64) {
-        let line = parsed.lines().find(|line| line.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("{name} missing:\n{parsed}"));
+        let line = parsed
+            .lines()
+            .find(|line| line.split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{parsed}"));
         let mut fields = line.split(' ').skip(1);
         (fields.next().unwrap().to_owned(), fields.next().and_then(|value| value.parse().ok()).unwrap_or(f64::NAN))
     };

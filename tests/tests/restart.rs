@@ -117,7 +117,10 @@ fn sighup_restarts_in_a_row_resume_gap_free_and_leak_no_threads_fds_or_stores() 
     // The memtables each sample saw: those the restart of its cycle logged.
     let memtable_kib = |sample: &Sample| sample.cycle.checked_sub(1).map(|restart| memtables[restart as usize]);
     let rss: Vec<_> = samples.iter().map(|s| (s.cycle, s.rss_kib)).collect();
-    eprintln!("threads {} -> {}, fds {} -> {}, rss KiB by cycle {rss:?}", first.threads, last.threads, first.fds, last.fds);
+    eprintln!(
+        "threads {} -> {}, fds {} -> {}, rss KiB by cycle {rss:?}",
+        first.threads, last.threads, first.fds, last.fds
+    );
     if let Ok(path) = std::env::var("MPC_SOAK_CSV") {
         let row = |s: &Sample| {
             let memtables = memtable_kib(s).map(|kib| format!("{kib:.1}")).unwrap_or_default();
@@ -244,7 +247,12 @@ fn a_start_opens_the_chain_store_beside_the_node_store_unless_a_data_wipe_may_be
     std::thread::sleep(Duration::from_millis(300));
     node.stop_gracefully();
     assert_eq!(count_in_log(&node, CHAIN_STORE_AHEAD), 1, "{}", node.log());
-    assert_eq!(count_in_log(&node, CHAIN_STORE_OPENED), 1, "the first generation takes the store opened ahead:\n{}", node.log());
+    assert_eq!(
+        count_in_log(&node, CHAIN_STORE_OPENED),
+        1,
+        "the first generation takes the store opened ahead:\n{}",
+        node.log()
+    );
     let indexed = assert_consistent(home.path());
 
     // A token the node store has not seen: the wipe comes first, then the open.

@@ -197,9 +197,9 @@ fn json_logs_are_one_object_per_line_with_the_same_stable_messages() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}")))
         .collect();
-    let warned = lines.iter().any(|line| {
-        line["level"] == "WARN" && line["message"] == "SIGTERM received, initiating graceful shutdown"
-    });
+    let warned = lines
+        .iter()
+        .any(|line| line["level"] == "WARN" && line["message"] == "SIGTERM received, initiating graceful shutdown");
     assert!(warned, "no structured SIGTERM warning:\n{}", node.log());
     assert!(lines.iter().any(|line| line["message"].as_str().is_some_and(|m| m.starts_with("ShutdownReport {"))));
 }

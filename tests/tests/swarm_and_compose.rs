@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use mpc_chain::CHAIN_SCHEMA_VERSION;
 use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, Release, repository_root};
 use mpc_node_process_tests::{
-    fast_node_args, home_indexed_to, last_shutdown_report, rewrite_chain_store_at_version_1, rewrite_node_store_at_version,
+    fast_node_args, home_indexed_to, last_shutdown_report, rewrite_chain_store_at_version_1,
+    rewrite_node_store_at_version,
 };
 use serde_json::Value;
 
@@ -19,8 +20,21 @@ fn volume_from_home(engine: &DockerEngine, name: &str, home: &Path, image: &str)
     engine.volume(name);
     let (mount, source) = (format!("{name}:/data"), format!("{}:/src:ro", home.display()));
     engine.docker_ok(&[
-        "run", "--rm", "--network", "none", "--user", "0", "-v", &mount, "-v", &source, "--entrypoint", "/bin/sh", image,
-        "-c", "cp -a /src/. /data/ && chown -R mpc:mpc /data",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "0",
+        "-v",
+        &mount,
+        "-v",
+        &source,
+        "--entrypoint",
+        "/bin/sh",
+        image,
+        "-c",
+        "cp -a /src/. /data/ && chown -R mpc:mpc /data",
     ]);
 }
 
@@ -79,9 +93,27 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
     }
 
     engine.docker_ok(&[
-        "service", "create", "--quiet", "--detach", "--name", SERVICE, "--replicas", &REPLICAS.to_string(), "--mount",
-        "type=volume,source=home-{{.Task.Slot}},target=/data", "--update-parallelism", "1", "--update-order", "stop-first",
-        "--update-failure-action", "pause", "--stop-grace-period", "10s", &old_image, "--sandbox-block-interval", "50ms",
+        "service",
+        "create",
+        "--quiet",
+        "--detach",
+        "--name",
+        SERVICE,
+        "--replicas",
+        &REPLICAS.to_string(),
+        "--mount",
+        "type=volume,source=home-{{.Task.Slot}},target=/data",
+        "--update-parallelism",
+        "1",
+        "--update-order",
+        "stop-first",
+        "--update-failure-action",
+        "pause",
+        "--stop-grace-period",
+        "10s",
+        &old_image,
+        "--sandbox-block-interval",
+        "50ms",
     ]);
     engine.remove_later("service", SERVICE);
     wait_until("every task running and healthy", || {
@@ -110,7 +142,11 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
     }
     for task in &new {
         let logs = engine.logs(&task.container);
-        assert!(logs.contains("node store migrated from=2 to=3"), "slot {} did not migrate its v2 volume:\n{logs}", task.slot);
+        assert!(
+            logs.contains("node store migrated from=2 to=3"),
+            "slot {} did not migrate its v2 volume:\n{logs}",
+            task.slot
+        );
         let chain_upgrade = format!("chain store migrated from=1 to={CHAIN_SCHEMA_VERSION}");
         assert!(logs.contains(&chain_upgrade), "slot {} did not upgrade its v1 chain store:\n{logs}", task.slot);
     }
@@ -128,7 +164,10 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
         let ((_, previous_slot), (next_stopped_at, _)) = (pair[0], pair[1]);
         let successor = new.iter().find(|task| task.slot == previous_slot).expect("a new task in the slot");
         let healthy_at = event_of(&healthy, &successor.container).expect("the new task became healthy");
-        assert!(healthy_at < next_stopped_at, "slot {previous_slot}: the next old task stopped before its successor was healthy");
+        assert!(
+            healthy_at < next_stopped_at,
+            "slot {previous_slot}: the next old task stopped before its successor was healthy"
+        );
     }
 
     engine.docker_ok(&["service", "rm", SERVICE]);
@@ -136,7 +175,12 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
         new.iter().all(|task| container_json(&engine, &task.container)["State"]["Running"] == false)
     });
     for task in &new {
-        assert_eq!(container_json(&engine, &task.container)["State"]["ExitCode"], 0, "{}", engine.logs(&task.container));
+        assert_eq!(
+            container_json(&engine, &task.container)["State"]["ExitCode"],
+            0,
+            "{}",
+            engine.logs(&task.container)
+        );
     }
     for slot in 1..=REPLICAS {
         engine.check_volume(&format!("home-{slot}"), &new_image);
@@ -174,11 +218,23 @@ fn compose_yaml_runs_under_docker_stack_deploy_and_docker_compose() {
     let compose_command = |args: &[&str]| {
         let output = std::process::Command::new("docker-compose")
             .env("DOCKER_HOST", engine.socket())
-            .args(["--project-name", "mpccompose", "--file", &compose, "--file", &override_file.path().display().to_string()])
+            .args([
+                "--project-name",
+                "mpccompose",
+                "--file",
+                &compose,
+                "--file",
+                &override_file.path().display().to_string(),
+            ])
             .args(args)
             .output()
             .expect("docker-compose not found: install the Debian package docker-compose (./dev test does)");
-        assert!(output.status.success(), "docker-compose {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "docker-compose {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     };
     compose_command(&["up", "--detach"]);

@@ -51,7 +51,11 @@ impl Machine<'_> {
     fn wait_until(&self, what: &str, done: impl Fn(&Self) -> bool) {
         let started = Instant::now();
         while !done(self) {
-            assert!(started.elapsed() < ENGINE_PATIENCE, "{what}: not within {ENGINE_PATIENCE:?}\njournal:\n{}", self.journal());
+            assert!(
+                started.elapsed() < ENGINE_PATIENCE,
+                "{what}: not within {ENGINE_PATIENCE:?}\njournal:\n{}",
+                self.journal()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -89,13 +93,18 @@ impl Machine<'_> {
     }
 
     fn check_home(&self) {
-        let printed = self.exec_ok(&["runuser", "-u", "mpc-node", "--", "/usr/local/bin/mpc-node", "check", "--home", HOME]);
+        let printed =
+            self.exec_ok(&["runuser", "-u", "mpc-node", "--", "/usr/local/bin/mpc-node", "check", "--home", HOME]);
         assert!(printed.contains("consistent: yes"), "{printed}");
     }
 }
 
 fn boot(engine: &DockerEngine) -> Machine<'_> {
-    engine.import_debian("bookworm-systemd", &["passwd", "libstdc++6", "systemd", "systemd-sysv"], "debian-systemd:bookworm");
+    engine.import_debian(
+        "bookworm-systemd",
+        &["passwd", "libstdc++6", "systemd", "systemd-sysv"],
+        "debian-systemd:bookworm",
+    );
     let context = tempfile::tempdir().unwrap();
     std::fs::copy(production_binary(), context.path().join("mpc-node")).unwrap();
     for file in ["mpc-node.service", "mpc-node.sysusers"] {
@@ -104,8 +113,16 @@ fn boot(engine: &DockerEngine) -> Machine<'_> {
     std::fs::write(context.path().join("Dockerfile"), INSTALL).unwrap();
     engine.docker_ok(&["build", "--quiet", "--tag", IMAGE, &context.path().display().to_string()]);
     let id = engine.run_detached(&[
-        "--tmpfs", "/run", "--tmpfs", "/run/lock", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "-e",
-        "container=docker", IMAGE,
+        "--tmpfs",
+        "/run",
+        "--tmpfs",
+        "/run/lock",
+        "--cgroupns=host",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+        "-e",
+        "container=docker",
+        IMAGE,
     ]);
     let machine = Machine { engine, id };
     machine.wait_until("systemd up", |machine| {
@@ -130,7 +147,9 @@ fn the_unit_starts_on_ready_reloads_in_process_stops_cleanly_and_comes_back_afte
     assert_eq!(machine.property("ActiveState"), "active");
 
     machine.exec_ok(&["systemctl", "reload", UNIT]);
-    machine.wait_until("in-process restart after reload", |machine| machine.journal().contains("indexer subsystem restarted"));
+    machine.wait_until("in-process restart after reload", |machine| {
+        machine.journal().contains("indexer subsystem restarted")
+    });
     assert_eq!(machine.property("MainPID"), machine.property("ExecMainPID"), "reload must not replace the process");
 
     let took = machine.stop();
@@ -142,7 +161,9 @@ fn the_unit_starts_on_ready_reloads_in_process_stops_cleanly_and_comes_back_afte
     let main_pid = machine.property("MainPID");
     machine.exec_ok(&["systemctl", "kill", "--signal", "SIGKILL", UNIT]);
     machine.wait_until("Restart=on-failure brings it back", |machine| {
-        machine.property("ActiveState") == "active" && machine.property("MainPID") != main_pid && machine.property("MainPID") != "0"
+        machine.property("ActiveState") == "active"
+            && machine.property("MainPID") != main_pid
+            && machine.property("MainPID") != "0"
     });
     assert_eq!(machine.property("NRestarts"), "1");
     machine.stop();

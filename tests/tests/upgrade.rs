@@ -21,7 +21,12 @@ fn schema_version(home: &std::path::Path) -> Option<u32> {
 
 fn fast_history(blocks: u64) -> Vec<String> {
     let mut args = fast_node_args();
-    args.extend(["--sandbox-block-interval".into(), "0ms".into(), "--sandbox-history-blocks".into(), blocks.to_string()]);
+    args.extend([
+        "--sandbox-block-interval".into(),
+        "0ms".into(),
+        "--sandbox-history-blocks".into(),
+        blocks.to_string(),
+    ]);
     args
 }
 
@@ -71,7 +76,11 @@ fn migrate_lists_and_applies_steps_and_rollback_restores_the_old_store() {
 
     let dry_run = run_node_command(&["migrate", "--home", home_arg, "--dry-run"]);
     assert_eq!(dry_run.code, 0, "{}", dry_run.output);
-    assert!(dry_run.output.contains("pending: v1 -> v2") && dry_run.output.contains("pending: v2 -> v3"), "{}", dry_run.output);
+    assert!(
+        dry_run.output.contains("pending: v1 -> v2") && dry_run.output.contains("pending: v2 -> v3"),
+        "{}",
+        dry_run.output
+    );
     assert_eq!(schema_version(home.path()), Some(1), "--dry-run changed the store");
 
     let migrated = run_node_command(&["migrate", "--home", home_arg, "--keep-checkpoint"]);

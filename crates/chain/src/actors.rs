@@ -54,7 +54,8 @@ impl ClientActor {
             }
             self.head = height;
         }
-        let delay = if self.head < self.history_target { std::time::Duration::ZERO } else { self.config.block_interval };
+        let delay =
+            if self.head < self.history_target { std::time::Duration::ZERO } else { self.config.block_interval };
         Self::schedule(ctx, delay);
     }
 }

@@ -31,14 +31,8 @@ pub enum ChainStoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The store was produced from another seed; continuing would mix two chains.
-    #[error(
-        "chain store at {path} was created with seed {stored}, but the configured seed is {configured}"
-    )]
-    SeedMismatch {
-        path: String,
-        stored: u64,
-        configured: u64,
-    },
+    #[error("chain store at {path} was created with seed {stored}, but the configured seed is {configured}")]
+    SeedMismatch { path: String, stored: u64, configured: u64 },
 }
 
 /// Opens the chain store at `path`. A new store is created with its genesis block, its
@@ -137,10 +131,18 @@ fn block_update(produced: &ProducedBlock, encoding: ValueEncoding) -> StoreUpdat
         ValueEncoding::Json => {
             update.put_json(Column::Blocks, height.to_be_bytes(), &block_view(&produced.block).expect(VIEWS_BUILD));
             for chunk in &produced.chunks {
-                update.put_json(Column::Chunks, chunk.header.chunk_hash, &chunk_view(chunk.clone()).expect(VIEWS_BUILD));
+                update.put_json(
+                    Column::Chunks,
+                    chunk.header.chunk_hash,
+                    &chunk_view(chunk.clone()).expect(VIEWS_BUILD),
+                );
             }
             for (shard, outcomes) in produced.outcomes.iter().enumerate() {
-                update.put_json(Column::Outcomes, outcome_key(height, shard), &outcomes_view(outcomes.clone()).expect(VIEWS_BUILD));
+                update.put_json(
+                    Column::Outcomes,
+                    outcome_key(height, shard),
+                    &outcomes_view(outcomes.clone()).expect(VIEWS_BUILD),
+                );
             }
         }
     }
@@ -175,7 +177,9 @@ fn older_view<R: BorshDeserialize, V: DeserializeOwned>(
     to_view: impl FnOnce(R) -> Result<V, InvalidAccountId>,
 ) -> StoreResult<V> {
     match StoredValue::of(bytes) {
-        StoredValue::Record(record) => to_view(decode(store, what, record)?).map_err(|err| decode_error(store, what, err)),
+        StoredValue::Record(record) => {
+            to_view(decode(store, what, record)?).map_err(|err| decode_error(store, what, err))
+        }
         StoredValue::Json(json) => serde_json::from_slice(json).map_err(|err| decode_error(store, what, err)),
         StoredValue::Bundle(_) => Err(decode_error(store, what, "a schema v3 value where an older one was expected")),
     }
@@ -202,16 +206,16 @@ fn pointed_bundle(store: &Store, height: u64, what: &str) -> StoreResult<BlockBu
 
 /// The chunk at `index` of `bundle`, which a v3 entry named `what` points to.
 fn chunk_at(store: &Store, bundle: BlockBundle, index: usize, what: &str) -> StoreResult<ChunkRecord> {
-    bundle
-        .chunks
-        .into_iter()
-        .nth(index)
-        .ok_or_else(|| decode_error(store, what, "points past the chunks of its block"))
+    bundle.chunks.into_iter().nth(index).ok_or_else(|| decode_error(store, what, "points past the chunks of its block"))
 }
 
 /// The view of a shard's outcomes: every sandbox receipt succeeds, so they are the
 /// chunk's receipts, executed in the block.
-fn outcomes_of(store: &Store, block_hash: [u8; 32], chunk: &ChunkRecord) -> StoreResult<Vec<IndexerExecutionOutcomeWithReceipt>> {
+fn outcomes_of(
+    store: &Store,
+    block_hash: [u8; 32],
+    chunk: &ChunkRecord,
+) -> StoreResult<Vec<IndexerExecutionOutcomeWithReceipt>> {
     outcomes_view(OutcomesRecord { block_hash, receipts: chunk.receipts.clone() })
         .map_err(|err| decode_error(store, "execution outcomes", err))
 }
@@ -276,11 +280,7 @@ pub(crate) fn read_outcomes(
 /// Deletes the stored outcomes of one shard of one block, returning them: the "receipt
 /// missing" fault of the upstream indexer. Test-only (feature `test-faults`).
 #[cfg(feature = "test-faults")]
-pub fn delete_outcomes_for_test(
-    store: &Store,
-    height: u64,
-    shard: usize,
-) -> StoreResult<Option<Vec<u8>>> {
+pub fn delete_outcomes_for_test(store: &Store, height: u64, shard: usize) -> StoreResult<Option<Vec<u8>>> {
     let previous = store.get(Column::Outcomes, outcome_key(height, shard))?;
     let mut update = StoreUpdate::new();
     update.delete(Column::Outcomes, outcome_key(height, shard));
@@ -290,12 +290,7 @@ pub fn delete_outcomes_for_test(
 
 /// Puts back what [`delete_outcomes_for_test`] removed. Test-only (feature `test-faults`).
 #[cfg(feature = "test-faults")]
-pub fn restore_outcomes_for_test(
-    store: &Store,
-    height: u64,
-    shard: usize,
-    bytes: &[u8],
-) -> StoreResult<()> {
+pub fn restore_outcomes_for_test(store: &Store, height: u64, shard: usize, bytes: &[u8]) -> StoreResult<()> {
     let mut update = StoreUpdate::new();
     update.put(Column::Outcomes, outcome_key(height, shard), bytes);
     store.commit(update)
@@ -328,10 +323,7 @@ pub fn rewrite_as_v1_for_test(path: &Path) -> Result<(), ChainStoreError> {
 }
 
 /// The stored value of a contract view method.
-pub(crate) fn read_contract_view(
-    store: &Store,
-    method: &str,
-) -> StoreResult<Option<serde_json::Value>> {
+pub(crate) fn read_contract_view(store: &Store, method: &str) -> StoreResult<Option<serde_json::Value>> {
     store.get_json(Column::ContractState, method)
 }
 
@@ -462,7 +454,12 @@ fn indexer_shard(
     chunk: IndexerChunkView,
     receipt_execution_outcomes: Vec<IndexerExecutionOutcomeWithReceipt>,
 ) -> near_indexer_primitives::IndexerShard {
-    near_indexer_primitives::IndexerShard { shard_id, chunk: Some(chunk), receipt_execution_outcomes, state_changes: vec![] }
+    near_indexer_primitives::IndexerShard {
+        shard_id,
+        chunk: Some(chunk),
+        receipt_execution_outcomes,
+        state_changes: vec![],
+    }
 }
 
 /// The chain's own record of block `height`, as the indexer streams it; used by
@@ -522,10 +519,18 @@ mod tests {
                 let expected = &golden[height.to_string()];
                 assert_eq!(&message_json(&store, height), expected, "{encoding:?} block {height}");
                 let block = read_block(&store, height).unwrap().unwrap();
-                assert_eq!(serde_json::to_value(&block).unwrap(), expected["block"], "{encoding:?} block view {height}");
+                assert_eq!(
+                    serde_json::to_value(&block).unwrap(),
+                    expected["block"],
+                    "{encoding:?} block view {height}"
+                );
                 for (shard, header) in block.chunks.iter().enumerate() {
                     let chunk = read_chunk(&store, &header.chunk_hash).unwrap().unwrap();
-                    assert_eq!(serde_json::to_value(chunk).unwrap(), expected["shards"][shard]["chunk"], "{encoding:?} {height}/{shard}");
+                    assert_eq!(
+                        serde_json::to_value(chunk).unwrap(),
+                        expected["shards"][shard]["chunk"],
+                        "{encoding:?} {height}/{shard}"
+                    );
                     let outcomes = read_outcomes(&store, height, shard).unwrap().unwrap();
                     assert_eq!(
                         serde_json::to_value(outcomes).unwrap(),
@@ -592,7 +597,11 @@ mod tests {
             }
             let first_byte = |height: u64| store.get(Column::Blocks, height.to_be_bytes()).unwrap().unwrap()[0];
             let old_first_byte = if version == 1 { b'{' } else { RECORD_TAG };
-            assert_eq!(first_byte(10), old_first_byte, "v{version}: blocks stored before the upgrade are not rewritten");
+            assert_eq!(
+                first_byte(10),
+                old_first_byte,
+                "v{version}: blocks stored before the upgrade are not rewritten"
+            );
             assert_eq!(first_byte(11), BUNDLE_TAG, "v{version}: blocks stored after the upgrade are bundles");
             for height in 0..=20 {
                 assert_eq!(message_json(&store, height), message_json(&fresh, height), "v{version} block {height}");
@@ -614,15 +623,24 @@ mod tests {
             }
             let range_json = |start, count| {
                 let (messages, stopped_at) = read_streamer_messages(&store, start, count).unwrap();
-                let messages: Vec<Value> = messages.iter().map(|message| serde_json::to_value(message).unwrap()).collect();
+                let messages: Vec<Value> =
+                    messages.iter().map(|message| serde_json::to_value(message).unwrap()).collect();
                 (messages, stopped_at)
             };
             let (messages, stopped_at) = range_json(2, 8);
             assert_eq!((messages.len(), stopped_at), (8, None), "{encoding:?}");
-            assert_eq!(messages, (2..10).map(|height| message_json(&store, height)).collect::<Vec<_>>(), "{encoding:?}");
+            assert_eq!(
+                messages,
+                (2..10).map(|height| message_json(&store, height)).collect::<Vec<_>>(),
+                "{encoding:?}"
+            );
 
             let (messages, stopped_at) = range_json(10, 5);
-            assert_eq!((messages.len(), stopped_at), (3, Some((13, MissingPiece::Block))), "{encoding:?}: 10 to 12, then none");
+            assert_eq!(
+                (messages.len(), stopped_at),
+                (3, Some((13, MissingPiece::Block))),
+                "{encoding:?}: 10 to 12, then none"
+            );
 
             let mut update = StoreUpdate::new();
             update.delete(Column::Outcomes, outcome_key(6, 1));
@@ -647,7 +665,10 @@ mod tests {
             let hash = CryptoHash(produced.chunks[0].header.chunk_hash);
             let chunk = read_chunk(&store, &hash).unwrap_err().to_string();
             assert!(chunk.contains("chunk") && chunk.contains("Not An Account"), "{encoding:?}: {chunk}");
-            assert!(read_outcomes(&store, 5, 0).unwrap().is_some(), "{encoding:?}: the block's other records still read");
+            assert!(
+                read_outcomes(&store, 5, 0).unwrap().is_some(),
+                "{encoding:?}: the block's other records still read"
+            );
 
             let tag = if encoding == ValueEncoding::Bundle { BUNDLE_TAG } else { RECORD_TAG };
             let mut truncated = StoreUpdate::new();

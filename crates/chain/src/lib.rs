@@ -17,16 +17,17 @@ mod schema;
 mod views;
 pub mod workload;
 
-pub use actors::{
-    BlockQuery, FINALITY_LAG, ChainStatus, ClientActor, ContractView, GetChunk, GetOutcomes, GetStatus, GetStreamerMessage, GetStreamerMessages, StreamerMessages, ViewClientActor, ViewError,
-};
 #[cfg(feature = "test-faults")]
 pub use actors::FaultInjectionStore;
-#[cfg(feature = "test-faults")]
-pub use chain_store::{delete_outcomes_for_test, restore_outcomes_for_test};
+pub use actors::{
+    BlockQuery, ChainStatus, ClientActor, ContractView, FINALITY_LAG, GetChunk, GetOutcomes, GetStatus,
+    GetStreamerMessage, GetStreamerMessages, StreamerMessages, ViewClientActor, ViewError,
+};
 #[cfg(feature = "legacy-writers")]
 pub use chain_store::rewrite_as_v1_for_test;
 pub use chain_store::{ChainStoreError, chain_head, open_chain_store, stored_streamer_message};
+#[cfg(feature = "test-faults")]
+pub use chain_store::{delete_outcomes_for_test, restore_outcomes_for_test};
 pub use config::{ChainConfig, DEFAULT_IMAGE_HASH, ImageHashRevocation, NEXT_IMAGE_HASH, default_contract_id};
 pub use node::{ChainError, ChainNode, ClientHandle, ViewClientHandle};
 pub use schema::{CHAIN_SCHEMA_VERSION, chain_schema};

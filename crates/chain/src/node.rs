@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mpc_store::{KeptStore, Reuse, StoreOptions};
 use mpc_store::migration::SchemaVerified;
+use mpc_store::{KeptStore, Reuse, StoreOptions};
 use near_async::ActorSystem;
 use near_async::futures::FutureSpawnerExt;
 use near_async::tokio::TokioRuntimeHandle;

@@ -152,7 +152,13 @@ fn hash_of(parts: &str) -> [u8; 32] {
     CryptoHash::hash_bytes(parts.as_bytes()).0
 }
 
-fn call(receipt_id: [u8; 32], predecessor_id: String, config: &ChainConfig, method_name: &str, args: &Value) -> CallRecord {
+fn call(
+    receipt_id: [u8; 32],
+    predecessor_id: String,
+    config: &ChainConfig,
+    method_name: &str,
+    args: &Value,
+) -> CallRecord {
     CallRecord {
         receipt_id,
         predecessor_id,
@@ -175,7 +181,8 @@ pub(crate) fn produce_block(config: &ChainConfig, height: u64) -> ProducedBlock 
         calls_per_shard[sign.shard as usize].push(record);
     }
     for respond in workload::respond_calls(config, height) {
-        let args = json!({"request_id": respond.request_id.to_string(), "response": {"big_r": "sandbox", "s": "sandbox"}});
+        let args =
+            json!({"request_id": respond.request_id.to_string(), "response": {"big_r": "sandbox", "s": "sandbox"}});
         let record = call(respond.receipt_id.0, respond.responder.to_string(), config, "respond", &args);
         calls_per_shard[respond.shard as usize].push(record);
     }

@@ -110,7 +110,11 @@ pub(crate) fn block_view(block: &BlockRecord) -> Result<BlockView, InvalidAccoun
         last_ds_final_block: CryptoHash(block.last_ds_final_block),
         ..BlockHeaderView::default()
     };
-    Ok(BlockView { author: account(&block.author)?, header, chunks: block.chunks.iter().map(chunk_header_view).collect() })
+    Ok(BlockView {
+        author: account(&block.author)?,
+        header,
+        chunks: block.chunks.iter().map(chunk_header_view).collect(),
+    })
 }
 
 /// The view of a stored chunk.
@@ -126,7 +130,9 @@ pub(crate) fn chunk_view(chunk: ChunkRecord) -> Result<IndexerChunkView, Invalid
 }
 
 /// The views of the stored execution outcomes of one shard of a block.
-pub(crate) fn outcomes_view(outcomes: OutcomesRecord) -> Result<Vec<IndexerExecutionOutcomeWithReceipt>, InvalidAccountId> {
+pub(crate) fn outcomes_view(
+    outcomes: OutcomesRecord,
+) -> Result<Vec<IndexerExecutionOutcomeWithReceipt>, InvalidAccountId> {
     let block_hash = CryptoHash(outcomes.block_hash);
     outcomes.receipts.into_iter().map(|call| Ok(executed(receipt_view(call)?, block_hash))).collect()
 }

@@ -132,7 +132,10 @@ pub fn governance_changes(config: &ChainConfig, height: u64) -> Vec<(&'static st
         changes.push(("get_tee_accounts", tee_accounts(height / 40)));
     }
     if height.is_multiple_of(150) {
-        changes.push(("migration_info", json!({"backup_service": format!("backup{}.sandbox", height / 150), "active_migration": true})));
+        changes.push((
+            "migration_info",
+            json!({"backup_service": format!("backup{}.sandbox", height / 150), "active_migration": true}),
+        ));
     }
     if let Some(revocation) = &config.revocation
         && revocation.at_height == height

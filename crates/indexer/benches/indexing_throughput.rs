@@ -92,7 +92,8 @@ async fn produce_chain(blocks: u64, requests_per_block: u32) -> Workload {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     system.stop();
-    mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30)).unwrap();
+    mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30))
+        .unwrap();
     let store = Store::open_read_only(&config.chain_data_dir(), &StoreOptions::new("chain", "bench-read")).unwrap();
     let final_height = blocks - mpc_chain::FINALITY_LAG;
     let messages = (1..=final_height).map(|height| stored_streamer_message(&store, height).unwrap().unwrap()).collect();
@@ -149,7 +150,8 @@ async fn index_through_the_node(workload: &Workload) -> Run {
     tasks.wait(Duration::from_secs(10)).await;
     drop(state);
     system.stop();
-    mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30)).unwrap();
+    mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30))
+        .unwrap();
     run
 }
 
@@ -266,8 +268,11 @@ async fn main() {
             listen_prefilled(&workload, &node).await;
             bare_prefilled(&workload).await;
             system.stop();
-            mpc_store::wait_until_group_instances_are_dropped(mpc_indexer::INDEXER_STORE_GROUP, Duration::from_secs(30))
-                .unwrap();
+            mpc_store::wait_until_group_instances_are_dropped(
+                mpc_indexer::INDEXER_STORE_GROUP,
+                Duration::from_secs(30),
+            )
+            .unwrap();
             continue;
         }
         let indexed = workload.messages.len() as f64;

@@ -40,9 +40,10 @@ pub fn extract_block_effects(message: &StreamerMessage, contract_id: &AccountId)
             if &receipt.receiver_id != contract_id {
                 continue;
             }
-            if !matches!(executed.execution_outcome.outcome.status, ExecutionStatusView::SuccessValue(_)
-                | ExecutionStatusView::SuccessReceiptId(_))
-            {
+            if !matches!(
+                executed.execution_outcome.outcome.status,
+                ExecutionStatusView::SuccessValue(_) | ExecutionStatusView::SuccessReceiptId(_)
+            ) {
                 continue;
             }
             let ReceiptEnumView::Action { actions, .. } = &receipt.receipt else { continue };
@@ -57,7 +58,9 @@ pub fn extract_block_effects(message: &StreamerMessage, contract_id: &AccountId)
                             path: call.request.path,
                             height,
                         }),
-                        Err(err) => tracing::warn!(height, receipt = %receipt.receipt_id, error = %err, "skipping malformed sign call"),
+                        Err(err) => {
+                            tracing::warn!(height, receipt = %receipt.receipt_id, error = %err, "skipping malformed sign call")
+                        }
                     },
                     "respond" => match serde_json::from_slice::<RespondArgs>(args)
                         .ok()
@@ -66,7 +69,9 @@ pub fn extract_block_effects(message: &StreamerMessage, contract_id: &AccountId)
                         Some(request_id) => {
                             effects.responses.push(SignResponseRecord { request_id: Hash32(request_id.0), height })
                         }
-                        None => tracing::warn!(height, receipt = %receipt.receipt_id, "skipping malformed respond call"),
+                        None => {
+                            tracing::warn!(height, receipt = %receipt.receipt_id, "skipping malformed respond call")
+                        }
                     },
                     _ => {}
                 }

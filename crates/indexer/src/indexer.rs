@@ -64,7 +64,12 @@ impl Indexer {
     /// An indexer over `node`. `resume_after` is the node store's committed cursor, used
     /// by [`SyncModeEnum::FromInterruption`]. Unlike upstream, the indexer's tasks are
     /// spawned on `tasks`, so they are named, cancellable and awaited at shutdown.
-    pub fn from_near_node(config: IndexerConfig, node: &NearNode, resume_after: Option<Cursor>, tasks: Supervisor) -> Self {
+    pub fn from_near_node(
+        config: IndexerConfig,
+        node: &NearNode,
+        resume_after: Option<Cursor>,
+        tasks: Supervisor,
+    ) -> Self {
         Indexer { config, node: node.clone(), resume_after, tasks }
     }
 

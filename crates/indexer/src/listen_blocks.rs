@@ -27,8 +27,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::{IndexerState, IndexerTestHooks};
 use crate::extract::extract_block_effects;
+use crate::{IndexerState, IndexerTestHooks};
 
 /// Why `listen_blocks` stopped without being cancelled.
 #[derive(Debug, thiserror::Error)]
@@ -96,19 +96,12 @@ pub(crate) async fn listen_blocks_with_hooks(
     cancel: CancellationToken,
     hooks: &IndexerTestHooks,
 ) -> Result<(), ListenError> {
-    let next = NextBlock {
-        last: read_cursor(&state.node_store)?,
-        applied: read_applied_requests(&state.node_store)?,
-    };
+    let next = NextBlock { last: read_cursor(&state.node_store)?, applied: read_applied_requests(&state.node_store)? };
     let (prepared_sender, prepared) = mpsc::channel(PREPARED_AHEAD);
     // Awaited below on every path; the abort on drop only matters when this future is
     // itself dropped, so that the committing stage never outlives it with the store.
-    let committer = AbortOnDropHandle::new(tokio::spawn(commit_in_order(
-        prepared,
-        state.clone(),
-        cancel.clone(),
-        hooks.clone(),
-    )));
+    let committer =
+        AbortOnDropHandle::new(tokio::spawn(commit_in_order(prepared, state.clone(), cancel.clone(), hooks.clone())));
     let preparing = prepare_in_order(stream, &state, next, &cancel, prepared_sender).await;
     // The committing stage writes what was prepared before a gap, a fork or the end of
     // the stream, as the one-stage loop did, and stops at once when cancelled.

@@ -115,7 +115,6 @@ fn backoff_delay(interval: Duration, failures: u32) -> Duration {
     base.mul_f64(jitter)
 }
 
-
 impl<T: Clone + PartialEq + serde::Serialize + Send + Sync + 'static> ViewMonitor<T> {
     async fn run(self, state: Arc<IndexerState>, holder: StoreHolder, cancel: CancellationToken) -> Result<(), String> {
         let mut delay = Duration::ZERO;
@@ -212,46 +211,66 @@ pub(crate) fn spawn_monitors(
     intervals: &MonitorIntervals,
     hooks: &crate::IndexerTestHooks,
 ) {
-    spawn_view_monitor(tasks, state, ViewMonitor {
-        name: "monitor_contract_state",
-        method: "state",
-        interval: intervals.contract_state,
-        on_error: OnError::Retry,
-        publisher: senders.contract_state,
-        decode: as_value,
-        #[cfg(feature = "test-hooks")]
-        hang_on_cancel: false,
-    }, hooks);
-    spawn_view_monitor(tasks, state, ViewMonitor {
-        name: "monitor_allowed_image_hashes",
-        method: "allowed_docker_image_hashes",
-        interval: intervals.allowed_image_hashes,
-        on_error: OnError::Backoff,
-        publisher: senders.allowed_image_hashes,
-        decode: as_string_list,
-        #[cfg(feature = "test-hooks")]
-        hang_on_cancel: false,
-    }, hooks);
-    spawn_view_monitor(tasks, state, ViewMonitor {
-        name: "monitor_tee_accounts",
-        method: "get_tee_accounts",
-        interval: intervals.tee_accounts,
-        on_error: OnError::Retry,
-        publisher: senders.tee_accounts,
-        decode: as_value,
-        #[cfg(feature = "test-hooks")]
-        hang_on_cancel: false,
-    }, hooks);
-    spawn_view_monitor(tasks, state, ViewMonitor {
-        name: "monitor_migration_info",
-        method: "migration_info",
-        interval: intervals.migration_info,
-        on_error: OnError::Retry,
-        publisher: senders.migration_info,
-        decode: as_value,
-        #[cfg(feature = "test-hooks")]
-        hang_on_cancel: false,
-    }, hooks);
+    spawn_view_monitor(
+        tasks,
+        state,
+        ViewMonitor {
+            name: "monitor_contract_state",
+            method: "state",
+            interval: intervals.contract_state,
+            on_error: OnError::Retry,
+            publisher: senders.contract_state,
+            decode: as_value,
+            #[cfg(feature = "test-hooks")]
+            hang_on_cancel: false,
+        },
+        hooks,
+    );
+    spawn_view_monitor(
+        tasks,
+        state,
+        ViewMonitor {
+            name: "monitor_allowed_image_hashes",
+            method: "allowed_docker_image_hashes",
+            interval: intervals.allowed_image_hashes,
+            on_error: OnError::Backoff,
+            publisher: senders.allowed_image_hashes,
+            decode: as_string_list,
+            #[cfg(feature = "test-hooks")]
+            hang_on_cancel: false,
+        },
+        hooks,
+    );
+    spawn_view_monitor(
+        tasks,
+        state,
+        ViewMonitor {
+            name: "monitor_tee_accounts",
+            method: "get_tee_accounts",
+            interval: intervals.tee_accounts,
+            on_error: OnError::Retry,
+            publisher: senders.tee_accounts,
+            decode: as_value,
+            #[cfg(feature = "test-hooks")]
+            hang_on_cancel: false,
+        },
+        hooks,
+    );
+    spawn_view_monitor(
+        tasks,
+        state,
+        ViewMonitor {
+            name: "monitor_migration_info",
+            method: "migration_info",
+            interval: intervals.migration_info,
+            on_error: OnError::Retry,
+            publisher: senders.migration_info,
+            decode: as_value,
+            #[cfg(feature = "test-hooks")]
+            hang_on_cancel: false,
+        },
+        hooks,
+    );
     let stats_state = state.clone();
     let every = intervals.stats;
     tasks.spawn("stats_logger", move |cancel| log_stats(stats_state, every, cancel));

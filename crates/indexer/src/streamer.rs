@@ -8,10 +8,12 @@
 
 use std::time::Duration;
 
-use mpc_chain::{ChainNode, ChainStatus, GetStatus, GetStreamerMessage, GetStreamerMessages, StreamerMessages, ViewError};
+use mpc_chain::{
+    ChainNode, ChainStatus, GetStatus, GetStreamerMessage, GetStreamerMessages, StreamerMessages, ViewError,
+};
 use near_async::messaging::CanSendAsync;
-use near_indexer_primitives::types::Finality;
 use near_indexer_primitives::StreamerMessage;
+use near_indexer_primitives::types::Finality;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mpc_chain::ChainError;
-use mpc_lifecycle::{OnTaskFailure, LifecycleSender, Supervisor};
+use mpc_lifecycle::{LifecycleSender, OnTaskFailure, Supervisor};
 use mpc_migrations::layout::read_cursor;
 use mpc_store::{Store, StoreError};
 use near_async::ActorSystem;
@@ -222,7 +222,11 @@ fn run_thread(params: IndexerThreadParams, token: CancellationToken, links: Thre
     result
 }
 
-async fn run_indexer(params: IndexerThreadParams, token: CancellationToken, links: ThreadLinks) -> Result<(), IndexerError> {
+async fn run_indexer(
+    params: IndexerThreadParams,
+    token: CancellationToken,
+    links: ThreadLinks,
+) -> Result<(), IndexerError> {
     let ThreadLinks { tasks, senders, indexed_height, state_probe, stats } = links;
     let IndexerThreadParams { mut config, node_store, actor_system, chain_stop, intervals, failures: _ } = params;
     let cursor = read_cursor(&node_store)?;

@@ -219,7 +219,13 @@ async fn after_cancel_and_join_nothing_holds_indexer_state_or_a_store_and_monito
         node_store: node_store.clone(),
         actor_system: system.clone(),
         chain_stop: chain_stop.clone(),
-        intervals: MonitorIntervals { contract_state: tick, allowed_image_hashes: tick, tee_accounts: tick, migration_info: tick, stats: tick },
+        intervals: MonitorIntervals {
+            contract_state: tick,
+            allowed_image_hashes: tick,
+            tee_accounts: tick,
+            migration_info: tick,
+            stats: tick,
+        },
         failures,
     };
     let token = CancellationToken::new();
@@ -265,7 +271,8 @@ async fn run_monitors_until_published(home: &std::path::Path, node_store: Arc<St
     let tick = Duration::from_millis(5);
     // No block after the history (the chain only adds one as it starts), so the
     // contract's views stay what the first run recorded.
-    let chain = ChainConfig { history_blocks: 20, block_interval: Duration::from_secs(3600), ..ChainConfig::sandbox_default() };
+    let chain =
+        ChainConfig { history_blocks: 20, block_interval: Duration::from_secs(3600), ..ChainConfig::sandbox_default() };
     let params = IndexerThreadParams {
         // A height the chain never reaches: listen_blocks commits nothing, only the
         // monitors write.
@@ -390,7 +397,10 @@ async fn extraction_takes_each_sign_and_respond_call_reads_escaped_ids_and_skips
 }
 
 /// The messages of heights `1..=last` of a fresh sandbox chain, and its node (stopped).
-async fn chain_messages(home: &std::path::Path, last: u64) -> (IndexerConfig, ChainNode, ActorSystem, Vec<StreamerMessage>) {
+async fn chain_messages(
+    home: &std::path::Path,
+    last: u64,
+) -> (IndexerConfig, ChainNode, ActorSystem, Vec<StreamerMessage>) {
     let system = ActorSystem::new();
     let config = indexer_config(home, chain_config(last + 10), SyncModeEnum::BlockHeight(1));
     let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
@@ -427,7 +437,9 @@ async fn listen_over(
         node_store: store.holder("listen-test"),
         indexed_height,
     });
-    let result = tokio::time::timeout(PATIENCE, mpc_indexer::listen_blocks(receiver, state, cancel)).await.expect("listen_blocks hung");
+    let result = tokio::time::timeout(PATIENCE, mpc_indexer::listen_blocks(receiver, state, cancel))
+        .await
+        .expect("listen_blocks hung");
     let published = *watch_height.borrow();
     let stats = stats.lock().unwrap().clone();
     (result, published, stats)
@@ -493,7 +505,10 @@ async fn the_blocks_before_a_gap_or_a_fork_are_committed_and_the_error_names_the
     let (result, published, _) = listen_over(&config, &node, &store, with_gap, CancellationToken::new()).await;
     assert!(matches!(result, Err(mpc_indexer::ListenError::Gap { expected: 4, got: 5 })), "{result:?}");
     assert_eq!((cursor_height(&store), published), (Some(3), Some(3)));
-    assert!(store.get(Column::IndexedBlocks, 5u64.to_be_bytes()).unwrap().is_none(), "a block after the gap was written");
+    assert!(
+        store.get(Column::IndexedBlocks, 5u64.to_be_bytes()).unwrap().is_none(),
+        "a block after the gap was written"
+    );
 
     // 1, 2, 3, then another block 3.
     let store = open_node_store(dir.path(), "fork");

@@ -85,7 +85,10 @@ mod tests {
         sender.restart("SIGHUP");
         sender.restart_after_failure("monitor failed");
         sender.shutdown(ShutdownReason::AdminRequest);
-        assert_eq!(receiver.recv().await, Some(LifecycleRequest::Restart { why: "SIGHUP".into(), after_failure: false }));
+        assert_eq!(
+            receiver.recv().await,
+            Some(LifecycleRequest::Restart { why: "SIGHUP".into(), after_failure: false })
+        );
         assert_eq!(
             receiver.recv().await,
             Some(LifecycleRequest::Restart { why: "monitor failed".into(), after_failure: true })

@@ -18,11 +18,11 @@ mod report;
 mod signals;
 mod supervisor;
 
-pub use channel::{LifecycleRequest, LifecycleReceiver, LifecycleSender, lifecycle_channel};
+pub use channel::{LifecycleReceiver, LifecycleRequest, LifecycleSender, lifecycle_channel};
 pub use deadline::Deadline;
-pub use readable::{millis, three_decimals};
 pub use exit_code::ExitCode;
 pub use phase::{LifecyclePhase, PhaseTracker};
+pub use readable::{millis, three_decimals};
 pub use reason::{OperatorSignal, ShutdownReason};
 pub use report::{PhaseOutcome, PhaseTiming, PhaseTimings, RestartReport, Sequence, ShutdownReport};
 pub use signals::{DeferredSignals, defer_operator_signals, install_signal_listener};

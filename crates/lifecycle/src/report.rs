@@ -189,7 +189,8 @@ mod tests {
         assert_eq!(report.timings.phases[0].duration_ms, 0.022);
         let joined = report.timings.phase("join_indexer_thread", async { false }).await;
         assert!(!joined);
-        let failed: Result<(), String> = report.timings.phase("close_node_store", async { Err("disk gone".into()) }).await;
+        let failed: Result<(), String> =
+            report.timings.phase("close_node_store", async { Err("disk gone".into()) }).await;
         assert!(failed.is_err());
         assert!(report.was_forced());
         report.timings.record("wait_for_rocksdb_instances", Duration::from_secs(1), Some("node held by [x]".into()));

@@ -10,7 +10,7 @@
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{OperatorSignal, ShutdownReason, LifecycleSender};
+use crate::{LifecycleSender, OperatorSignal, ShutdownReason};
 
 /// Operator signals blocked from before `main` until the listener exists.
 ///

@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::{ShutdownReason, LifecycleSender};
+use crate::{LifecycleSender, ShutdownReason};
 
 /// What a task failure (error or panic) turns into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +118,12 @@ impl Supervisor {
         let task = tokio::spawn(make(self.inner.token.child_token()));
         self.tasks().insert(
             id,
-            TaskEntry { name: name.to_owned(), state: TaskState::Running, since: SystemTime::now(), abort: Some(task.abort_handle()) },
+            TaskEntry {
+                name: name.to_owned(),
+                state: TaskState::Running,
+                since: SystemTime::now(),
+                abort: Some(task.abort_handle()),
+            },
         );
         let supervisor = self.clone();
         let name = name.to_owned();
@@ -162,7 +167,11 @@ impl Supervisor {
 
     /// Names of the tasks still running.
     pub fn running(&self) -> Vec<String> {
-        self.tasks().values().filter(|entry| entry.state == TaskState::Running).map(|entry| entry.name.clone()).collect()
+        self.tasks()
+            .values()
+            .filter(|entry| entry.state == TaskState::Running)
+            .map(|entry| entry.name.clone())
+            .collect()
     }
 
     /// Every task still known (running, failed or aborted).
@@ -172,7 +181,11 @@ impl Supervisor {
             .map(|entry| TaskInfo {
                 name: entry.name.clone(),
                 state: entry.state.clone(),
-                since_unix_s: entry.since.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+                since_unix_s: entry
+                    .since
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
             })
             .collect()
     }
@@ -250,10 +263,7 @@ mod tests {
         let indexer =
             Supervisor::with_failure_action("indexer", CancellationToken::new(), sender, OnTaskFailure::Restart);
         indexer.spawn("monitor", |_cancel| async { Err::<(), _>("view failed") });
-        assert!(matches!(
-            receiver.recv().await,
-            Some(LifecycleRequest::Restart { after_failure: true, .. })
-        ));
+        assert!(matches!(receiver.recv().await, Some(LifecycleRequest::Restart { after_failure: true, .. })));
 
         indexer.spawn("polite", |cancel: CancellationToken| async move {
             cancel.cancelled().await;

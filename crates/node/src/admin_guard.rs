@@ -42,7 +42,9 @@ impl AdminGuard {
         }
         if failures.len() >= MAX_ADMIN_FAILURES {
             tracing::warn!(%peer, "admin endpoint refused a request: too many failed attempts");
-            return Some((StatusCode::TOO_MANY_REQUESTS, "too many failed attempts, try again later\n").into_response());
+            return Some(
+                (StatusCode::TOO_MANY_REQUESTS, "too many failed attempts, try again later\n").into_response(),
+            );
         }
         let given = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
         let refused = match given.map(|value| value.strip_prefix("Bearer ")) {

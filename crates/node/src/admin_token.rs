@@ -36,12 +36,7 @@ pub fn load_or_create_admin_token(home: &Home) -> Result<String, NodeError> {
 /// refuse the home).
 fn write_atomically(path: &Path, token: &str) -> std::io::Result<()> {
     let staging = mpc_store::directories::sibling(path, ".tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&staging)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staging)?;
     writeln!(file, "{token}")?;
     file.sync_all()?;
     drop(file);

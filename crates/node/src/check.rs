@@ -148,8 +148,11 @@ fn check_block_against_chain(
         match serde_json::from_slice::<SignRequestRecord>(&value) {
             Ok(request) => {
                 if BlockEncoding::CURRENT.request_id_index
-                    && node.get(Column::SignRequestsById, request.request_id.0)?.as_deref() != Some(&*key) {
-                    summary.problems.push(format!("block {height}: request {} missing from the id index", request.request_id));
+                    && node.get(Column::SignRequestsById, request.request_id.0)?.as_deref() != Some(&*key)
+                {
+                    summary
+                        .problems
+                        .push(format!("block {height}: request {} missing from the id index", request.request_id));
                 }
                 stored.push(request.request_id);
             }
@@ -204,10 +207,7 @@ fn print_summary(summary: &CheckSummary) {
     let consistent = summary.problems.is_empty();
     println!("consistent: {}", if consistent { "yes" } else { "no" });
     println!("schema version: {}", summary.schema_version.map_or("none".into(), |v| v.to_string()));
-    println!(
-        "last indexed height: {}",
-        summary.last_indexed_height.map_or("none".into(), |height| height.to_string())
-    );
+    println!("last indexed height: {}", summary.last_indexed_height.map_or("none".into(), |height| height.to_string()));
     println!(
         "indexed blocks: {} (from {})",
         summary.indexed_blocks,
@@ -216,7 +216,10 @@ fn print_summary(summary: &CheckSummary) {
     println!("requests: {}, responses: {}", summary.requests, summary.responses);
     println!("chain head: {}", summary.chain_head.map_or("none".into(), |height| height.to_string()));
     if summary.awaiting_resync > 0 {
-        println!("awaiting re-sync after a data wipe: {} indexed blocks beyond the chain head", summary.awaiting_resync);
+        println!(
+            "awaiting re-sync after a data wipe: {} indexed blocks beyond the chain head",
+            summary.awaiting_resync
+        );
     }
     for problem in &summary.problems {
         println!("problem: {problem}");

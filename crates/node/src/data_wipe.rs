@@ -42,7 +42,8 @@ pub fn wipe_chain_data(home: &Home, node_store: &Store, token: &str) -> Result<(
 pub fn finish_interrupted_wipe(home: &Home) -> Result<(), NodeError> {
     let wiping = home.chain_data_wiping();
     if wiping.exists() {
-        std::fs::remove_dir_all(&wiping).map_err(|err| NodeError::home_file(format!("cannot remove {}", wiping.display()), err))?;
+        std::fs::remove_dir_all(&wiping)
+            .map_err(|err| NodeError::home_file(format!("cannot remove {}", wiping.display()), err))?;
     }
     Ok(())
 }

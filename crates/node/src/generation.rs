@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use mpc_chain::{ChainConfig, ImageHashRevocation, default_contract_id};
 use mpc_indexer::{
-    IndexerConfig, IndexerError, IndexerHandle, IndexerTestHooks, IndexerThreadParams, MonitorIntervals,
-    SharedStats, ThreadAlive, spawn_indexer_thread,
+    IndexerConfig, IndexerError, IndexerHandle, IndexerTestHooks, IndexerThreadParams, MonitorIntervals, SharedStats,
+    ThreadAlive, spawn_indexer_thread,
 };
-use mpc_lifecycle::{LifecyclePhase, PhaseOutcome, PhaseTimings, PhaseTracker, LifecycleSender, Supervisor};
-use mpc_store::{KeptStore, Store};
+use mpc_lifecycle::{LifecyclePhase, LifecycleSender, PhaseOutcome, PhaseTimings, PhaseTracker, Supervisor};
 use mpc_store::migration::SchemaVerified;
+use mpc_store::{KeptStore, Store};
 use near_async::ActorSystem;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;

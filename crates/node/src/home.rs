@@ -16,9 +16,7 @@ pub struct Home {
 impl Home {
     /// The home at `root` (nothing is created).
     pub fn new(root: &Path) -> Self {
-        Home {
-            root: root.to_path_buf(),
-        }
+        Home { root: root.to_path_buf() }
     }
 
     /// The node's own store (cursor, sign requests and responses, schema version).
@@ -55,25 +53,17 @@ impl Home {
     /// is opened or any port is bound: a second node on the same home is refused with
     /// a message that names the home, whatever else the two have in common.
     pub fn claim(&self) -> Result<HomeLock, HomeError> {
-        std::fs::create_dir_all(&self.root).map_err(|source| HomeError::Io {
-            path: self.root.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&self.root).map_err(|source| HomeError::Io { path: self.root.clone(), source })?;
         let path = self.lock_file();
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|source| HomeError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|source| HomeError::Io { path: path.clone(), source })?;
         match file.try_lock() {
             Ok(()) => Ok(HomeLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(HomeError::Locked {
-                path: self.root.clone(),
-            }),
+            Err(TryLockError::WouldBlock) => Err(HomeError::Locked { path: self.root.clone() }),
             Err(TryLockError::Error(source)) => Err(HomeError::Io { path, source }),
         }
     }
@@ -128,11 +118,7 @@ mod tests {
         let refused = home.claim().unwrap_err();
         assert!(matches!(refused, HomeError::Locked { .. }), "{refused:?}");
         assert_eq!(refused.exit_code(), mpc_lifecycle::ExitCode::STORE);
-        assert!(
-            refused
-                .to_string()
-                .contains("is another mpc-node running on this home?")
-        );
+        assert!(refused.to_string().contains("is another mpc-node running on this home?"));
         drop(first);
         let _claimed_again = home.claim().unwrap();
     }

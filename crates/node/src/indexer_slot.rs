@@ -118,7 +118,9 @@ impl IndexerSlot {
     pub fn restart(&mut self, request: RestartRequest, context: &GenerationContext, bound: Duration) {
         let placeholder = IndexerSlot::Stopped { node_store: None, last_stop: GenerationStop::default() };
         *self = match std::mem::replace(self, placeholder) {
-            IndexerSlot::Running(running) => IndexerSlot::Restarting(Box::pin(restart(running, request, context.clone(), bound))),
+            IndexerSlot::Running(running) => {
+                IndexerSlot::Restarting(Box::pin(restart(running, request, context.clone(), bound)))
+            }
             other => other,
         };
     }
@@ -133,10 +135,14 @@ impl IndexerSlot {
                 drop(startup);
                 TakenOver::default()
             }
-            IndexerSlot::Running(RunningNode { node_store, generation }) => {
-                TakenOver { node_store: Some(node_store), generation: Some(generation), earlier_stop: GenerationStop::default() }
+            IndexerSlot::Running(RunningNode { node_store, generation }) => TakenOver {
+                node_store: Some(node_store),
+                generation: Some(generation),
+                earlier_stop: GenerationStop::default(),
+            },
+            IndexerSlot::Stopped { node_store, last_stop } => {
+                TakenOver { node_store, generation: None, earlier_stop: last_stop }
             }
-            IndexerSlot::Stopped { node_store, last_stop } => TakenOver { node_store, generation: None, earlier_stop: last_stop },
             IndexerSlot::Restarting(restarting) => {
                 timings.phase("finish_interrupted_restart", finish_restart(restarting, deadline)).await
             }

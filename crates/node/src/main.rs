@@ -90,19 +90,19 @@ fn main() {
     std::process::exit(code.0);
 }
 
-fn run_start(args: cli::StartArgs, deferred_signals: mpc_lifecycle::DeferredSignals, test_hooks: TestHooks) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("node")
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot build the tokio runtime");
-            return ExitCode::FATAL;
-        }
-    };
+fn run_start(
+    args: cli::StartArgs,
+    deferred_signals: mpc_lifecycle::DeferredSignals,
+    test_hooks: TestHooks,
+) -> ExitCode {
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("node").enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot build the tokio runtime");
+                return ExitCode::FATAL;
+            }
+        };
     let code = runtime.block_on(run_loop::run(args, deferred_signals, test_hooks));
     shut_down_runtime(runtime);
     if mpc_store::instance_count() == 0 {

@@ -48,8 +48,18 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str], value
 pub fn render(state: &OpsState) -> String {
     let registry = Registry::new();
     let progress = state.progress();
-    gauge(&registry, "mpc_indexer_latest_height", "Height of the last committed block", progress.latest_height.unwrap_or(0) as f64);
-    gauge(&registry, "mpc_indexer_blocks_per_second", "Blocks committed per second (last stats interval)", progress.blocks_per_s);
+    gauge(
+        &registry,
+        "mpc_indexer_latest_height",
+        "Height of the last committed block",
+        progress.latest_height.unwrap_or(0) as f64,
+    );
+    gauge(
+        &registry,
+        "mpc_indexer_blocks_per_second",
+        "Blocks committed per second (last stats interval)",
+        progress.blocks_per_s,
+    );
     gauge(&registry, "mpc_indexer_lag_blocks", "Chain head minus the last committed block", progress.lag_blocks as f64);
     let current = state.phase.current();
     let phases: Vec<_> =
@@ -70,8 +80,18 @@ pub fn render(state: &OpsState) -> String {
             &durations,
         );
     }
-    counter(&registry, "mpc_indexer_restarts_total", "In-process restarts of the indexer subsystem", state.history.restarts() as f64);
-    counter(&registry, "mpc_indexer_blocks_indexed_total", "Blocks committed by this process", mpc_indexer::counters::blocks_indexed() as f64);
+    counter(
+        &registry,
+        "mpc_indexer_restarts_total",
+        "In-process restarts of the indexer subsystem",
+        state.history.restarts() as f64,
+    );
+    counter(
+        &registry,
+        "mpc_indexer_blocks_indexed_total",
+        "Blocks committed by this process",
+        mpc_indexer::counters::blocks_indexed() as f64,
+    );
     counter(
         &registry,
         "mpc_indexer_sign_requests_indexed_total",
@@ -79,7 +99,13 @@ pub fn render(state: &OpsState) -> String {
         mpc_indexer::counters::sign_requests_indexed() as f64,
     );
     let build = [(vec![env!("CARGO_PKG_VERSION").to_owned(), mpc_migrations::NODE_SCHEMA_VERSION.to_string()], 1.0)];
-    gauge_vec(&registry, "mpc_node_build_info", "Version and node-store schema of this binary (always 1)", &["version", "schema_version"], &build);
+    gauge_vec(
+        &registry,
+        "mpc_node_build_info",
+        "Version and node-store schema of this binary (always 1)",
+        &["version", "schema_version"],
+        &build,
+    );
     // Resident memory, open file descriptors, start time, CPU: the standard process_* set.
     let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
     let open = mpc_store::open_instances();

@@ -1,9 +1,7 @@
 //! What the operator's signals mean to this node: SIGTERM/SIGINT stop it gracefully (a
 //! second one forces the exit), SIGHUP restarts the indexer subsystem in-process.
 
-use mpc_lifecycle::{
-    DeferredSignals, ExitCode, OperatorSignal, LifecycleSender, Supervisor, install_signal_listener,
-};
+use mpc_lifecycle::{DeferredSignals, ExitCode, LifecycleSender, OperatorSignal, Supervisor, install_signal_listener};
 use tokio::sync::watch;
 
 use crate::generation::GenerationView;

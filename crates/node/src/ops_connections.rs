@@ -74,7 +74,8 @@ pub async fn serve(listener: TcpListener, app: Router, cancel: CancellationToken
             tracing::warn!(%peer, open, "ops server: connection limit reached, closing a new connection");
             continue;
         }
-        let header_timeout = if open >= PRESSURE_CONNECTIONS { PRESSURE_HEADER_READ_TIMEOUT } else { HEADER_READ_TIMEOUT };
+        let header_timeout =
+            if open >= PRESSURE_CONNECTIONS { PRESSURE_HEADER_READ_TIMEOUT } else { HEADER_READ_TIMEOUT };
         connections.spawn(serve_connection(stream, peer, app.clone(), header_timeout, cancel.clone()));
     }
     drop(listener);
@@ -91,7 +92,13 @@ pub async fn serve(listener: TcpListener, app: Router, cancel: CancellationToken
 }
 
 /// Serves one connection; on `cancel` finishes the request in flight and closes.
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, app: Router, header_timeout: Duration, cancel: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    cancel: CancellationToken,
+) {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(request)

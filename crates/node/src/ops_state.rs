@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mpc_lifecycle::{PhaseTracker, RestartReport, LifecycleSender, Supervisor, TaskInfo};
+use mpc_lifecycle::{LifecycleSender, PhaseTracker, RestartReport, Supervisor, TaskInfo};
 use tokio::sync::watch;
 
 use crate::generation::GenerationView;

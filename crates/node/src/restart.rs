@@ -66,7 +66,12 @@ pub struct RestartOutcome {
 }
 
 /// Restarts the indexer subsystem of `running`; `bound` limits each waiting phase.
-pub async fn restart(running: RunningNode, request: RestartRequest, context: GenerationContext, bound: Duration) -> RestartOutcome {
+pub async fn restart(
+    running: RunningNode,
+    request: RestartRequest,
+    context: GenerationContext,
+    bound: Duration,
+) -> RestartOutcome {
     let RunningNode { node_store, generation } = running;
     let mut timings = PhaseTimings::start(Sequence::Restart);
     context.phase.set(LifecyclePhase::Restarting);

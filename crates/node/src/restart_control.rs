@@ -76,10 +76,13 @@ impl RestartController {
                 self.requested(RestartRequest { after_failure, ..RestartRequest::new(why) }, stage)
             }
             Event::WipeTokenChanged(token) => {
-                let request = RestartRequest { wipe_token: Some(token), ..RestartRequest::new("data-wipe token changed") };
+                let request =
+                    RestartRequest { wipe_token: Some(token), ..RestartRequest::new("data-wipe token changed") };
                 self.requested(request, stage)
             }
-            Event::Started | Event::Restarted => self.deferred_wipe.take().map_or(Decision::Continue, Decision::Restart),
+            Event::Started | Event::Restarted => {
+                self.deferred_wipe.take().map_or(Decision::Continue, Decision::Restart)
+            }
             Event::StartupFailed(error) => {
                 tracing::error!(%error, exit_code = error.exit_code().0, "start-up failed");
                 Decision::ShutDown(error.into_startup_reason())
@@ -121,7 +124,9 @@ impl RestartController {
     fn after_failure(&mut self, request: RestartRequest) -> Decision {
         match self.policy.on_failure() {
             Some(backoff) => Decision::Restart(RestartRequest { backoff, after_failure: true, ..request }),
-            None => Decision::ShutDown(ShutdownReason::IndexerExited { error: format!("{} (too many failures)", request.why) }),
+            None => Decision::ShutDown(ShutdownReason::IndexerExited {
+                error: format!("{} (too many failures)", request.why),
+            }),
         }
     }
 }
@@ -244,7 +249,9 @@ mod tests {
             .collect();
         assert_eq!(backoffs, [250, 500, 1000].map(Duration::from_millis));
         match controller.decide(stream(), Stage::Indexing) {
-            Decision::ShutDown(ShutdownReason::IndexerExited { error }) => assert!(error.contains("too many failures"), "{error}"),
+            Decision::ShutDown(ShutdownReason::IndexerExited { error }) => {
+                assert!(error.contains("too many failures"), "{error}")
+            }
             other => panic!("expected a stop, got {other:?}"),
         }
     }
@@ -259,7 +266,10 @@ mod tests {
         assert!(!reopens(restart("SIGHUP", false)), "an operator's restart keeps the open store");
         assert!(reopens(Event::WipeTokenChanged("t3".into())), "a wipe deletes the store");
         assert!(reopens(restart("task monitor failed", true)), "a failed task may have failed on the store");
-        assert!(reopens(exited(IndexerError::Listen(mpc_indexer::ListenError::StreamEnded))), "so may the indexer thread");
+        assert!(
+            reopens(exited(IndexerError::Listen(mpc_indexer::ListenError::StreamEnded))),
+            "so may the indexer thread"
+        );
     }
 
     #[test]
@@ -272,7 +282,8 @@ mod tests {
         let config = exited(IndexerError::Chain(mpc_chain::ChainError::Config("4 shards".into())));
         assert_eq!(exit_code(controller.decide(config, Stage::Indexing)), 2);
         let locked = mpc_store::StoreError::Locked { path: "/home/data".into() };
-        let chain_store = exited(IndexerError::Chain(mpc_chain::ChainError::Store(mpc_chain::ChainStoreError::Store(locked))));
+        let chain_store =
+            exited(IndexerError::Chain(mpc_chain::ChainError::Store(mpc_chain::ChainStoreError::Store(locked))));
         assert_eq!(exit_code(controller.decide(chain_store, Stage::Indexing)), 3);
         let node_store = exited(IndexerError::Store(mpc_store::StoreError::Cancelled));
         assert_eq!(exit_code(controller.decide(node_store, Stage::Indexing)), 1);

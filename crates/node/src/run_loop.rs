@@ -88,7 +88,11 @@ struct Node {
 /// home (before any port is bound or store opened, so a second node on this home is
 /// told so whatever else the two share), then the operations server. Returns the exit
 /// code when one of them fails.
-async fn set_up(args: StartArgs, deferred_signals: DeferredSignals, test_hooks: TestHooks) -> Result<(Node, StartupContext), ExitCode> {
+async fn set_up(
+    args: StartArgs,
+    deferred_signals: DeferredSignals,
+    test_hooks: TestHooks,
+) -> Result<(Node, StartupContext), ExitCode> {
     let (shutdown_signal_sender, requests) = lifecycle_channel();
     let root_token = CancellationToken::new();
     let phase = PhaseTracker::default();
@@ -106,14 +110,21 @@ async fn set_up(args: StartArgs, deferred_signals: DeferredSignals, test_hooks: 
     })?;
     let history = LifecycleHistory::default();
     let ops_tasks = Supervisor::new("ops", CancellationToken::new(), shutdown_signal_sender.clone());
-    let ops = OpsParts { phase: &phase, generation: &generation_view, node_tasks: &node_tasks, sender: &shutdown_signal_sender, history: &history };
+    let ops = OpsParts {
+        phase: &phase,
+        generation: &generation_view,
+        node_tasks: &node_tasks,
+        sender: &shutdown_signal_sender,
+        history: &history,
+    };
     start_ops_server(&args, ops, &ops_tasks).await.map_err(|error| {
         tracing::error!(%error, "cannot start the operations server");
         error.exit_code()
     })?;
     let notifier = Notifier::from_environment();
     let (notifier_for_task, phase_changes) = (notifier.clone(), phase.subscribe());
-    node_tasks.spawn("sd_notify", move |cancel| crate::sd_notify::follow_phase(notifier_for_task, phase_changes, cancel));
+    node_tasks
+        .spawn("sd_notify", move |cancel| crate::sd_notify::follow_phase(notifier_for_task, phase_changes, cancel));
 
     let timeout = args.shutdown_timeout;
     let generation = GenerationContext {
@@ -128,8 +139,12 @@ async fn set_up(args: StartArgs, deferred_signals: DeferredSignals, test_hooks: 
         chain_store: KeptStore::default(),
     };
     let (wipe_sender, wipe_requests) = mpsc::unbounded_channel();
-    let startup =
-        StartupContext { generation: generation.clone(), node_tasks: node_tasks.clone(), wipe_requests: wipe_sender, test_hooks };
+    let startup = StartupContext {
+        generation: generation.clone(),
+        node_tasks: node_tasks.clone(),
+        wipe_requests: wipe_sender,
+        test_hooks,
+    };
     let node = Node {
         requests,
         wipe_requests,
@@ -171,7 +186,8 @@ async fn start_ops_server(args: &StartArgs, parts: OpsParts<'_>, ops_tasks: &Sup
     let listener = tokio::net::TcpListener::bind(args.web_addr)
         .await
         .map_err(|err| NodeError::Config(format!("cannot listen on {}: {err}", args.web_addr)))?;
-    let addr = listener.local_addr().map_err(|err| NodeError::Config(format!("cannot listen on {}: {err}", args.web_addr)))?;
+    let addr =
+        listener.local_addr().map_err(|err| NodeError::Config(format!("cannot listen on {}: {err}", args.web_addr)))?;
     tracing::info!(%addr, "ops server listening");
     ops_tasks.spawn("ops_server", move |cancel| crate::web::serve(listener, state, cancel));
     Ok(())

@@ -68,7 +68,12 @@ pub async fn shut_down(reason: ShutdownReason, indexer: IndexerSlot, context: Sh
     // The server closes its connections within its own grace, whatever its clients do;
     // this bound only guards against a bug in that.
     let ops_bound = (crate::ops_connections::CLOSE_GRACE + ABORT_GRACE).min(deadline.remaining().max(ABORT_GRACE));
-    let ops_drain = timings.phase("stop_ops_server", async { ops_tasks.cancel(); drain(&ops_tasks, ops_bound).await }).await;
+    let ops_drain = timings
+        .phase("stop_ops_server", async {
+            ops_tasks.cancel();
+            drain(&ops_tasks, ops_bound).await
+        })
+        .await;
 
     let closed = close_stores(node_store, chain_store, deadline, timings).await;
 

@@ -63,9 +63,9 @@ pub async fn start_node(context: StartupContext) -> Result<RunningNode, NodeErro
     finish_wipes_at_start(&home, &node_store, &context.generation.chain_store)?;
     let holder = node_store.holder("data_wipe_watcher");
     let wipe_requests = context.wipe_requests;
-    context.node_tasks.spawn("data_wipe_watcher", move |cancel| {
-        watch_data_wipe_token(home, holder, wipe_requests, cancel)
-    });
+    context
+        .node_tasks
+        .spawn("data_wipe_watcher", move |cancel| watch_data_wipe_token(home, holder, wipe_requests, cancel));
     let generation = IndexerGeneration::start(&context.generation, &node_store)?;
     Ok(RunningNode { node_store, generation })
 }
@@ -84,7 +84,9 @@ fn open_chain_store_ahead(context: &StartupContext) -> Option<oneshot::Receiver<
     Some(run_blocking_on_node_task(&context.node_tasks, "open_chain_store", move || {
         let started = Instant::now();
         match Indexer::open_chain_store_ahead(&config) {
-            Ok(()) => tracing::info!(duration_ms = millis(started.elapsed()), "chain store opened beside the node store"),
+            Ok(()) => {
+                tracing::info!(duration_ms = millis(started.elapsed()), "chain store opened beside the node store")
+            }
             // The first generation opens it again and reports the error as its own.
             Err(error) => tracing::debug!(%error, "chain store not opened ahead"),
         }

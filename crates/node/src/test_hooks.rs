@@ -35,12 +35,15 @@ impl TestHooks {
     pub fn from_environment() -> Result<Self, NodeError> {
         fn number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, NodeError> {
             match std::env::var(name) {
-                Ok(text) => text.parse().map(Some).map_err(|_| NodeError::Config(format!("{name}={text} is not a number"))),
+                Ok(text) => {
+                    text.parse().map(Some).map_err(|_| NodeError::Config(format!("{name}={text} is not a number")))
+                }
                 Err(_) => Ok(None),
             }
         }
         if let Ok(spec) = std::env::var("MPC_TEST_CRASH_AT") {
-            mpc_store::crash_points::arm(&spec).map_err(|err| NodeError::Config(format!("MPC_TEST_CRASH_AT: {err}")))?;
+            mpc_store::crash_points::arm(&spec)
+                .map_err(|err| NodeError::Config(format!("MPC_TEST_CRASH_AT: {err}")))?;
         }
         Ok(TestHooks {
             disable_signal_handler: std::env::var("MPC_TEST_DISABLE_SIGNAL_HANDLER").is_ok_and(|value| value == "1"),
@@ -70,7 +73,10 @@ impl TestHooks {
     pub fn after_node_store_open(&self) {
         #[cfg(feature = "test-hooks")]
         if let Some(hold) = self.hold_after_node_store_open {
-            tracing::warn!(hold_ms = hold.as_millis() as u64, "test hook: holding start-up after the node store opened");
+            tracing::warn!(
+                hold_ms = hold.as_millis() as u64,
+                "test hook: holding start-up after the node store opened"
+            );
             std::thread::sleep(hold);
         }
     }

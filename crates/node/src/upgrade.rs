@@ -5,9 +5,7 @@ use std::path::Path;
 use mpc_lifecycle::ExitCode;
 use mpc_migrations::node_schema_with_chunk_size;
 use mpc_store::StoreOptions;
-use mpc_store::migration::{
-    MigrationSettings, SchemaOutcome, open_migrated, plan, recover_interrupted_operations,
-};
+use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated, plan, recover_interrupted_operations};
 
 use crate::cli::MigrateArgs;
 use crate::home::{Home, HomeLock};

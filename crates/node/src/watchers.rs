@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 
 use mpc_indexer::{IndexerHandle, Observed};
-use mpc_lifecycle::{LifecyclePhase, PhaseTracker, ShutdownReason, LifecycleSender, Supervisor};
+use mpc_lifecycle::{LifecyclePhase, LifecycleSender, PhaseTracker, ShutdownReason, Supervisor};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +20,8 @@ pub fn spawn_generation_watchers(
     shutdown_signal_sender: LifecycleSender,
 ) {
     let allowed = indexer.allowed_image_hashes.clone();
-    watchers.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed, own_hash, shutdown_signal_sender, cancel));
+    watchers
+        .spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed, own_hash, shutdown_signal_sender, cancel));
     let indexed_height = indexer.indexed_height.clone();
     watchers.spawn("readiness", move |cancel| mark_ready_after_first_block(indexed_height, phase, cancel));
 }

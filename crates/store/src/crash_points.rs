@@ -44,14 +44,9 @@ static ARMED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 pub fn arm(spec: &str) -> Result<(), String> {
     let point = spec.split_once('@').map_or(spec, |(point, _)| point);
     if !ALL.contains(&point) {
-        return Err(format!(
-            "unknown crash point {point:?}; known: {}",
-            ALL.join(", ")
-        ));
+        return Err(format!("unknown crash point {point:?}; known: {}", ALL.join(", ")));
     }
-    ARMED
-        .set(spec.to_owned())
-        .map_err(|_| "a crash point is already armed".to_owned())
+    ARMED.set(spec.to_owned()).map_err(|_| "a crash point is already armed".to_owned())
 }
 
 /// Marks that the process got to `point` while working on `subject` (a store name or a
@@ -59,25 +54,13 @@ pub fn arm(spec: &str) -> Result<(), String> {
 /// process; otherwise nothing.
 #[inline]
 pub fn reached(point: &'static str, subject: &str) {
-    debug_assert!(
-        ALL.contains(&point),
-        "crash point {point} is not listed in ALL"
-    );
+    debug_assert!(ALL.contains(&point), "crash point {point} is not listed in ALL");
     #[cfg(feature = "test-hooks")]
-    if ARMED
-        .get()
-        .is_some_and(|armed| match armed.split_once('@') {
-            Some((armed_point, armed_subject)) => {
-                armed_point == point && subject.starts_with(armed_subject)
-            }
-            None => armed == point,
-        })
-    {
-        tracing::warn!(
-            point,
-            subject,
-            "test hook: crash point reached, killing the process"
-        );
+    if ARMED.get().is_some_and(|armed| match armed.split_once('@') {
+        Some((armed_point, armed_subject)) => armed_point == point && subject.starts_with(armed_subject),
+        None => armed == point,
+    }) {
+        tracing::warn!(point, subject, "test hook: crash point reached, killing the process");
         // SAFETY: kill(2) on our own pid; SIGKILL cannot be handled, like an OOM kill.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);

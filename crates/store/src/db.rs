@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    Cache, ColumnFamilyDescriptor, DB, DEFAULT_COLUMN_FAMILY_NAME as DEFAULT_COLUMN_FAMILY, FlushOptions, IteratorMode, Options,
-    WriteBatch, WriteOptions,
+    Cache, ColumnFamilyDescriptor, DB, DEFAULT_COLUMN_FAMILY_NAME as DEFAULT_COLUMN_FAMILY, FlushOptions, IteratorMode,
+    Options, WriteBatch, WriteOptions,
 };
 
 use crate::options::{base_options, new_block_cache};
@@ -31,11 +31,7 @@ pub struct StoreOptions {
 impl StoreOptions {
     /// Options for a store called `name` in subsystem `group`, with synchronous writes off.
     pub fn new(name: &str, group: &str) -> Self {
-        StoreOptions {
-            name: name.to_owned(),
-            group: group.to_owned(),
-            sync_writes: false,
-        }
+        StoreOptions { name: name.to_owned(), group: group.to_owned(), sync_writes: false }
     }
 }
 
@@ -113,16 +109,9 @@ impl Store {
     /// [`Store::open_read_only`] with only `columns` readable: the open replays the WAL
     /// into the memtables of those columns only. Used to read the schema version (one
     /// key) before deciding whether the store may be opened for writing.
-    pub fn open_read_only_columns(
-        path: &Path,
-        options: &StoreOptions,
-        columns: &[Column],
-    ) -> StoreResult<Arc<Store>> {
+    pub fn open_read_only_columns(path: &Path, options: &StoreOptions, columns: &[Column]) -> StoreResult<Arc<Store>> {
         if !store_exists(path) {
-            return Err(StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail: "no RocksDB store here".into(),
-            });
+            return Err(StoreError::Corrupt { path: path.to_path_buf(), detail: "no RocksDB store here".into() });
         }
         let existing = existing_column_families(path)?;
         let block_cache = new_block_cache();
@@ -172,7 +161,9 @@ impl Store {
         Column::ALL
             .iter()
             .filter_map(|column| self.column_family(*column).ok())
-            .filter_map(|family| self.db.property_int_value_cf(family, "rocksdb.cur-size-all-mem-tables").ok().flatten())
+            .filter_map(|family| {
+                self.db.property_int_value_cf(family, "rocksdb.cur-size-all-mem-tables").ok().flatten()
+            })
             .sum()
     }
 
@@ -206,18 +197,13 @@ impl Store {
     fn column_family(&self, column: Column) -> StoreResult<&rocksdb::ColumnFamily> {
         self.db
             .cf_handle(column.name())
-            .ok_or(StoreError::MissingColumnFamily {
-                path: self.path.clone(),
-                column: column.name(),
-            })
+            .ok_or(StoreError::MissingColumnFamily { path: self.path.clone(), column: column.name() })
     }
 
     /// Reads the raw value under `key`.
     pub fn get(&self, column: Column, key: impl AsRef<[u8]>) -> StoreResult<Option<Vec<u8>>> {
         let family = self.column_family(column)?;
-        self.db
-            .get_cf(family, key)
-            .map_err(|err| StoreError::from_rocksdb(&self.path, err))
+        self.db.get_cf(family, key).map_err(|err| StoreError::from_rocksdb(&self.path, err))
     }
 
     /// Reads and decodes a JSON value under `key`.
@@ -229,15 +215,11 @@ impl Store {
         let key = key.as_ref();
         match self.get(column, key)? {
             None => Ok(None),
-            Some(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|err| StoreError::Decode {
-                        path: self.path.clone(),
-                        what: format!("{} record {}", column.name(), printable_key(key)),
-                        detail: err.to_string(),
-                    })
-            }
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|err| StoreError::Decode {
+                path: self.path.clone(),
+                what: format!("{} record {}", column.name(), printable_key(key)),
+                detail: err.to_string(),
+            }),
         }
     }
 
@@ -252,10 +234,7 @@ impl Store {
             Some(key) => IteratorMode::From(key, rocksdb::Direction::Forward),
             None => IteratorMode::Start,
         };
-        Ok(self
-            .db
-            .iterator_cf(family, mode)
-            .map(|item| item.map_err(|err| StoreError::from_rocksdb(&self.path, err))))
+        Ok(self.db.iterator_cf(family, mode).map(|item| item.map_err(|err| StoreError::from_rocksdb(&self.path, err))))
     }
 
     /// The last entry of a column in key order.
@@ -325,11 +304,9 @@ impl Store {
 
     /// Writes a consistent copy of the store to `destination` (hard links where possible).
     pub fn create_checkpoint(&self, destination: &Path) -> StoreResult<()> {
-        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)
-            .map_err(|err| StoreError::from_rocksdb(&self.path, err))?;
-        checkpoint
-            .create_checkpoint(destination)
-            .map_err(|err| StoreError::from_rocksdb(destination, err))
+        let checkpoint =
+            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|err| StoreError::from_rocksdb(&self.path, err))?;
+        checkpoint.create_checkpoint(destination).map_err(|err| StoreError::from_rocksdb(destination, err))
     }
 
     /// Flushes memtables of every column family and syncs the WAL, so a later open has
@@ -360,9 +337,7 @@ impl Store {
         if self.read_only {
             return Ok(());
         }
-        self.db
-            .flush_wal(true)
-            .map_err(|err| StoreError::from_rocksdb(&self.path, err))
+        self.db.flush_wal(true).map_err(|err| StoreError::from_rocksdb(&self.path, err))
     }
 }
 
@@ -389,14 +364,11 @@ fn is_write_stall(err: &rocksdb::Error) -> bool {
 /// Flushes the memtables of every column family; with `wait`, returns once the table
 /// files are written, without, once the flush is scheduled.
 fn flush_all_families(db: &DB, path: &Path, wait: bool) -> StoreResult<()> {
-    let families: Vec<&rocksdb::ColumnFamily> = Column::ALL
-        .iter()
-        .filter_map(|column| db.cf_handle(column.name()))
-        .collect();
+    let families: Vec<&rocksdb::ColumnFamily> =
+        Column::ALL.iter().filter_map(|column| db.cf_handle(column.name())).collect();
     let mut flush_options = FlushOptions::default();
     flush_options.set_wait(wait);
-    db.flush_cfs_opt(&families, &flush_options)
-        .map_err(|err| StoreError::from_rocksdb(path, err))
+    db.flush_cfs_opt(&families, &flush_options).map_err(|err| StoreError::from_rocksdb(path, err))
 }
 
 /// Starts a flush of every column family without waiting for it, for a store opened
@@ -495,12 +467,8 @@ fn existing_column_families(path: &Path) -> StoreResult<Vec<String>> {
     if !store_exists(path) {
         return Ok(Vec::new());
     }
-    let names = DB::list_cf(&Options::default(), path)
-        .map_err(|err| StoreError::from_rocksdb(path, err))?;
-    if let Some(missing) = Column::BASE
-        .iter()
-        .find(|column| !names.iter().any(|name| name == column.name()))
-    {
+    let names = DB::list_cf(&Options::default(), path).map_err(|err| StoreError::from_rocksdb(path, err))?;
+    if let Some(missing) = Column::BASE.iter().find(|column| !names.iter().any(|name| name == column.name())) {
         // A damaged manifest can also list too few families: only a store that opens
         // cleanly with what it lists is really missing a family.
         let mut probe = Options::default();
@@ -511,14 +479,10 @@ fn existing_column_families(path: &Path) -> StoreResult<Vec<String>> {
         // no data at all: that is an interrupted creation, finished by the open (which
         // creates the missing families). Anything with data is not ours to adopt.
         let holds_data = names.iter().any(|name| {
-            db.cf_handle(name)
-                .is_some_and(|family| db.iterator_cf(family, IteratorMode::Start).next().is_some())
+            db.cf_handle(name).is_some_and(|family| db.iterator_cf(family, IteratorMode::Start).next().is_some())
         });
         if holds_data {
-            return Err(StoreError::MissingColumnFamily {
-                path: path.to_path_buf(),
-                column: missing.name(),
-            });
+            return Err(StoreError::MissingColumnFamily { path: path.to_path_buf(), column: missing.name() });
         }
         tracing::warn!(path = %path.display(), "store without data or column families: finishing an interrupted creation");
     }
@@ -528,19 +492,13 @@ fn existing_column_families(path: &Path) -> StoreResult<Vec<String>> {
 /// Our columns plus any family already on disk that this binary does not know (RocksDB
 /// refuses to open a store without naming all of its families).
 fn descriptors(existing: &[String], block_cache: &Cache) -> Vec<ColumnFamilyDescriptor> {
-    let mut names: Vec<String> = Column::ALL
-        .iter()
-        .map(|column| column.name().to_owned())
-        .collect();
+    let mut names: Vec<String> = Column::ALL.iter().map(|column| column.name().to_owned()).collect();
     for name in existing {
         if !names.contains(name) {
             names.push(name.clone());
         }
     }
-    names
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, base_options(block_cache)))
-        .collect()
+    names.into_iter().map(|name| ColumnFamilyDescriptor::new(name, base_options(block_cache))).collect()
 }
 
 fn printable_key(key: &[u8]) -> String {
@@ -585,7 +543,11 @@ mod tests {
         assert!(store.running_flushes() > 0, "no flush started");
         drop(store);
         let left = wal_files(&path);
-        assert!(left.bytes < 64 * 1024, "the close left {} bytes of WAL: the running flush was thrown away", left.bytes);
+        assert!(
+            left.bytes < 64 * 1024,
+            "the close left {} bytes of WAL: the running flush was thrown away",
+            left.bytes
+        );
         let store = Store::open(&path, &StoreOptions::new("running-flush", "running-flush-test")).unwrap();
         assert_eq!(store.iter(Column::SignRequests, None).unwrap().count(), 2600);
         assert_eq!(store.get(Column::Misc, b"after the switch").unwrap().as_deref(), Some(&b"1"[..]));

@@ -29,10 +29,7 @@ const DELETING_SUFFIX: &str = ".deleting";
 /// `<path><suffix>`: a sibling of `path` in the same directory (so a rename between
 /// the two never crosses a file system).
 pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|name| name.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
     name.push(suffix);
     path.with_file_name(name)
 }
@@ -43,9 +40,7 @@ pub fn sync_parent(path: &Path) -> StoreResult<()> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    std::fs::File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|err| StoreError::from_io(parent, err))
+    std::fs::File::open(parent).and_then(|dir| dir.sync_all()).map_err(|err| StoreError::from_io(parent, err))
 }
 
 /// Renames `from` to `to` and makes the rename durable.
@@ -73,10 +68,7 @@ pub fn delete_dir_atomically(path: &Path) -> StoreResult<()> {
     let deleting = sibling(path, DELETING_SUFFIX);
     remove_if_present(&deleting)?;
     rename_durably(path, &deleting)?;
-    crash_points::reached(
-        "delete:renamed_aside",
-        &path.file_name().unwrap_or_default().to_string_lossy(),
-    );
+    crash_points::reached("delete:renamed_aside", &path.file_name().unwrap_or_default().to_string_lossy());
     std::fs::remove_dir_all(&deleting).map_err(|err| StoreError::from_io(&deleting, err))
 }
 
@@ -123,20 +115,14 @@ pub(crate) fn ensure_creatable(path: &Path) -> StoreResult<()> {
     }
     Err(StoreError::Corrupt {
         path: path.to_path_buf(),
-        detail:
-            "the directory holds files but no RocksDB store; refusing to create a store over them"
-                .into(),
+        detail: "the directory holds files but no RocksDB store; refusing to create a store over them".into(),
     })
 }
 
 /// Creates the store at `path`, complete (every column family and the batch `initial`,
 /// which carries the schema version, closed with its WAL synced) or not at all: it is built in
 /// `<path>.creating` and renamed into place. `path` must pass [`ensure_creatable`].
-pub(crate) fn create_store_atomically(
-    path: &Path,
-    options: &StoreOptions,
-    initial: StoreUpdate,
-) -> StoreResult<()> {
+pub(crate) fn create_store_atomically(path: &Path, options: &StoreOptions, initial: StoreUpdate) -> StoreResult<()> {
     let staging = sibling(path, CREATING_SUFFIX);
     let subject = options.name.as_str();
     remove_if_present(&staging)?;

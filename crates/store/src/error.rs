@@ -64,9 +64,7 @@ impl StoreError {
             rocksdb::ErrorKind::Corruption | rocksdb::ErrorKind::InvalidArgument => {
                 StoreError::Corrupt { path, detail }
             }
-            _ if lower.contains("corrupt") || lower.contains("does not exist") => {
-                StoreError::Corrupt { path, detail }
-            }
+            _ if lower.contains("corrupt") || lower.contains("does not exist") => StoreError::Corrupt { path, detail },
             _ => StoreError::Io { path, detail },
         }
     }

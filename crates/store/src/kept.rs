@@ -140,7 +140,8 @@ mod tests {
         assert_eq!(how, Reuse::Opened);
         drop(first);
         assert!(kept.is_kept(), "the slot keeps the store after its first user let go");
-        let (second, how) = kept.open_or_reuse(|| -> Result<_, crate::StoreError> { panic!("must not reopen") }).unwrap();
+        let (second, how) =
+            kept.open_or_reuse(|| -> Result<_, crate::StoreError> { panic!("must not reopen") }).unwrap();
         assert_eq!(how, Reuse::Reused);
         drop(second);
         kept.release();

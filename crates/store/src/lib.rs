@@ -14,8 +14,8 @@ pub mod directories;
 mod error;
 mod holder;
 mod kept;
-mod options;
 pub mod migration;
+mod options;
 pub mod tracker;
 mod update;
 

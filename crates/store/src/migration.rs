@@ -20,8 +20,7 @@ use crate::crash_points;
 use crate::db::store_exists;
 use crate::directories::{
     REPLACED_BY_ROLLBACK_SUFFIX, create_store_atomically, delete_dir_atomically, ensure_creatable,
-    finish_interrupted_rollback, remove_interrupted_leftovers, rename_durably, sibling,
-    sync_parent,
+    finish_interrupted_rollback, remove_interrupted_leftovers, rename_durably, sibling, sync_parent,
 };
 use crate::{Column, Store, StoreError, StoreOptions, StoreResult, StoreUpdate};
 
@@ -54,10 +53,7 @@ impl Schema {
     }
 
     fn pending(&self, from: u32) -> impl Iterator<Item = &dyn MigrationStep> {
-        self.steps
-            .iter()
-            .map(|step| step.as_ref())
-            .filter(move |step| step.source_version() >= from)
+        self.steps.iter().map(|step| step.as_ref()).filter(move |step| step.source_version() >= from)
     }
 }
 
@@ -106,11 +102,7 @@ pub enum SchemaOutcome {
     /// The store was already at the latest version.
     Current { version: u32 },
     /// The store was migrated.
-    Migrated {
-        from: u32,
-        to: u32,
-        checkpoint: Option<PathBuf>,
-    },
+    Migrated { from: u32, to: u32, checkpoint: Option<PathBuf> },
 }
 
 /// Steps that an open would apply, for `migrate --dry-run`.
@@ -240,30 +232,19 @@ pub fn plan(path: &Path, options: &StoreOptions, schema: &Schema) -> StoreResult
     check_supported(path, current, schema)?;
     let steps = match current {
         None => Vec::new(),
-        Some(version) => schema
-            .pending(version)
-            .map(|step| (step.source_version(), step.description()))
-            .collect(),
+        Some(version) => schema.pending(version).map(|step| (step.source_version(), step.description())).collect(),
     };
-    Ok(MigrationPlan {
-        current,
-        latest: schema.latest,
-        steps,
-    })
+    Ok(MigrationPlan { current, latest: schema.latest, steps })
 }
 
 fn check_supported(path: &Path, version: Option<u32>, schema: &Schema) -> StoreResult<()> {
     match version {
-        Some(found) if found > schema.latest => Err(StoreError::SchemaTooNew {
-            path: path.to_path_buf(),
-            found,
-            supported: schema.latest,
-        }),
-        Some(found) if found < schema.oldest() => Err(StoreError::SchemaTooOld {
-            path: path.to_path_buf(),
-            found,
-            oldest: schema.oldest(),
-        }),
+        Some(found) if found > schema.latest => {
+            Err(StoreError::SchemaTooNew { path: path.to_path_buf(), found, supported: schema.latest })
+        }
+        Some(found) if found < schema.oldest() => {
+            Err(StoreError::SchemaTooOld { path: path.to_path_buf(), found, oldest: schema.oldest() })
+        }
         _ => Ok(()),
     }
 }
@@ -311,12 +292,7 @@ pub fn open_migrated_with_initial(
         remove_checkpoint_of_a_finished_migration(path)?;
         let store = Store::open(path, options)?;
         settings.schema_verified.set();
-        return Ok((
-            store,
-            SchemaOutcome::Created {
-                version: schema.latest,
-            },
-        ));
+        return Ok((store, SchemaOutcome::Created { version: schema.latest }));
     }
     let store = Store::open(path, options)?;
     let version = match read_version(&store)? {
@@ -328,12 +304,7 @@ pub fn open_migrated_with_initial(
             store.commit(creation_batch(initial()))?;
             tracing::info!(store = %options.name, version = schema.latest, "finished creating a store whose creation was interrupted");
             settings.schema_verified.set();
-            return Ok((
-                store,
-                SchemaOutcome::Created {
-                    version: schema.latest,
-                },
-            ));
+            return Ok((store, SchemaOutcome::Created { version: schema.latest }));
         }
     };
     check_supported(path, Some(version), schema)?;
@@ -377,10 +348,7 @@ pub fn open_migrated_with_initial(
             return Err(StoreError::Decode {
                 path: path.to_path_buf(),
                 what: "schema version after a migration step".into(),
-                detail: format!(
-                    "step from v{} left the store at {reached:?}",
-                    step.source_version()
-                ),
+                detail: format!("step from v{} left the store at {reached:?}", step.source_version()),
             });
         }
         tracing::info!(
@@ -398,14 +366,7 @@ pub fn open_migrated_with_initial(
         delete_dir_atomically(&checkpoint)?;
         None
     };
-    Ok((
-        store,
-        SchemaOutcome::Migrated {
-            from: version,
-            to: schema.latest,
-            checkpoint: kept,
-        },
-    ))
+    Ok((store, SchemaOutcome::Migrated { from: version, to: schema.latest, checkpoint: kept }))
 }
 
 /// Brings the directories around the store at `path` back to a state a crash cannot
@@ -423,10 +384,7 @@ fn ensure_empty(store: &Store) -> StoreResult<()> {
         if store.iter(column, None)?.next().is_some() {
             return Err(StoreError::Corrupt {
                 path: store.path().to_path_buf(),
-                detail: format!(
-                    "store has data in `{}` but no schema version",
-                    column.name()
-                ),
+                detail: format!("store has data in `{}` but no schema version", column.name()),
             });
         }
     }
@@ -442,9 +400,8 @@ fn ensure_empty(store: &Store) -> StoreResult<()> {
 /// [`recover_interrupted_operations`] (every open for writing and every rollback).
 pub fn rollback(path: &Path, options: &StoreOptions) -> StoreResult<u32> {
     recover_interrupted_operations(path)?;
-    let (version, checkpoint) = find_checkpoint(path).ok_or_else(|| StoreError::NoCheckpoint {
-        path: path.to_path_buf(),
-    })?;
+    let (version, checkpoint) =
+        find_checkpoint(path).ok_or_else(|| StoreError::NoCheckpoint { path: path.to_path_buf() })?;
     // The restored store must not carry the marker into the live directory.
     mark_checkpoint_for_removal(&checkpoint, false)?;
     let aside = sibling(path, REPLACED_BY_ROLLBACK_SUFFIX);

@@ -120,7 +120,9 @@ fn size_flush_pool_once() {
     SIZED.get_or_init(|| match Env::new() {
         // `Env::new` is RocksDB's default environment, the one every store runs on.
         Ok(mut env) => env.set_high_priority_background_threads(FLUSH_THREADS),
-        Err(err) => tracing::warn!(error = %err, "could not size RocksDB's flush pool; stores will flush one at a time"),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not size RocksDB's flush pool; stores will flush one at a time")
+        }
     });
 }
 
@@ -151,8 +153,8 @@ fn load_options_file() -> Result<Options, String> {
     let env = Env::new().map_err(|err| err.to_string())?;
     // The cache would go to the column families the file lists; only the database
     // options are kept.
-    let (options, _families) = Options::load_latest(directory.path(), env, false, Cache::new_lru_cache(0))
-        .map_err(|err| err.to_string())?;
+    let (options, _families) =
+        Options::load_latest(directory.path(), env, false, Cache::new_lru_cache(0)).map_err(|err| err.to_string())?;
     Ok(options)
 }
 
@@ -167,7 +169,13 @@ mod tests {
     /// nothing has flushed yet): a flush of it takes milliseconds.
     fn store_with_full_memtables(path: &std::path::Path) -> Arc<Store> {
         let store = Store::open(path, &StoreOptions::new("flush-pool", "flush-pool-test")).unwrap();
-        let columns = [Column::SignRequests, Column::SignRequestsById, Column::SignResponses, Column::IndexedBlocks, Column::Misc];
+        let columns = [
+            Column::SignRequests,
+            Column::SignRequestsById,
+            Column::SignResponses,
+            Column::IndexedBlocks,
+            Column::Misc,
+        ];
         for column in columns {
             let mut update = StoreUpdate::new();
             for key in 0u32..900 {
@@ -184,7 +192,8 @@ mod tests {
     #[test]
     fn two_stores_flush_at_the_same_time() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = [store_with_full_memtables(&dir.path().join("a")), store_with_full_memtables(&dir.path().join("b"))];
+        let stores =
+            [store_with_full_memtables(&dir.path().join("a")), store_with_full_memtables(&dir.path().join("b"))];
         let flushing: Vec<_> = stores
             .iter()
             .map(|store| {

@@ -144,11 +144,7 @@ fn wait_until(
         if now >= deadline {
             return Err(state);
         }
-        state = TRACKER
-            .changed
-            .wait_timeout(state, deadline - now)
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .0;
+        state = TRACKER.changed.wait_timeout(state, deadline - now).unwrap_or_else(|poisoned| poisoned.into_inner()).0;
     }
 }
 

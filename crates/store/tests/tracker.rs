@@ -33,7 +33,11 @@ fn holders_are_listed_until_dropped_and_the_store_stays_open_meanwhile() {
     let first = store.holder("streamer");
     let second = first.holder("listen_blocks");
     let listed = |group: &str| {
-        open_instances().into_iter().filter(|instance| instance.group == group).flat_map(|i| i.holders).collect::<Vec<_>>()
+        open_instances()
+            .into_iter()
+            .filter(|instance| instance.group == group)
+            .flat_map(|i| i.holders)
+            .collect::<Vec<_>>()
     };
     assert_eq!(listed("holders-test"), vec!["streamer".to_string(), "listen_blocks".to_string()]);
     drop(first);

@@ -2,8 +2,8 @@
 //! store is closed. Alone in its own test binary because it waits for every instance
 //! of the process.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 mod common;

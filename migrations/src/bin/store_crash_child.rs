@@ -31,8 +31,8 @@ fn main() {
                 std::thread::park();
             }
         }),
-        "write-stream" => open_migrated(&path, &options, &node_schema(), &MigrationSettings::default()).and_then(
-            |(store, _)| {
+        "write-stream" => {
+            open_migrated(&path, &options, &node_schema(), &MigrationSettings::default()).and_then(|(store, _)| {
                 let mut next = read_cursor(&store)?.map_or(1, |cursor| cursor.height + 1);
                 let mut applied = read_applied_requests(&store)?;
                 loop {
@@ -43,8 +43,8 @@ fn main() {
                     say(&format!("committed {next}"));
                     next += 1;
                 }
-            },
-        ),
+            })
+        }
         "fill" => fill(&path, &options, |_| Ok(())),
         "fill-during-flush" => {
             let leave_bytes = std::env::var("MPC_FILL_LEAVE_BYTES")

@@ -23,7 +23,10 @@ pub fn assert_at_block_boundary(store: &Store, requests_per_block: u32, indexed:
             let key = request_key(height, index);
             let request: SignRequestRecord = store.get_json(Column::SignRequests, key).unwrap().unwrap();
             if indexed {
-                assert_eq!(store.get(Column::SignRequestsById, request.request_id.0).unwrap().as_deref(), Some(&key[..]));
+                assert_eq!(
+                    store.get(Column::SignRequestsById, request.request_id.0).unwrap().as_deref(),
+                    Some(&key[..])
+                );
             }
         }
         assert!(store.get(Column::SignRequests, request_key(height, requests_per_block)).unwrap().is_none());
