@@ -1,4 +1,4 @@
-//! Writers of the node store's old formats, for tests only (feature `legacy-writers`).
+//! Writers of the node store's old formats, for tests only (feature `test-hooks`).
 //! They write what the binary of that version wrote, so migrations are tested from
 //! real old stores rather than from hand-made fragments.
 

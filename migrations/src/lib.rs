@@ -3,11 +3,11 @@
 //! [`layout`] is the current format, used by the indexer and by `mpc-node check`. Each
 //! `vN_to_vM_*` module is one version step, applied in order by the store's migration
 //! runner when an older store is opened. Old formats can be written by [`legacy`]
-//! (feature `legacy-writers`, test code only), so every step is tested from a real
+//! (feature `test-hooks`, test code only), so every step is tested from a real
 //! old store.
 
 pub mod layout;
-#[cfg(feature = "legacy-writers")]
+#[cfg(feature = "test-hooks")]
 pub mod legacy;
 mod v1_to_v2_cursor_fixed_width;
 mod v2_to_v3_request_id_index;
@@ -40,8 +40,8 @@ pub fn node_schema_with_chunk_size(chunk_size: u64) -> Schema {
         Box::new(v1_to_v2_cursor_fixed_width::CursorFixedWidth),
         Box::new(v2_to_v3_request_id_index::RequestIdIndex { chunk_size: chunk_size.max(1) }),
     ];
-    Schema {
-        latest: NODE_SCHEMA_VERSION,
-        steps: steps.into_iter().filter(|step| step.source_version() < NODE_SCHEMA_VERSION).collect(),
-    }
+    Schema::new(
+        NODE_SCHEMA_VERSION,
+        steps.into_iter().filter(|step| step.source_version() < NODE_SCHEMA_VERSION).collect(),
+    )
 }

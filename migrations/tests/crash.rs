@@ -11,9 +11,8 @@ use std::time::Duration;
 use mpc_migrations::layout::{SignRequestRecord, read_cursor};
 use mpc_migrations::legacy::{synthetic_blocks, write_store};
 use mpc_migrations::node_schema;
-use mpc_store::migration::{
-    MigrationSettings, SchemaOutcome, find_checkpoint, open_migrated, read_progress, read_version,
-};
+use mpc_store::checkpoint::find_checkpoint;
+use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated, read_progress, read_version};
 use mpc_store::{Column, Store, StoreError, StoreOptions};
 use rand::Rng;
 

@@ -6,9 +6,8 @@ mod common;
 use mpc_migrations::layout::{Cursor, read_cursor};
 use mpc_migrations::legacy::{synthetic_blocks, write_store};
 use mpc_migrations::{NODE_SCHEMA_VERSION, node_schema, node_schema_with_chunk_size};
-use mpc_store::migration::{
-    MigrationSettings, SchemaOutcome, find_checkpoint, open_migrated, plan, read_version, rollback,
-};
+use mpc_store::checkpoint::{find_checkpoint, rollback};
+use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated, plan, read_version};
 use mpc_store::{Column, Store, StoreError, StoreOptions};
 
 use common::{assert_at_block_boundary, dump};

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{CheckResult, node_binary};
+use crate::{CheckResult, has_test_hooks, release_directory};
 
 /// Bound for the daemon to answer and for a container to become healthy.
 pub const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
@@ -376,15 +376,14 @@ pub fn release_binary(release: Release) -> PathBuf {
             ("image-previous-release", "MPC_BUILD_PREVIOUS_RELEASE=1 cargo build --release -p mpc-node")
         }
     };
-    let binary = node_binary().with_file_name(directory).join("mpc-node");
+    let binary = release_directory().join(directory).join("mpc-node");
     assert!(
         binary.is_file(),
         "{} not found: `./dev test` builds it ({build}, then objcopy --strip-debug)",
         binary.display()
     );
-    let bytes = std::fs::read(&binary).expect("read the production binary");
     assert!(
-        !bytes.windows(b"MPC_TEST_HANG_MONITOR".len()).any(|window| window == b"MPC_TEST_HANG_MONITOR"),
+        !has_test_hooks(&binary),
         "{} was built with test hooks; images must run the production build",
         binary.display()
     );

@@ -228,7 +228,9 @@ fn as_pid_1_of_a_pid_namespace_sigterm_takes_the_graceful_path() {
     let log = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{log}");
     assert!(log.contains("SIGTERM received, initiating graceful shutdown"), "{log}");
-    assert!(log.contains("\"final_instance_count\":0"), "{log}");
+    let report = mpc_node_process_tests::last_shutdown_report(&log).expect("a ShutdownReport");
+    assert_eq!(report["reason"]["kind"], "signal", "{report}");
+    assert_eq!(report["final_instance_count"], 0, "{report}");
     assert_consistent(home.path());
 }
 

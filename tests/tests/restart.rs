@@ -206,7 +206,10 @@ fn indexer_failures_are_restarted_with_backoff_until_too_many_make_it_fatal() {
     let status = node.wait_exit(START_PATIENCE);
     assert_eq!(status.code(), Some(1), "{}", node.log());
     assert_eq!(count_in_log(&node, "restarting indexer subsystem why=indexer failed"), 3, "{}", node.log());
-    assert!(node.log().contains("too many failures"), "{}", node.log());
+    let report = node.shutdown_report().expect("a ShutdownReport");
+    assert_eq!(report["exit_code"], 1, "{report}");
+    assert!(report["reason"].to_string().contains("too many failures"), "the report says why: {report}");
+    assert_eq!(report["final_instance_count"], 0, "{report}");
     // The store may be what failed, so every restart after a failure reopened it.
     assert_eq!(count_in_log(&node, CHAIN_STORE_OPENED), 4, "{}", node.log());
     assert_eq!(count_in_log(&node, CHAIN_STORE_KEPT), 0, "{}", node.log());

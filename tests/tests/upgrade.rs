@@ -54,7 +54,7 @@ fn a_sigkill_during_migration_is_completed_by_the_next_start() {
     let slow = [("MPC_MIGRATION_CHUNK_SIZE", "1")];
     let mut node = NodeProcess::start(home.path(), &fast_node_args(), &slow);
     node.wait_for_log("migrating store schema", START_PATIENCE);
-    // The step commits one entry per batch (about 6000 of them, some 30 ms in all), and
+    // The step commits one entry per batch (thousands of them, milliseconds in all), and
     // the log is polled every 5 ms: kill at once so the kill lands inside the step.
     std::thread::sleep(Duration::from_millis(1));
     node.kill();

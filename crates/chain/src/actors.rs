@@ -8,11 +8,11 @@ use near_indexer_primitives::types::Finality;
 use near_indexer_primitives::views::BlockView;
 use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutcomeWithReceipt};
 
-use crate::chain_store::{
+use crate::config::ChainConfig;
+use crate::store::{
     MissingPiece, read_block, read_chunk, read_contract_view, read_outcomes, read_streamer_message,
     read_streamer_messages, write_block,
 };
-use crate::config::ChainConfig;
 
 /// Blocks produced per actor message while catching up history: enough for speed, few
 /// enough that a stop request is seen within milliseconds.
@@ -188,7 +188,7 @@ impl ViewClientActor {
     }
 
     fn head(&self) -> Result<u64, ViewError> {
-        crate::chain_store::chain_head(&self.store)?.ok_or(ViewError::UnknownBlock(0))
+        crate::store::chain_head(&self.store)?.ok_or(ViewError::UnknownBlock(0))
     }
 }
 
@@ -259,12 +259,12 @@ impl Handler<ContractView, Result<serde_json::Value, ViewError>> for ViewClientA
 }
 
 /// Asks the view client for a named holder of the chain store, so a test can inject
-/// faults into the running chain. Test-only (feature `test-faults`).
-#[cfg(feature = "test-faults")]
+/// faults into the running chain. Test-only (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
 #[derive(Debug)]
 pub struct FaultInjectionStore;
 
-#[cfg(feature = "test-faults")]
+#[cfg(feature = "test-hooks")]
 impl Handler<FaultInjectionStore, StoreHolder> for ViewClientActor {
     fn handle(&mut self, _: FaultInjectionStore) -> StoreHolder {
         self.store.holder("test_fault_injector")

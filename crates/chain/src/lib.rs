@@ -9,25 +9,23 @@
 //! indexer recorded with what the chain produced.
 
 mod actors;
-mod chain_store;
 mod config;
 mod node;
 mod records;
 mod schema;
+mod store;
 mod views;
 pub mod workload;
 
-#[cfg(feature = "test-faults")]
+#[cfg(feature = "test-hooks")]
 pub use actors::FaultInjectionStore;
 pub use actors::{
     BlockQuery, ChainStatus, ClientActor, ContractView, FINALITY_LAG, GetChunk, GetOutcomes, GetStatus,
     GetStreamerMessage, GetStreamerMessages, StreamerMessages, ViewClientActor, ViewError,
 };
-#[cfg(feature = "legacy-writers")]
-pub use chain_store::rewrite_as_v1_for_test;
-pub use chain_store::{ChainStoreError, chain_head, open_chain_store, stored_streamer_message};
-#[cfg(feature = "test-faults")]
-pub use chain_store::{delete_outcomes_for_test, restore_outcomes_for_test};
 pub use config::{ChainConfig, DEFAULT_IMAGE_HASH, ImageHashRevocation, NEXT_IMAGE_HASH, default_contract_id};
 pub use node::{ChainError, ChainNode, ClientHandle, ViewClientHandle};
 pub use schema::{CHAIN_SCHEMA_VERSION, chain_schema};
+pub use store::{ChainStoreError, chain_head, open_chain_store, stored_streamer_message};
+#[cfg(feature = "test-hooks")]
+pub use store::{delete_outcomes_for_test, restore_outcomes_for_test, rewrite_as_v1_for_test};

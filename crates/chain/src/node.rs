@@ -3,16 +3,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use mpc_store::migration::SchemaVerified;
-use mpc_store::{KeptStore, Reuse, StoreOptions};
+use mpc_store::{Reuse, Store, StoreOptions};
 use near_async::ActorSystem;
 use near_async::futures::FutureSpawnerExt;
 use near_async::tokio::TokioRuntimeHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::{ClientActor, ViewClientActor};
-use crate::chain_store::{ChainStoreError, chain_head, open_chain_store};
 use crate::config::ChainConfig;
+use crate::store::{ChainStoreError, chain_head, open_chain_store};
 
 /// Handle for messages to the client actor.
 pub type ClientHandle = Arc<TokioRuntimeHandle<ClientActor>>;
@@ -31,8 +30,7 @@ pub enum ChainError {
 }
 
 /// A running sandbox chain: handles to its actors. The actors, not these handles, hold
-/// the chain store, so stopping them is what closes it (unless a [`KeptStore`] keeps it
-/// open for the next chain node of the process).
+/// the chain store: once they stop, only the store's owner keeps it open.
 #[derive(Clone)]
 pub struct ChainNode {
     /// The block producer.
@@ -44,13 +42,37 @@ pub struct ChainNode {
 }
 
 impl ChainNode {
-    /// Opens (or creates) the chain store at `data_dir` and starts the client and
-    /// view-client actors on `actor_system`. The store is counted in tracker group
-    /// `store_group`, so a restart of this subsystem can wait for it alone;
-    /// `schema_verified` lets the opens after the first in one process skip the
-    /// read-only schema probe. With `kept`, the store an earlier chain node of this
-    /// process left there is used instead of opening it again (and a store opened now
-    /// is left there for the next one).
+    /// Opens (or creates) the chain store at `data_dir` for a chain with `config`,
+    /// counted in tracker group `store_group`. `schema_verified_earlier` skips the
+    /// read-only schema probe for a store this process opened at the latest schema
+    /// before. The caller owns the store: it hands it to [`ChainNode::start`] for each
+    /// chain node it runs on it, and closes it.
+    pub fn open_store(
+        config: &ChainConfig,
+        data_dir: &Path,
+        store_group: &str,
+        schema_verified_earlier: bool,
+    ) -> Result<Arc<Store>, ChainError> {
+        config.validate().map_err(ChainError::Config)?;
+        // Every block can be produced (or synced) again, so a log damaged before its
+        // end is recovered to its last consistent write rather than refused.
+        let options = StoreOptions::new("chain", store_group).recovering_damaged_log();
+        let store = open_chain_store(data_dir, config, &options, schema_verified_earlier)?;
+        if let Some(damage) = store.recovered_from() {
+            let head = chain_head(&store).map_err(ChainStoreError::from)?;
+            tracing::warn!(
+                ?head, %damage,
+                "chain store recovered to the last block before its damaged log; the chain continues from there"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Starts the client and view-client actors of a chain with `config` on
+    /// `actor_system`, on `store` (opened by [`ChainNode::open_store`]); `reuse` says
+    /// whether the store was opened for this node or kept open from the one before, for
+    /// the log. The actors take named holders of the store; when they stop, they let go
+    /// of it, and the store closes once its owner lets go too.
     ///
     /// The actors stop when `stop` is cancelled, or with the whole actor system. A
     /// process keeps one actor system for its life and stops each chain node it starts
@@ -59,19 +81,12 @@ impl ChainNode {
     /// per restart grew that list with every restart.
     pub fn start(
         config: &ChainConfig,
-        data_dir: &Path,
-        store_group: &str,
-        schema_verified: &SchemaVerified,
-        kept: Option<&KeptStore>,
+        store: Arc<Store>,
+        reuse: Reuse,
         actor_system: &ActorSystem,
         stop: &CancellationToken,
     ) -> Result<ChainNode, ChainError> {
         config.validate().map_err(ChainError::Config)?;
-        let open = || open_store(config, data_dir, store_group, schema_verified);
-        let (store, reuse) = match kept {
-            Some(kept) => kept.open_or_reuse(open)?,
-            None => (open()?, Reuse::Opened),
-        };
         let head = chain_head(&store).map_err(ChainStoreError::from)?.unwrap_or(0);
         // History is produced once, at first start: a restarted chain only resumes.
         let history_target = config.history_blocks.max(head);
@@ -79,7 +94,7 @@ impl ChainNode {
             Reuse::Opened => "opened",
             Reuse::Reused => "kept open",
         };
-        tracing::info!(head, history_target, path = %data_dir.display(), chain_store = store_was, "sandbox chain starting");
+        tracing::info!(head, history_target, path = %store.path().display(), chain_store = store_was, "sandbox chain starting");
         let client = ClientActor::new(store.holder("client_actor"), config.clone(), head, history_target);
         let view_client = ViewClientActor::new(store.holder("view_client_actor"));
         drop(store);
@@ -89,31 +104,6 @@ impl ChainNode {
         stop_when_cancelled(&view_client, stop);
         Ok(ChainNode { client: client.sender(), view_client: view_client.sender(), config: config.clone() })
     }
-
-    /// Opens the chain store into `kept` before the first chain node of the process
-    /// starts, with the same settings [`ChainNode::start`] would use, so the node's
-    /// start-up can open it beside its own store; that start then takes this instance.
-    /// Does nothing when `kept` holds a store already.
-    pub fn open_store_ahead(
-        config: &ChainConfig,
-        data_dir: &Path,
-        store_group: &str,
-        schema_verified: &SchemaVerified,
-        kept: &KeptStore,
-    ) -> Result<(), ChainError> {
-        config.validate().map_err(ChainError::Config)?;
-        Ok(kept.open_ahead(|| open_store(config, data_dir, store_group, schema_verified))?)
-    }
-}
-
-/// Opens (or creates) the chain store of a chain node counted in `store_group`.
-fn open_store(
-    config: &ChainConfig,
-    data_dir: &Path,
-    store_group: &str,
-    schema_verified: &SchemaVerified,
-) -> Result<Arc<mpc_store::Store>, ChainStoreError> {
-    open_chain_store(data_dir, config, &StoreOptions::new("chain", store_group), schema_verified)
 }
 
 /// Stops the actor behind `handle` once `stop` is cancelled. The wait runs on the

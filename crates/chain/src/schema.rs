@@ -68,7 +68,7 @@ pub fn chain_schema() -> Schema {
         .filter(|change| change.source_version < CHAIN_SCHEMA_VERSION)
         .map(|change| Box::new(change) as Box<dyn MigrationStep>)
         .collect();
-    Schema { latest: CHAIN_SCHEMA_VERSION, steps }
+    Schema::new(CHAIN_SCHEMA_VERSION, steps)
 }
 
 /// A step to a new value encoding: new blocks are written in it from then on and

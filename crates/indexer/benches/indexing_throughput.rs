@@ -33,6 +33,13 @@ use near_indexer_primitives::StreamerMessage;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+/// Opens the chain store of `config` and starts its chain node on `system`; the
+/// node's actors are the store's only users, so it closes when they stop.
+fn start_chain(config: &IndexerConfig, system: &ActorSystem) -> mpc_indexer::NearNode {
+    let store = Indexer::open_chain_store(config, false).unwrap();
+    Indexer::start_near_node(config, store, mpc_store::Reuse::Opened, system, &CancellationToken::new()).unwrap()
+}
+
 /// The node binary's allocator, so the benchmark measures what the node does.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -87,7 +94,7 @@ async fn produce_chain(blocks: u64, requests_per_block: u32) -> Workload {
     config.sync_mode = SyncModeEnum::FromInterruption;
     config.poll_interval = Duration::from_millis(1);
     let system = ActorSystem::new();
-    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
+    let node = start_chain(&config, &system);
     while node.client.send_async(GetStatus).await.unwrap().head_height < blocks {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -125,7 +132,7 @@ fn bench_state(
 /// The real path: streamer through the actors, then listen_blocks.
 async fn index_through_the_node(workload: &Workload) -> Run {
     let system = ActorSystem::new();
-    let node = Indexer::start_near_node(&workload.config, &system, &CancellationToken::new()).unwrap();
+    let node = start_chain(&workload.config, &system);
     let dir = tempfile::tempdir().unwrap();
     let store = node_store(&dir);
     let target = workload.messages.len() as u64;
@@ -264,7 +271,7 @@ async fn main() {
         }
         if only == "machinery" {
             let system = ActorSystem::new();
-            let node = Indexer::start_near_node(&workload.config, &system, &CancellationToken::new()).unwrap();
+            let node = start_chain(&workload.config, &system);
             listen_prefilled(&workload, &node).await;
             bare_prefilled(&workload).await;
             system.stop();
@@ -301,7 +308,7 @@ async fn main() {
         );
 
         let system = ActorSystem::new();
-        let node = Indexer::start_near_node(&workload.config, &system, &CancellationToken::new()).unwrap();
+        let node = start_chain(&workload.config, &system);
         let mut with = Vec::new();
         let mut bare = Vec::new();
         // Alternate which runs first, so background work of one run (flushes,

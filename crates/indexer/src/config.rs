@@ -4,8 +4,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mpc_chain::ChainConfig;
-use mpc_store::KeptStore;
-use mpc_store::migration::SchemaVerified;
 use near_indexer_primitives::types::Finality;
 
 /// Where the stream starts.
@@ -51,13 +49,6 @@ pub struct IndexerConfig {
     pub max_fetch_attempts: u32,
     /// Fault hooks for process tests (empty unless built with feature `test-hooks`).
     pub test_hooks: IndexerTestHooks,
-    /// Shared by every indexer of one process, so a restarted indexer reopens the chain
-    /// store without the read-only schema probe once an earlier one verified it.
-    pub chain_schema_verified: SchemaVerified,
-    /// Where a process keeps its chain store open from one indexer to the next (the
-    /// node's in-process restarts). `None`: each chain node opens the store, and it
-    /// closes when that node's actors stop.
-    pub kept_chain_store: Option<KeptStore>,
 }
 
 /// Fault hooks for process tests, filled in once by the node at start. Without feature
@@ -86,8 +77,6 @@ impl IndexerConfig {
             poll_interval: Duration::from_millis(20),
             max_fetch_attempts: 10,
             test_hooks: IndexerTestHooks::default(),
-            chain_schema_verified: SchemaVerified::default(),
-            kept_chain_store: None,
         }
     }
 

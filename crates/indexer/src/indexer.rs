@@ -1,9 +1,12 @@
 //! The upstream-shaped entry points: start the chain node, build an indexer on it, get
 //! a stream of blocks.
 
+use std::sync::Arc;
+
 use mpc_chain::{ChainError, ChainNode};
 use mpc_lifecycle::Supervisor;
 use mpc_migrations::layout::Cursor;
+use mpc_store::{Reuse, Store};
 use near_async::ActorSystem;
 use near_indexer_primitives::StreamerMessage;
 use tokio::sync::mpsc;
@@ -26,39 +29,25 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    /// Opens the chain store under `config.home_dir` (or takes the one
-    /// `config.kept_chain_store` keeps) and starts the chain's actors on `actor_system`
-    /// (upstream: starts `neard` in-process). The actors stop when `stop` is cancelled
-    /// or the actor system stops.
+    /// Opens the chain store under `config.home_dir`, counted in the indexer's tracker
+    /// group; `schema_verified_earlier` as in [`ChainNode::open_store`]. The caller owns
+    /// it and hands it to [`Indexer::start_near_node`].
+    pub fn open_chain_store(config: &IndexerConfig, schema_verified_earlier: bool) -> Result<Arc<Store>, ChainError> {
+        ChainNode::open_store(&config.chain, &config.chain_data_dir(), INDEXER_STORE_GROUP, schema_verified_earlier)
+    }
+
+    /// Starts the chain's actors on `actor_system` over `chain_store` (upstream: starts
+    /// `neard` in-process); `reuse` says whether the store was opened for this node or
+    /// kept open from the one before. The actors stop when `stop` is cancelled or the
+    /// actor system stops.
     pub fn start_near_node(
         config: &IndexerConfig,
+        chain_store: Arc<Store>,
+        reuse: Reuse,
         actor_system: &ActorSystem,
         stop: &CancellationToken,
     ) -> Result<NearNode, ChainError> {
-        let data_dir = config.chain_data_dir();
-        ChainNode::start(
-            &config.chain,
-            &data_dir,
-            INDEXER_STORE_GROUP,
-            &config.chain_schema_verified,
-            config.kept_chain_store.as_ref(),
-            actor_system,
-            stop,
-        )
-    }
-
-    /// Opens the chain store into `config.kept_chain_store` ahead of
-    /// [`Indexer::start_near_node`], which then takes that instance: the node's start-up
-    /// opens it while it opens its own store. Does nothing without a kept store.
-    pub fn open_chain_store_ahead(config: &IndexerConfig) -> Result<(), ChainError> {
-        let Some(kept) = config.kept_chain_store.as_ref() else { return Ok(()) };
-        ChainNode::open_store_ahead(
-            &config.chain,
-            &config.chain_data_dir(),
-            INDEXER_STORE_GROUP,
-            &config.chain_schema_verified,
-            kept,
-        )
+        ChainNode::start(&config.chain, chain_store, reuse, actor_system, stop)
     }
 
     /// An indexer over `node`. `resume_after` is the node store's committed cursor, used

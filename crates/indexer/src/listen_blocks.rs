@@ -63,8 +63,7 @@ const PREPARED_AHEAD: usize = 8;
 
 /// Most writes in one batch. While catching up, the blocks already queued are written
 /// together, which costs RocksDB less per block than a write each; the cap keeps each
-/// write short (a stop waits for the one in progress): about 17 blocks of 4 requests,
-/// 3 of 32.
+/// write short (a stop waits for the one in progress).
 pub const MAX_WRITES_PER_BATCH: usize = 256;
 
 /// Consecutive blocks ready to be committed in one batch (cursor included).

@@ -13,8 +13,9 @@
 //!    returns; the supervisor's token (a child) stops the streamer and the monitors,
 //!    which finish their current write and drop their `Arc<IndexerState>`; the
 //!    supervisor is awaited; `block_on` returns; the runtime is shut down.
-//! 3. The chain store is held by the chain's actors, not by this thread: it closes when
-//!    the caller cancels the chain's stop token, after joining the thread.
+//! 3. The chain store is opened and owned by the caller, who hands it in; the chain's
+//!    actors take holders of it, not this thread, and let go of it when the caller
+//!    cancels the chain's stop token, after joining the thread.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use mpc_chain::ChainError;
 use mpc_lifecycle::{LifecycleSender, OnTaskFailure, Supervisor};
 use mpc_migrations::layout::read_cursor;
-use mpc_store::{Store, StoreError};
+use mpc_store::{Reuse, Store, StoreError};
 use near_async::ActorSystem;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -62,6 +63,10 @@ pub struct IndexerThreadParams {
     /// The node store (already opened and migrated by the caller). The thread keeps
     /// only named holders of it, never the caller's `Arc`.
     pub node_store: Arc<Store>,
+    /// The chain store, opened by the caller, who owns it (this thread only hands it to
+    /// the chain's actors), and whether it was opened for this thread or kept open from
+    /// the one before.
+    pub chain_store: (Arc<Store>, Reuse),
     /// The actor system the chain's actors run on (one for the life of the process).
     pub actor_system: ActorSystem,
     /// Stops the chain's actors, which hold the chain store; the caller cancels it
@@ -228,14 +233,16 @@ async fn run_indexer(
     links: ThreadLinks,
 ) -> Result<(), IndexerError> {
     let ThreadLinks { tasks, senders, indexed_height, state_probe, stats } = links;
-    let IndexerThreadParams { mut config, node_store, actor_system, chain_stop, intervals, failures: _ } = params;
+    let IndexerThreadParams { mut config, node_store, chain_store, actor_system, chain_stop, intervals, failures: _ } =
+        params;
     let cursor = read_cursor(&node_store)?;
     // A chain whose data was wiped re-syncs at least up to what the node already
     // indexed, like a real node syncing to the network head, so the indexer can resume.
     if let Some(cursor) = cursor {
         config.chain.history_blocks = config.chain.history_blocks.max(cursor.height);
     }
-    let node = Indexer::start_near_node(&config, &actor_system, &chain_stop)?;
+    let (chain_store, reuse) = chain_store;
+    let node = Indexer::start_near_node(&config, chain_store, reuse, &actor_system, &chain_stop)?;
     let state = Arc::new(IndexerState {
         client: node.client.clone(),
         view_client: node.view_client.clone(),

@@ -22,6 +22,13 @@ use near_indexer_primitives::StreamerMessage;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+/// Opens the chain store of `config` and starts its chain node on `system`; the
+/// node's actors are the store's only users, so it closes when they stop.
+fn start_chain(config: &IndexerConfig, system: &ActorSystem) -> mpc_indexer::NearNode {
+    let store = Indexer::open_chain_store(config, false).unwrap();
+    Indexer::start_near_node(config, store, mpc_store::Reuse::Opened, system, &CancellationToken::new()).unwrap()
+}
+
 /// Bound on waits that should take milliseconds, so a broken build fails instead of hanging.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -71,7 +78,7 @@ async fn same_seed_gives_the_same_chain_and_a_restart_resumes_from_the_stored_he
     for dir in [&first_dir, &second_dir] {
         let system = ActorSystem::new();
         let config = indexer_config(dir.path(), chain_config(40), SyncModeEnum::BlockHeight(1));
-        let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
+        let node = start_chain(&config, &system);
         wait_for_head(&node, 40).await;
         let mut chain = Vec::new();
         for height in 0..=40 {
@@ -87,7 +94,7 @@ async fn same_seed_gives_the_same_chain_and_a_restart_resumes_from_the_stored_he
     // Restart on the first home: the head is kept and production continues from it.
     let system = ActorSystem::new();
     let config = indexer_config(first_dir.path(), chain_config(40), SyncModeEnum::BlockHeight(1));
-    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
+    let node = start_chain(&config, &system);
     let status = node.client.send_async(GetStatus).await.unwrap();
     assert!(status.head_height >= 40, "restart lost blocks: head {}", status.head_height);
     wait_for_head(&node, status.head_height + 3).await;
@@ -117,7 +124,7 @@ async fn the_stream_is_gap_free_and_in_order_in_every_sync_mode() {
         let mut config = indexer_config(dir.path(), chain_config(80), sync_mode);
         config.await_for_node_synced = await_synced;
         config.streamer_buffer = 4;
-        let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
+        let node = start_chain(&config, &system);
         if sync_mode == SyncModeEnum::LatestSynced {
             wait_for_head(&node, 50).await;
         }
@@ -158,7 +165,7 @@ async fn a_missing_receipt_is_retried_then_reported_as_an_error_not_a_panic() {
     let system = ActorSystem::new();
     let mut config = indexer_config(dir.path(), chain_config(30), SyncModeEnum::BlockHeight(1));
     config.max_fetch_attempts = 1_000;
-    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
+    let node = start_chain(&config, &system);
     wait_for_head(&node, 14).await;
     let fault_store = node.view_client.send_async(FaultInjectionStore).await.unwrap();
     let (sender, mut failures) = lifecycle_channel();
@@ -214,9 +221,12 @@ async fn after_cancel_and_join_nothing_holds_indexer_state_or_a_store_and_monito
     // A tick far longer than the test: a monitor that only noticed cancellation on its
     // next tick would make the join below time out.
     let tick = Duration::from_secs(600);
+    let config = indexer_config(dir.path(), chain_config(20), SyncModeEnum::FromInterruption);
+    let chain_store = (Indexer::open_chain_store(&config, false).unwrap(), mpc_store::Reuse::Opened);
     let params = IndexerThreadParams {
-        config: indexer_config(dir.path(), chain_config(20), SyncModeEnum::FromInterruption),
+        config,
         node_store: node_store.clone(),
+        chain_store,
         actor_system: system.clone(),
         chain_stop: chain_stop.clone(),
         intervals: MonitorIntervals {
@@ -273,11 +283,14 @@ async fn run_monitors_until_published(home: &std::path::Path, node_store: Arc<St
     // contract's views stay what the first run recorded.
     let chain =
         ChainConfig { history_blocks: 20, block_interval: Duration::from_secs(3600), ..ChainConfig::sandbox_default() };
+    // A height the chain never reaches: listen_blocks commits nothing, only the
+    // monitors write.
+    let config = indexer_config(home, chain, SyncModeEnum::BlockHeight(1_000_000));
+    let chain_store = (Indexer::open_chain_store(&config, false).unwrap(), mpc_store::Reuse::Opened);
     let params = IndexerThreadParams {
-        // A height the chain never reaches: listen_blocks commits nothing, only the
-        // monitors write.
-        config: indexer_config(home, chain, SyncModeEnum::BlockHeight(1_000_000)),
+        config,
         node_store,
+        chain_store,
         actor_system: system.clone(),
         chain_stop: chain_stop.clone(),
         intervals: MonitorIntervals {
@@ -362,7 +375,7 @@ async fn extraction_takes_each_sign_and_respond_call_reads_escaped_ids_and_skips
     let dir = tempfile::tempdir().unwrap();
     let system = ActorSystem::new();
     let config = indexer_config(dir.path(), chain_config(12), SyncModeEnum::BlockHeight(1));
-    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
+    let node = start_chain(&config, &system);
     wait_for_head(&node, 12).await;
     let height = mpc_chain::workload::RESPONSE_DELAY + 5;
     let mut message = fetch(&node, height).await;
@@ -403,7 +416,7 @@ async fn chain_messages(
 ) -> (IndexerConfig, ChainNode, ActorSystem, Vec<StreamerMessage>) {
     let system = ActorSystem::new();
     let config = indexer_config(home, chain_config(last + 10), SyncModeEnum::BlockHeight(1));
-    let node = Indexer::start_near_node(&config, &system, &CancellationToken::new()).unwrap();
+    let node = start_chain(&config, &system);
     wait_for_head(&node, last + 5).await;
     let mut messages = Vec::new();
     for height in 1..=last {

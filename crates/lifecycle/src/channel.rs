@@ -1,8 +1,12 @@
 //! The node's internal lifecycle channel: every request to shut down or to restart goes
-//! through it (the node's `shutdown_signal_sender` is its sending half).
+//! through it (a [`LifecycleSender`] is its sending half; the node's components each
+//! hold one, named `lifecycle`).
 //!
-//! Unbounded on purpose: senders include a signal listener and `Drop`-time code paths
-//! that must never wait. The run loop is the only receiver; it decides what each
+//! Unbounded on purpose: no sender may wait. The signal listener must be back at its
+//! signals at once, and a supervisor reports a failure from the task that failed, which
+//! may be what the run loop is waiting for. What arrives is bounded by what happens to
+//! the process (one request per signal, failure, watcher decision or admin request),
+//! and the run loop, the only receiver, takes each one as it comes; it decides what each
 //! request does (the first shutdown request ends the loop; a restart request may be
 //! merged into one already running).
 

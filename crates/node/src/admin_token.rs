@@ -9,6 +9,10 @@ use rand::RngCore;
 use crate::error::NodeError;
 use crate::home::Home;
 
+/// The crash point of the token file's creation (feature `test-hooks`, see
+/// `mpc_store::crash_points`): the token staged and synced, not yet renamed into place.
+pub const CRASH_POINTS: &[&str] = &["admin_token:staged"];
+
 /// Reads the admin token, creating a random one (mode 0600) on first start. An empty or
 /// unreadable file is an error: admin requests must never be accepted without a token.
 /// Surrounding white space (the newline `echo` adds) is not part of the token.

@@ -1,5 +1,10 @@
 //! `mpc-node check`: verifies the stores of a stopped node against each other.
 //!
+//! It claims the home for reading first, so it refuses the home of a running node (a
+//! running node's stores change under any reader) and keeps a node from starting while
+//! it reads. A store whose write-ahead log is damaged before its end is a problem (exit
+//! 1) that names the file; the rest is then checked as `start` would recover it.
+//!
 //! The node store must be at the latest schema, its cursor must be the last of a
 //! gap-free run of indexed blocks, every indexed block must match the chain's own record
 //! of that block (hash, request ids), and the applied-requests counter must equal the
@@ -8,6 +13,7 @@
 //! nothing lies beyond it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use mpc_chain::{chain_head, stored_streamer_message};
 use mpc_indexer::extract_block_effects;
@@ -51,8 +57,9 @@ pub struct CheckSummary {
 pub fn check_home(home: &Path) -> Result<CheckSummary, StoreError> {
     let mut summary = CheckSummary::default();
     let home = Home::new(home);
-    let node = Store::open_read_only(&home.node_store(), &StoreOptions::new("node", "check"))?;
-    let chain = Store::open_read_only(&home.chain_data(), &StoreOptions::new("chain", "check"))?;
+    let node =
+        open_for_check(&home.node_store(), "node", "the blocks after its cursor are indexed again", &mut summary)?;
+    let chain = open_for_check(&home.chain_data(), "chain", "the chain continues from its last block", &mut summary)?;
     summary.schema_version = read_version(&node)?;
     if summary.schema_version != Some(NODE_SCHEMA_VERSION) {
         summary.problems.push(format!(
@@ -64,6 +71,28 @@ pub fn check_home(home: &Path) -> Result<CheckSummary, StoreError> {
     check_chain_boundary(&chain, &mut summary)?;
     check_indexed_blocks(&node, &chain, &mut summary)?;
     Ok(summary)
+}
+
+/// Opens the store at `path` for reading. A write-ahead log damaged before its end is
+/// recorded as a problem naming the file and what `start` does about it
+/// (`consequence`), and the store is then read as `start` recovers it.
+fn open_for_check(
+    path: &Path,
+    name: &str,
+    consequence: &str,
+    summary: &mut CheckSummary,
+) -> Result<Arc<Store>, StoreError> {
+    let options = StoreOptions::new(name, "check");
+    match Store::open_read_only(path, &options) {
+        Err(StoreError::DamagedLog { damage, .. }) => {
+            summary.problems.push(format!(
+                "{name} store: {damage}; `mpc-node start` recovers it to the last consistent write before the \
+                 damage and drops the writes after it ({consequence}); what follows is checked as recovered"
+            ));
+            Store::open_read_only(path, &options.recovering_damaged_log())
+        }
+        opened => opened,
+    }
 }
 
 fn check_chain_boundary(chain: &Store, summary: &mut CheckSummary) -> Result<(), StoreError> {
@@ -162,7 +191,7 @@ fn check_block_against_chain(
     let Some(message) = stored_streamer_message(chain, height)? else {
         // After a data wipe the chain re-syncs up to the cursor; a node stopped or
         // killed before it got there has indexed blocks beyond the chain's head.
-        let resyncing = applied_wipe_token(node).is_some() && summary.chain_head.is_some_and(|head| height > head);
+        let resyncing = applied_wipe_token(node)?.is_some() && summary.chain_head.is_some_and(|head| height > head);
         if resyncing {
             summary.awaiting_resync += 1;
         } else {
@@ -188,8 +217,15 @@ fn check_block_against_chain(
 }
 
 /// `mpc-node check`: prints the summary; exit 0 iff consistent, 1 with problems, 3 when
-/// a store cannot be read.
+/// a store cannot be read or a node runs on the home.
 pub fn run(home: &Path) -> ExitCode {
+    let _claimed = match Home::new(home).claim_for_reading() {
+        Ok(claimed) => claimed,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return err.exit_code();
+        }
+    };
     match check_home(home) {
         Ok(summary) => {
             print_summary(&summary);

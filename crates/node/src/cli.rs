@@ -5,10 +5,18 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// What `--version` prints: the version, and whether this build has the test hooks,
+/// which the process tests require and the image tests refuse.
+const VERSION: &str = if cfg!(feature = "test-hooks") {
+    concat!(env!("CARGO_PKG_VERSION"), " (test hooks: not for production)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 /// mpc-node: an MPC node with an embedded chain indexer that starts, stops, restarts
 /// and upgrades cleanly.
 #[derive(Debug, Parser)]
-#[command(name = "mpc-node", version, about, args_override_self = true)]
+#[command(name = "mpc-node", version = VERSION, about, args_override_self = true)]
 pub struct Cli {
     /// Log output format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]

@@ -30,6 +30,9 @@ pub enum NodeError {
     /// A setting or a file the operator provides is unusable (exit 2).
     #[error("{0}")]
     Config(String),
+    /// The chain store cannot be opened, or the chain's settings are unusable.
+    #[error("chain node: {0}")]
+    Chain(#[from] mpc_chain::ChainError),
     /// The indexer thread or its chain node failed.
     #[error(transparent)]
     Indexer(#[from] IndexerError),
@@ -62,8 +65,10 @@ impl NodeError {
             NodeError::Home(err) => err.exit_code(),
             NodeError::Store(_) | NodeError::HomeFile { .. } => ExitCode::STORE,
             NodeError::Config(_) => ExitCode::USAGE,
-            NodeError::Indexer(IndexerError::Chain(mpc_chain::ChainError::Store(_))) => ExitCode::STORE,
-            NodeError::Indexer(IndexerError::Chain(mpc_chain::ChainError::Config(_))) => ExitCode::USAGE,
+            NodeError::Chain(mpc_chain::ChainError::Store(_))
+            | NodeError::Indexer(IndexerError::Chain(mpc_chain::ChainError::Store(_))) => ExitCode::STORE,
+            NodeError::Chain(mpc_chain::ChainError::Config(_))
+            | NodeError::Indexer(IndexerError::Chain(mpc_chain::ChainError::Config(_))) => ExitCode::USAGE,
             NodeError::Indexer(_) | NodeError::Spawn { .. } | NodeError::NotStopped(_) | NodeError::Cancelled => {
                 ExitCode::FATAL
             }
@@ -93,6 +98,9 @@ mod tests {
         )));
         assert_eq!(chain_store.exit_code(), ExitCode::STORE);
         assert_eq!(chain_store.into_restart_reason().exit_code(), ExitCode::STORE, "a restart keeps the code");
+        let opened = NodeError::Chain(mpc_chain::ChainError::Store(mpc_chain::ChainStoreError::Store(locked())));
+        assert_eq!(opened.into_restart_reason().exit_code(), ExitCode::STORE, "an open by the owner too");
+        assert_eq!(NodeError::Chain(mpc_chain::ChainError::Config("5 shards".into())).exit_code(), ExitCode::USAGE);
         assert_eq!(NodeError::Store(locked()).into_startup_reason().exit_code(), ExitCode::STORE);
         let config = NodeError::Indexer(IndexerError::Chain(mpc_chain::ChainError::Config("4 shards".into())));
         assert_eq!(config.exit_code(), ExitCode::USAGE);

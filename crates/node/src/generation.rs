@@ -3,8 +3,9 @@
 //! A generation is what an in-process restart replaces: a child token of the root token,
 //! the chain's actors (which use the chain store) with their own stop token, the
 //! indexer thread (streamer, monitors, `listen_blocks`) and the watchers that follow it.
-//! The chain store itself outlives the generation in [`GenerationContext::chain_store`].
-//! The actors run on the process's one actor system. Whoever holds an
+//! The chain store itself outlives the generation: its owner (the run loop's
+//! [`OwnedStore`], moved with the node store) hands each generation the open store. The
+//! actors run on the process's one actor system. Whoever holds an
 //! [`IndexerGeneration`] owns all of that: [`IndexerGeneration::start`] returns it,
 //! [`IndexerGeneration::stop`] consumes it, so no stopped generation can be left
 //! half-running and no running one can be forgotten. Observers (the operations server,
@@ -19,8 +20,7 @@ use mpc_indexer::{
     ThreadAlive, spawn_indexer_thread,
 };
 use mpc_lifecycle::{LifecyclePhase, LifecycleSender, PhaseOutcome, PhaseTimings, PhaseTracker, Supervisor};
-use mpc_store::migration::SchemaVerified;
-use mpc_store::{KeptStore, Store};
+use mpc_store::{OwnedStore, Reuse, Store};
 use near_async::ActorSystem;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -41,22 +41,15 @@ pub struct GenerationContext {
     /// Each generation's token is a child of this one.
     pub root_token: CancellationToken,
     /// Where failures and the image-hash revocation are reported.
-    pub shutdown_signal_sender: LifecycleSender,
+    pub lifecycle: LifecycleSender,
     /// Where the current generation is published for observers.
     pub view: watch::Sender<Option<GenerationView>>,
     /// Fault hooks of the process tests (empty in production builds).
     pub test_hooks: IndexerTestHooks,
-    /// Whether an earlier generation verified the chain store's schema (the home lock
-    /// keeps other processes out, so later generations need not probe it again).
-    pub chain_schema_verified: SchemaVerified,
     /// The process's one actor system: every generation's chain actors run on it and
     /// stop through the generation's own token; at exit near-async's
     /// `shutdown_all_actors()` stops it.
     pub actor_system: ActorSystem,
-    /// The chain store, opened by the first generation and kept open for the next: a
-    /// restart releases it only when it must reopen it (a wipe, a failure), and the
-    /// shutdown sequence closes it.
-    pub chain_store: KeptStore,
 }
 
 /// What observers may see of the running generation; holds no store.
@@ -121,20 +114,58 @@ pub(crate) fn indexer_config(context: &GenerationContext) -> IndexerConfig {
             .sandbox_revoke_image_hash_at
             .map(|at_height| ImageHashRevocation { image_hash: args.image_hash.clone(), at_height }),
     };
-    IndexerConfig {
-        test_hooks: context.test_hooks.clone(),
-        chain_schema_verified: context.chain_schema_verified.clone(),
-        kept_chain_store: Some(context.chain_store.clone()),
-        ..IndexerConfig::new(args.home.clone(), chain)
+    IndexerConfig { test_hooks: context.test_hooks.clone(), ..IndexerConfig::new(args.home.clone(), chain) }
+}
+
+/// What [`chain_store_for_generation`] hands back: the chain store's owner, always,
+/// and the store for the next generation or why there is none.
+pub(crate) struct ChainStoreHandedOut {
+    /// The owner, holding the store if it is open.
+    pub owner: OwnedStore,
+    /// The store and whether it was opened for this generation, or the open's error.
+    pub store: Result<(Arc<Store>, Reuse), NodeError>,
+}
+
+impl PhaseOutcome for ChainStoreHandedOut {
+    fn unfinished(&self) -> Option<String> {
+        self.store.as_ref().err().map(ToString::to_string)
+    }
+}
+
+/// The chain store for the next generation: the one `owner` keeps open, or one opened
+/// now (on a blocking thread: an open replays the WAL and syncs a new manifest). Hands
+/// the owner back with the store or the error; if the caller is dropped meanwhile, the
+/// owner is dropped on that thread, which closes any store it holds.
+pub(crate) async fn chain_store_for_generation(
+    mut owner: OwnedStore,
+    context: &GenerationContext,
+) -> ChainStoreHandedOut {
+    let config = indexer_config(context);
+    let opened = tokio::task::spawn_blocking(move || {
+        let store = owner.hand_out(|verified| mpc_indexer::Indexer::open_chain_store(&config, verified));
+        (owner, store)
+    })
+    .await;
+    match opened {
+        Ok((owner, store)) => ChainStoreHandedOut { owner, store: store.map_err(NodeError::Chain) },
+        Err(join_error) => ChainStoreHandedOut {
+            owner: OwnedStore::default(),
+            store: Err(NodeError::NotStopped(format!("the chain store open failed: {join_error}"))),
+        },
     }
 }
 
 impl IndexerGeneration {
-    /// Starts a generation on `node_store`: the indexer thread under a fresh child of
-    /// the root token (it starts the chain's actors), and its watchers. Returns at once;
-    /// the thread starts the chain and catches up on its own. Refused once a shutdown
-    /// has begun.
-    pub fn start(context: &GenerationContext, node_store: &Arc<Store>) -> Result<Self, NodeError> {
+    /// Starts a generation on `node_store` and `chain_store` (from
+    /// [`chain_store_for_generation`]): the indexer thread under a fresh child of the
+    /// root token (it starts the chain's actors on the chain store), and its watchers.
+    /// Returns at once; the thread starts the chain and catches up on its own. Refused
+    /// once a shutdown has begun.
+    pub fn start(
+        context: &GenerationContext,
+        node_store: &Arc<Store>,
+        chain_store: (Arc<Store>, Reuse),
+    ) -> Result<Self, NodeError> {
         if context.root_token.is_cancelled() {
             return Err(NodeError::Cancelled);
         }
@@ -147,6 +178,7 @@ impl IndexerGeneration {
         let params = IndexerThreadParams {
             config: indexer_config(context),
             node_store: node_store.clone(),
+            chain_store,
             actor_system: context.actor_system.clone(),
             chain_stop: chain_stop.clone(),
             intervals: MonitorIntervals {
@@ -156,7 +188,7 @@ impl IndexerGeneration {
                 migration_info: args.monitor_interval,
                 stats: args.stats_interval,
             },
-            failures: context.shutdown_signal_sender.clone(),
+            failures: context.lifecycle.clone(),
         };
         let (exit_sender, exit) = oneshot::channel();
         let indexer = match spawn_indexer_thread(params, token.clone(), exit_sender) {
@@ -164,13 +196,13 @@ impl IndexerGeneration {
             Err(source) => return Err(NodeError::Spawn { what: "indexer", source }),
         };
         context.phase.set(LifecyclePhase::CatchingUp);
-        let watchers = Supervisor::new("generation", token.child_token(), context.shutdown_signal_sender.clone());
+        let watchers = Supervisor::new("generation", token.child_token(), context.lifecycle.clone());
         crate::watchers::spawn_generation_watchers(
             &watchers,
             &indexer,
             args.image_hash.clone(),
             context.phase.clone(),
-            context.shutdown_signal_sender.clone(),
+            context.lifecycle.clone(),
         );
         context.view.send_replace(Some(GenerationView {
             indexer_tasks: indexer.tasks.clone(),

@@ -69,6 +69,27 @@ impl Home {
     }
 }
 
+impl Home {
+    /// Claims the home for reading only (`check`): a shared claim, which a running node's
+    /// claim excludes (refused with the same message as a second node) and which keeps a
+    /// node from starting meanwhile, while other readers may share it. Nothing in the
+    /// home is created or written: a home where no node ever ran has no lock file, and
+    /// then there is nothing to claim.
+    pub fn claim_for_reading(&self) -> Result<Option<HomeLock>, HomeError> {
+        let path = self.lock_file();
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(HomeError::Io { path, source }),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(HomeLock { _file: file })),
+            Err(TryLockError::WouldBlock) => Err(HomeError::Locked { path: self.root.clone() }),
+            Err(TryLockError::Error(source)) => Err(HomeError::Io { path, source }),
+        }
+    }
+}
+
 /// The claim on a home; the kernel releases it when the process ends, however it ends.
 #[must_use = "the home is claimed only while this lock is alive"]
 #[derive(Debug)]
@@ -121,6 +142,24 @@ mod tests {
         assert!(refused.to_string().contains("is another mpc-node running on this home?"));
         drop(first);
         let _claimed_again = home.claim().unwrap();
+    }
+
+    #[test]
+    fn a_reader_is_refused_while_a_node_claims_the_home_and_keeps_a_node_out_while_it_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(&dir.path().join("home"));
+        assert!(home.claim_for_reading().unwrap().is_none(), "no node ever ran: nothing to claim");
+        assert!(!dir.path().join("home").exists(), "a reader creates nothing");
+        let node = home.claim().unwrap();
+        let refused = home.claim_for_reading().unwrap_err();
+        assert!(matches!(refused, HomeError::Locked { .. }), "{refused:?}");
+        drop(node);
+        let reader = home.claim_for_reading().unwrap().expect("the lock file exists now");
+        let second_reader = home.claim_for_reading().unwrap();
+        assert!(second_reader.is_some(), "readers share the claim");
+        assert!(matches!(home.claim(), Err(HomeError::Locked { .. })), "a node cannot start while a reader reads");
+        drop((reader, second_reader));
+        let _node = home.claim().unwrap();
     }
 
     #[test]

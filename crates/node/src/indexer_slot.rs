@@ -1,8 +1,9 @@
 //! What the run loop owns of the indexer side at each moment, as one value.
 //!
 //! The run loop holds exactly one [`IndexerSlot`]: start-up in flight, a running node
-//! (node store plus current generation), a restart in flight (which owns both until it
-//! hands them back), or nothing running after a failed restart. Moving between them is
+//! (node store, chain store owner and current generation), a restart in flight (which
+//! owns them until it hands them back), or nothing running after a failed start-up or
+//! restart. Moving between them is
 //! moving values, so the type says who owns a generation at any moment; the shutdown
 //! sequence takes the slot by value and stops whatever is in it.
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mpc_lifecycle::{Deadline, PhaseOutcome, PhaseTimings};
-use mpc_store::Store;
+use mpc_store::{OwnedStore, Store};
 
 use crate::error::NodeError;
 use crate::generation::{ABORT_GRACE, GenerationContext, GenerationStop, IndexerGeneration};
@@ -28,14 +29,17 @@ type Restarting = Pin<Box<dyn Future<Output = RestartOutcome>>>;
 pub enum IndexerSlot {
     /// Start-up in flight.
     Starting(Starting),
-    /// The node store and the current generation.
+    /// The node store, the chain store and the current generation.
     Running(RunningNode),
-    /// A restart in flight; it owns the node store and the generation.
+    /// A restart in flight; it owns the node store, the chain store and the generation.
     Restarting(Restarting),
-    /// No generation (a restart failed); what is left to close and report.
-    Stopped {
+    /// No generation runs: start-up or a restart failed. What is left to close and
+    /// report.
+    Failed {
         /// The node store, if it was opened.
         node_store: Option<Arc<Store>>,
+        /// The chain store's owner (holding the store if it is still open).
+        chain_store: OwnedStore,
         /// How the last generation's stop went.
         last_stop: GenerationStop,
     },
@@ -46,6 +50,8 @@ pub enum IndexerSlot {
 pub struct TakenOver {
     /// The node store, if open.
     pub node_store: Option<Arc<Store>>,
+    /// The chain store's owner, closed with the node store.
+    pub chain_store: OwnedStore,
     /// The generation still to stop.
     pub generation: Option<IndexerGeneration>,
     /// What an earlier stop (by a restart) aborted or could not stop.
@@ -76,7 +82,7 @@ impl IndexerSlot {
             IndexerSlot::Starting(_) => Stage::Starting,
             IndexerSlot::Running(_) => Stage::Indexing,
             IndexerSlot::Restarting(_) => Stage::Restarting,
-            IndexerSlot::Stopped { .. } => Stage::Stopped,
+            IndexerSlot::Failed { .. } => Stage::Failed,
         }
     }
 
@@ -90,34 +96,42 @@ impl IndexerSlot {
                     Event::Started
                 }
                 Err(error) => {
-                    *self = IndexerSlot::Stopped { node_store: None, last_stop: GenerationStop::default() };
+                    *self = IndexerSlot::failed();
                     Event::StartupFailed(error)
                 }
             },
             IndexerSlot::Running(running) => Event::IndexerExited(running.generation.exited().await),
             IndexerSlot::Restarting(restarting) => {
-                let RestartOutcome { node_store, generation, stop, report } = restarting.as_mut().await;
+                let RestartOutcome { node_store, chain_store, generation, stop, report } = restarting.as_mut().await;
                 history.record_restart(report, generation.is_ok());
                 match generation {
                     Ok(generation) => {
-                        *self = IndexerSlot::Running(RunningNode { node_store, generation });
+                        *self = IndexerSlot::Running(RunningNode { node_store, chain_store, generation });
                         Event::Restarted
                     }
                     Err(error) => {
-                        *self = IndexerSlot::Stopped { node_store: Some(node_store), last_stop: stop };
+                        *self = IndexerSlot::Failed { node_store: Some(node_store), chain_store, last_stop: stop };
                         Event::RestartFailed(error)
                     }
                 }
             }
-            IndexerSlot::Stopped { .. } => std::future::pending().await,
+            IndexerSlot::Failed { .. } => std::future::pending().await,
+        }
+    }
+
+    /// A slot where start-up failed: nothing opened is left in it.
+    fn failed() -> Self {
+        IndexerSlot::Failed {
+            node_store: None,
+            chain_store: OwnedStore::default(),
+            last_stop: GenerationStop::default(),
         }
     }
 
     /// Begins a restart of the running generation; anything else is left as it is (the
     /// restart controller only asks while a generation runs).
     pub fn restart(&mut self, request: RestartRequest, context: &GenerationContext, bound: Duration) {
-        let placeholder = IndexerSlot::Stopped { node_store: None, last_stop: GenerationStop::default() };
-        *self = match std::mem::replace(self, placeholder) {
+        *self = match std::mem::replace(self, IndexerSlot::failed()) {
             IndexerSlot::Running(running) => {
                 IndexerSlot::Restarting(Box::pin(restart(running, request, context.clone(), bound)))
             }
@@ -135,13 +149,14 @@ impl IndexerSlot {
                 drop(startup);
                 TakenOver::default()
             }
-            IndexerSlot::Running(RunningNode { node_store, generation }) => TakenOver {
+            IndexerSlot::Running(RunningNode { node_store, chain_store, generation }) => TakenOver {
                 node_store: Some(node_store),
+                chain_store,
                 generation: Some(generation),
                 earlier_stop: GenerationStop::default(),
             },
-            IndexerSlot::Stopped { node_store, last_stop } => {
-                TakenOver { node_store, generation: None, earlier_stop: last_stop }
+            IndexerSlot::Failed { node_store, chain_store, last_stop } => {
+                TakenOver { node_store, chain_store, generation: None, earlier_stop: last_stop }
             }
             IndexerSlot::Restarting(restarting) => {
                 timings.phase("finish_interrupted_restart", finish_restart(restarting, deadline)).await
@@ -156,8 +171,8 @@ impl IndexerSlot {
 /// report names it.
 async fn finish_restart(restarting: Restarting, deadline: Deadline) -> TakenOver {
     match tokio::time::timeout(deadline.remaining() + ABORT_GRACE, restarting).await {
-        Ok(RestartOutcome { node_store, generation, stop, .. }) => {
-            TakenOver { node_store: Some(node_store), generation: generation.ok(), earlier_stop: stop }
+        Ok(RestartOutcome { node_store, chain_store, generation, stop, .. }) => {
+            TakenOver { node_store: Some(node_store), chain_store, generation: generation.ok(), earlier_stop: stop }
         }
         Err(_) => TakenOver {
             earlier_stop: GenerationStop { aborted: Vec::new(), not_stopped: vec!["restart in flight".to_owned()] },

@@ -47,7 +47,7 @@ pub struct OpsState {
     /// Node-level tasks.
     pub node_tasks: Supervisor,
     /// Where admin requests go: the same channel as every other stop reason.
-    pub shutdown_signal_sender: LifecycleSender,
+    pub lifecycle: LifecycleSender,
     /// Bearer token of the admin endpoints.
     pub admin_token: Arc<String>,
     /// Failed admin attempts, for the brute-force limit.

@@ -3,8 +3,9 @@
 //! until that store has closed), optionally wipe the chain data, start the next
 //! generation, which takes the kept chain store or opens it again.
 //!
-//! The restart owns what it works on (the node store and the old generation) and hands
-//! everything back in its [`RestartOutcome`], whether it succeeded or not. A shutdown
+//! The restart owns what it works on (the node store, the chain store's owner and the
+//! old generation) and hands everything back in its [`RestartOutcome`], whether it
+//! succeeded or not. A shutdown
 //! that arrives meanwhile lets it finish (the drain is the same one the shutdown would
 //! do, bounded by the shutdown's deadline) and takes over the outcome; the next
 //! generation is not started once the shutdown has cancelled the root token.
@@ -14,14 +15,14 @@ use std::time::Duration;
 
 use mpc_indexer::INDEXER_STORE_GROUP;
 use mpc_lifecycle::{LifecyclePhase, PhaseTimings, RestartReport, Sequence};
-use mpc_store::Store;
+use mpc_store::{OwnedStore, Store};
 
 use crate::data_wipe::wipe_chain_data;
 use crate::error::NodeError;
-use crate::generation::{GenerationContext, GenerationStop, IndexerGeneration, StopFor};
+use crate::generation::{GenerationContext, GenerationStop, IndexerGeneration, StopFor, chain_store_for_generation};
 use crate::home::Home;
 use crate::startup::RunningNode;
-use crate::stores_closed::{wait_for_kept_store_unheld, wait_for_stores_closed};
+use crate::stores_closed::{release_owned_store, wait_for_owned_store_unheld, wait_for_stores_closed};
 
 /// Why and how to restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,9 @@ impl RestartRequest {
 pub struct RestartOutcome {
     /// The node store, as it was handed in.
     pub node_store: Arc<Store>,
+    /// The chain store's owner: with the store kept open, reopened, or (after a failed
+    /// reopen) with none.
+    pub chain_store: OwnedStore,
     /// The next generation, or why there is none.
     pub generation: Result<IndexerGeneration, NodeError>,
     /// How stopping the old generation went (aborted tasks, what did not stop).
@@ -72,18 +76,17 @@ pub async fn restart(
     context: GenerationContext,
     bound: Duration,
 ) -> RestartOutcome {
-    let RunningNode { node_store, generation } = running;
+    let RunningNode { node_store, chain_store, generation } = running;
     let mut timings = PhaseTimings::start(Sequence::Restart);
     context.phase.set(LifecyclePhase::Restarting);
     tracing::warn!(why = %request.why, wipe = request.wipe_token.is_some(), "restarting indexer subsystem");
     let stop = generation.stop(bound, &mut timings, StopFor::Restart).await;
-    let generation = start_next_generation(&stop, &node_store, &request, &context, bound, &mut timings).await;
+    let (chain_store, generation) =
+        start_next_generation(&stop, &node_store, chain_store, &request, &context, bound, &mut timings).await;
     timings.finish();
     if generation.is_ok() {
-        let (chain_memtable_bytes, chain_block_cache_bytes) = context
-            .chain_store
-            .inspect(|store| (store.memtable_bytes(), store.block_cache_bytes()))
-            .unwrap_or_default();
+        let (chain_memtable_bytes, chain_block_cache_bytes) =
+            chain_store.get().map(|store| (store.memtable_bytes(), store.block_cache_bytes())).unwrap_or_default();
         // The stores stay open across restarts, and their memtables and block caches
         // grow with the chain until a write buffer flushes or the cache is full, and
         // the node's memory with them; logged here so that growth can be told from
@@ -98,52 +101,91 @@ pub async fn restart(
             "indexer subsystem restarted"
         );
     }
-    RestartOutcome { node_store, generation, stop, report: RestartReport { why: request.why, timings } }
+    RestartOutcome { node_store, chain_store, generation, stop, report: RestartReport { why: request.why, timings } }
 }
 
 /// Everything after the old generation stopped: its stores closed, the wipe, the
-/// backoff, the new generation.
+/// backoff, the new generation. Hands the chain store's owner back in every case.
 async fn start_next_generation(
     stop: &GenerationStop,
+    node_store: &Arc<Store>,
+    mut chain_store: OwnedStore,
+    request: &RestartRequest,
+    context: &GenerationContext,
+    bound: Duration,
+    timings: &mut PhaseTimings,
+) -> (OwnedStore, Result<IndexerGeneration, NodeError>) {
+    if !stop.not_stopped.is_empty() {
+        let error = NodeError::NotStopped(format!(
+            "the indexer subsystem did not stop: {} (aborted tasks: {})",
+            stop.not_stopped.join(", "),
+            stop.aborted.join(", ")
+        ));
+        return (chain_store, Err(error));
+    }
+    if !stop.aborted.is_empty() {
+        tracing::warn!(aborted = ?stop.aborted, "restart aborted tasks that ignored cancellation");
+    }
+    if let Err(error) = prepare_chain_store(&mut chain_store, node_store, request, context, bound, timings).await {
+        return (chain_store, Err(error));
+    }
+    if !request.backoff.is_zero() {
+        tracing::info!(backoff_ms = request.backoff.as_millis() as u64, "waiting before starting the indexer again");
+        tokio::select! {
+            _ = tokio::time::sleep(request.backoff) => {}
+            _ = context.root_token.cancelled() => return (chain_store, Err(NodeError::Cancelled)),
+        }
+    }
+    if context.root_token.is_cancelled() {
+        return (chain_store, Err(NodeError::Cancelled));
+    }
+    let handed = timings.phase("open_chain_store", chain_store_for_generation(chain_store, context)).await;
+    let (chain_store, handed) = (handed.owner, handed.store);
+    let generation = match handed {
+        Ok(handed) => {
+            timings
+                .phase("start_indexer_subsystem", async { IndexerGeneration::start(context, node_store, handed) })
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    (chain_store, generation)
+}
+
+/// Makes the chain store ready for the next generation: kept open once the old actors
+/// let go of it, or (for a wipe or after a failure) closed, and wiped if a new token
+/// asked for it. The wipe's file-system work runs on a blocking thread, like the opens.
+async fn prepare_chain_store(
+    chain_store: &mut OwnedStore,
     node_store: &Arc<Store>,
     request: &RestartRequest,
     context: &GenerationContext,
     bound: Duration,
     timings: &mut PhaseTimings,
-) -> Result<IndexerGeneration, NodeError> {
-    if !stop.not_stopped.is_empty() {
-        return Err(NodeError::NotStopped(format!(
-            "the indexer subsystem did not stop: {} (aborted tasks: {})",
-            stop.not_stopped.join(", "),
-            stop.aborted.join(", ")
-        )));
-    }
-    if !stop.aborted.is_empty() {
-        tracing::warn!(aborted = ?stop.aborted, "restart aborted tasks that ignored cancellation");
-    }
+) -> Result<(), NodeError> {
     if request.reopens_chain_store() {
-        let kept = context.chain_store.clone();
-        let _ = tokio::task::spawn_blocking(move || kept.release()).await;
+        release_owned_store(chain_store).await;
         timings
             .phase("close_subsystem_stores", wait_for_stores_closed(Some(INDEXER_STORE_GROUP), bound))
             .await
             .map_err(|open| NodeError::NotStopped(format!("chain store still open after the restart drain: {open}")))?;
     } else {
         timings
-            .phase("release_chain_store", wait_for_kept_store_unheld(&context.chain_store, bound))
+            .phase("release_chain_store", wait_for_owned_store_unheld(chain_store, bound))
             .await
             .map_err(|held| NodeError::NotStopped(format!("chain store still used after the restart drain: {held}")))?;
     }
-    if let Some(token) = &request.wipe_token {
+    if let Some(token) = request.wipe_token.clone() {
         let home = Home::new(&context.args.home);
-        timings.phase("wipe_chain_data", async { wipe_chain_data(&home, node_store, token) }).await?;
+        let node_store = node_store.clone();
+        let wiped = tokio::task::spawn_blocking(move || wipe_chain_data(&home, &node_store, &token));
+        timings
+            .phase("wipe_chain_data", async {
+                wiped
+                    .await
+                    .unwrap_or_else(|join_error| Err(NodeError::NotStopped(format!("the wipe failed: {join_error}"))))
+            })
+            .await?;
     }
-    if !request.backoff.is_zero() {
-        tracing::info!(backoff_ms = request.backoff.as_millis() as u64, "waiting before starting the indexer again");
-        tokio::select! {
-            _ = tokio::time::sleep(request.backoff) => {}
-            _ = context.root_token.cancelled() => return Err(NodeError::Cancelled),
-        }
-    }
-    timings.phase("start_indexer_subsystem", async { IndexerGeneration::start(context, node_store) }).await
+    Ok(())
 }

@@ -26,8 +26,8 @@ pub enum Stage {
     Indexing,
     /// A restart is in flight.
     Restarting,
-    /// No generation runs and none is being started (a restart failed).
-    Stopped,
+    /// No generation runs and none is being started: start-up or a restart failed.
+    Failed,
 }
 
 /// Something that happened, for the controller to decide on.
@@ -113,7 +113,7 @@ impl RestartController {
                 tracing::info!(why = %request.why, "restart already in progress; request merged into it");
                 Decision::Continue
             }
-            Stage::Starting | Stage::Stopped => {
+            Stage::Starting | Stage::Failed => {
                 tracing::warn!(why = %request.why, "restart requested before the indexer started; ignoring");
                 Decision::Continue
             }
@@ -298,7 +298,7 @@ mod tests {
             panic!("a failed start stops the node");
         };
         assert!(matches!(reason, ShutdownReason::StartupFailed { exit_code: 3, .. }));
-        let Decision::ShutDown(reason) = controller.decide(Event::RestartFailed(locked()), Stage::Stopped) else {
+        let Decision::ShutDown(reason) = controller.decide(Event::RestartFailed(locked()), Stage::Failed) else {
             panic!("a failed restart stops the node");
         };
         assert!(matches!(reason, ShutdownReason::RestartFailed { exit_code: 3, .. }));

@@ -2,9 +2,9 @@
 //! that decides what it means, one shutdown sequence at the end.
 //!
 //! ```text
-//! SIGTERM/SIGINT ---------> shutdown_signal_sender (Shutdown) --+
-//! admin, image hash, task -> shutdown_signal_sender ------------+
-//! SIGHUP, failed monitor --> shutdown_signal_sender (Restart) ---+--> select! --> RestartController
+//! SIGTERM/SIGINT ---------> lifecycle (Shutdown) --+
+//! admin, image hash, task -> lifecycle ------------+
+//! SIGHUP, failed monitor --> lifecycle (Restart) ---+--> select! --> RestartController
 //! data-wipe token ---------> wipe_requests ---------------------+        |             |
 //! start-up / restart done, indexer thread exit (IndexerSlot) ---+        |    Restart: slot.restart()
 //!                                                                         +--- ShutDown: shut_down(slot)
@@ -15,8 +15,6 @@ use std::sync::Arc;
 use mpc_lifecycle::{
     DeferredSignals, ExitCode, LifecycleReceiver, LifecycleSender, PhaseTracker, Supervisor, lifecycle_channel,
 };
-use mpc_store::KeptStore;
-use mpc_store::migration::SchemaVerified;
 use near_async::ActorSystem;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -58,9 +56,8 @@ pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks:
     };
     // The home stays claimed until the process ends (`_home_lock` lives to the end of
     // this function); the rest of the run loop's values are not needed any more.
-    let Node { phase, root_token, node_tasks, ops_tasks, notifier, timeout, _home_lock, generation, .. } = node;
-    let chain_store = generation.chain_store;
-    let context = ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout, chain_store };
+    let Node { phase, root_token, node_tasks, ops_tasks, notifier, timeout, _home_lock, .. } = node;
+    let context = ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout };
     let report = shut_down(reason, indexer, context).await;
     ExitCode(report.exit_code)
 }
@@ -93,28 +90,29 @@ async fn set_up(
     deferred_signals: DeferredSignals,
     test_hooks: TestHooks,
 ) -> Result<(Node, StartupContext), ExitCode> {
-    let (shutdown_signal_sender, requests) = lifecycle_channel();
+    let (lifecycle, requests) = lifecycle_channel();
     let root_token = CancellationToken::new();
     let phase = PhaseTracker::default();
-    let node_tasks = Supervisor::new("node", root_token.child_token(), shutdown_signal_sender.clone());
+    let node_tasks = Supervisor::new("node", root_token.child_token(), lifecycle.clone());
     let (generation_view, _) = watch::channel(None);
-    listen_for_operator_signals(deferred_signals, &test_hooks, &shutdown_signal_sender, &node_tasks, &generation_view)
-        .map_err(|err| {
+    listen_for_operator_signals(deferred_signals, &test_hooks, &lifecycle, &node_tasks, &generation_view).map_err(
+        |err| {
             tracing::error!(error = %err, "cannot install signal handlers");
             ExitCode::FATAL
-        })?;
+        },
+    )?;
     tracing::info!(home = %args.home.display(), pid = std::process::id(), "mpc-node starting");
     let home_lock = Home::new(&args.home).claim().map_err(|err| {
         tracing::error!(error = %err, "cannot claim the home");
         err.exit_code()
     })?;
     let history = LifecycleHistory::default();
-    let ops_tasks = Supervisor::new("ops", CancellationToken::new(), shutdown_signal_sender.clone());
+    let ops_tasks = Supervisor::new("ops", CancellationToken::new(), lifecycle.clone());
     let ops = OpsParts {
         phase: &phase,
         generation: &generation_view,
         node_tasks: &node_tasks,
-        sender: &shutdown_signal_sender,
+        sender: &lifecycle,
         history: &history,
     };
     start_ops_server(&args, ops, &ops_tasks).await.map_err(|error| {
@@ -131,12 +129,10 @@ async fn set_up(
         args: Arc::new(args),
         phase: phase.clone(),
         root_token: root_token.clone(),
-        shutdown_signal_sender,
+        lifecycle,
         view: generation_view,
         test_hooks: test_hooks.indexer.clone(),
-        chain_schema_verified: SchemaVerified::default(),
         actor_system: ActorSystem::new(),
-        chain_store: KeptStore::default(),
     };
     let (wipe_sender, wipe_requests) = mpsc::unbounded_channel();
     let startup = StartupContext {
@@ -178,7 +174,7 @@ async fn start_ops_server(args: &StartArgs, parts: OpsParts<'_>, ops_tasks: &Sup
         phase: parts.phase.clone(),
         generation: parts.generation.subscribe(),
         node_tasks: parts.node_tasks.clone(),
-        shutdown_signal_sender: parts.sender.clone(),
+        lifecycle: parts.sender.clone(),
         admin_token: Arc::new(load_or_create_admin_token(&Home::new(&args.home))?),
         admin_guard: crate::admin_guard::AdminGuard::default(),
         history: parts.history.clone(),

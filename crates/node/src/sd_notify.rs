@@ -5,6 +5,12 @@
 //! `EXTEND_TIMEOUT_USEC=...` while a long migration or shutdown phase runs, and
 //! `WATCHDOG=1` at half of `WATCHDOG_USEC` when the unit sets a watchdog. Without
 //! `NOTIFY_SOCKET` every call is a no-op.
+//!
+//! Why not the `sd-notify` crate: its 0.5 release connects `NOTIFY_SOCKET` as a
+//! file-system path, so a socket in the abstract namespace (`@name`, which sd_notify(3)
+//! specifies and service managers in containers use) fails, and it opens and connects
+//! a new socket for every notification. The protocol is one datagram of `KEY=VALUE`
+//! lines; this module sends it on one socket made at start, to either kind of address.
 
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
@@ -18,16 +24,29 @@ pub struct Notifier {
 impl Notifier {
     /// Reads `NOTIFY_SOCKET` (a path, or `@name` for the abstract namespace).
     pub fn from_environment() -> Self {
-        let target = std::env::var("NOTIFY_SOCKET").ok().and_then(|socket| {
-            let address = if let Some(name) = socket.strip_prefix('@') {
-                use std::os::linux::net::SocketAddrExt;
-                SocketAddr::from_abstract_name(name.as_bytes()).ok()?
-            } else {
-                SocketAddr::from_pathname(&socket).ok()?
-            };
-            let datagram = UnixDatagram::unbound().ok()?;
-            Some(std::sync::Arc::new((datagram, address)))
-        });
+        match std::env::var("NOTIFY_SOCKET") {
+            Ok(socket) => Self::for_socket(&socket),
+            Err(_) => Notifier { target: None },
+        }
+    }
+
+    /// A notifier for the socket `socket` names: a path, or `@name` for the abstract
+    /// namespace. An address that cannot be used gives a notifier that sends nothing.
+    fn for_socket(socket: &str) -> Self {
+        let address = if let Some(name) = socket.strip_prefix('@') {
+            use std::os::linux::net::SocketAddrExt;
+            SocketAddr::from_abstract_name(name.as_bytes())
+        } else {
+            SocketAddr::from_pathname(socket)
+        };
+        let target = match (address, UnixDatagram::unbound()) {
+            (Ok(address), Ok(datagram)) => Some(std::sync::Arc::new((datagram, address))),
+            (address, datagram) => {
+                let error = address.err().or(datagram.err()).map(|err| err.to_string()).unwrap_or_default();
+                tracing::warn!(socket, %error, "NOTIFY_SOCKET unusable; no notifications will be sent");
+                None
+            }
+        };
         Notifier { target }
     }
 
@@ -98,6 +117,30 @@ pub async fn follow_phase(
                     last_watchdog = std::time::Instant::now();
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A notification reaches a socket in the abstract namespace (`@name`) as well as
+    /// one bound to a path.
+    #[test]
+    fn notifications_reach_an_abstract_socket_and_a_path() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("mpc-node-notify-test-{}", std::process::id());
+        let abstract_socket =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let path_socket = UnixDatagram::bind(&path).unwrap();
+        for (socket, listener) in [(format!("@{name}"), &abstract_socket), (path.display().to_string(), &path_socket)] {
+            Notifier::for_socket(&socket).notify("READY=1\nSTATUS=indexing");
+            let mut buffer = [0u8; 64];
+            let received = listener.recv(&mut buffer).unwrap();
+            assert_eq!(&buffer[..received], b"READY=1\nSTATUS=indexing", "{socket}");
         }
     }
 }

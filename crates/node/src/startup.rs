@@ -17,23 +17,26 @@ use mpc_indexer::Indexer;
 use mpc_lifecycle::{LifecyclePhase, Supervisor, millis};
 use mpc_migrations::node_schema_with_chunk_size;
 use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated};
-use mpc_store::{Store, StoreOptions};
+use mpc_store::{OwnedStore, Store, StoreOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::data_wipe::{finish_wipes_at_start, watch_data_wipe_token, wipe_may_be_due_at_start};
 use crate::error::NodeError;
-use crate::generation::{GenerationContext, IndexerGeneration, indexer_config};
+use crate::generation::{GenerationContext, IndexerGeneration, chain_store_for_generation, indexer_config};
 use crate::home::Home;
 use crate::test_hooks::TestHooks;
 
 /// Tracker group of the node's own store.
 pub const NODE_STORE_GROUP: &str = "node";
 
-/// The node store and the generation of the indexer that runs on it: what the run loop
-/// owns while the node runs.
+/// What the run loop owns while the node runs: the node store, the chain store's owner
+/// and the generation of the indexer that runs on them.
 pub struct RunningNode {
     /// The node's own store, opened and migrated.
     pub node_store: Arc<Store>,
+    /// The chain store's one owner: it keeps the store open from one generation to the
+    /// next, and closes it when a restart must reopen it or the node stops.
+    pub chain_store: OwnedStore,
     /// The current generation of the indexer subsystem.
     pub generation: IndexerGeneration,
 }
@@ -55,27 +58,53 @@ pub struct StartupContext {
 pub async fn start_node(context: StartupContext) -> Result<RunningNode, NodeError> {
     let chain_store_ahead = open_chain_store_ahead(&context);
     let node_store = open_node_store(&context).await?;
-    if let Some(ended) = chain_store_ahead {
-        // Whatever the outcome: a failed open is the first generation's to report.
-        let _ = ended.await;
+    let mut chain_store = OwnedStore::default();
+    if let Some(ended) = chain_store_ahead
+        && let Ok(Ok(Some(store))) = ended.await
+    {
+        chain_store = OwnedStore::opened_ahead(store);
     }
     let home = Home::new(&context.generation.args.home);
-    finish_wipes_at_start(&home, &node_store, &context.generation.chain_store)?;
+    let chain_store = finish_wipes_on_node_task(&context, &home, &node_store, chain_store).await?;
     let holder = node_store.holder("data_wipe_watcher");
     let wipe_requests = context.wipe_requests;
     context
         .node_tasks
         .spawn("data_wipe_watcher", move |cancel| watch_data_wipe_token(home, holder, wipe_requests, cancel));
-    let generation = IndexerGeneration::start(&context.generation, &node_store)?;
-    Ok(RunningNode { node_store, generation })
+    let handed = chain_store_for_generation(chain_store, &context.generation).await;
+    let chain_store = handed.owner;
+    let generation = IndexerGeneration::start(&context.generation, &node_store, handed.store?)?;
+    Ok(RunningNode { node_store, chain_store, generation })
 }
 
-/// Opens the chain store into the run loop's kept slot on a node task, while the node
-/// store opens: a process start then waits for the longer of the two opens, not for
-/// both in turn. Skipped (`None`) when a data wipe may be due at this start; the first
-/// generation then opens the store after the wipe, as an in-process restart does.
-/// Otherwise returns what tells that the open ended, kept or failed.
-fn open_chain_store_ahead(context: &StartupContext) -> Option<oneshot::Receiver<Result<(), tokio::task::JoinError>>> {
+/// Finishes or applies a data wipe due at start ([`finish_wipes_at_start`]) on a node
+/// task, and hands the chain store's owner back.
+async fn finish_wipes_on_node_task(
+    context: &StartupContext,
+    home: &Home,
+    node_store: &Arc<Store>,
+    mut chain_store: OwnedStore,
+) -> Result<OwnedStore, NodeError> {
+    let (home, node_store) = (home.clone(), node_store.clone());
+    let finished = run_blocking_on_node_task(&context.node_tasks, "finish_data_wipe", move || {
+        finish_wipes_at_start(&home, &node_store, &mut chain_store).map(|()| chain_store)
+    });
+    match finished.await {
+        Ok(Ok(finished)) => finished,
+        Ok(Err(join_error)) => Err(NodeError::NotStopped(format!("the data wipe task failed: {join_error}"))),
+        Err(_) => Err(NodeError::NotStopped("the data wipe task ended without a result".into())),
+    }
+}
+
+/// Opens the chain store on a node task while the node store opens: a process start
+/// then waits for the longer of the two opens, not for both in turn. Skipped (`None`)
+/// when a data wipe may be due at this start; the first generation then opens the
+/// store after the wipe, as an in-process restart does. Otherwise returns what hands
+/// the opened store over (`None` if the open failed: the first generation opens it
+/// again and reports the error as its own).
+fn open_chain_store_ahead(
+    context: &StartupContext,
+) -> Option<oneshot::Receiver<Result<Option<Arc<Store>>, tokio::task::JoinError>>> {
     if wipe_may_be_due_at_start(&Home::new(&context.generation.args.home)) {
         tracing::debug!("a data wipe may be due: the chain store opens after the node store");
         return None;
@@ -83,16 +112,18 @@ fn open_chain_store_ahead(context: &StartupContext) -> Option<oneshot::Receiver<
     let config = indexer_config(&context.generation);
     Some(run_blocking_on_node_task(&context.node_tasks, "open_chain_store", move || {
         let started = Instant::now();
-        match Indexer::open_chain_store_ahead(&config) {
-            Ok(()) => {
-                tracing::info!(duration_ms = millis(started.elapsed()), "chain store opened beside the node store")
+        match Indexer::open_chain_store(&config, false) {
+            Ok(store) => {
+                tracing::info!(duration_ms = millis(started.elapsed()), "chain store opened beside the node store");
+                Some(store)
             }
-            // The first generation opens it again and reports the error as its own.
-            Err(error) => tracing::debug!(%error, "chain store not opened ahead"),
+            Err(error) => {
+                tracing::debug!(%error, "chain store not opened ahead");
+                None
+            }
         }
     }))
 }
-
 /// Runs the blocking `work` (a store open) on a supervised node task and hands its
 /// result back. A result nobody waits for any more (start-up abandoned) is dropped
 /// inside that task, which the shutdown sequence drains before it waits for every
@@ -116,7 +147,7 @@ async fn open_node_store(context: &StartupContext) -> Result<Arc<Store>, NodeErr
     let GenerationContext { args, phase, root_token, .. } = &context.generation;
     phase.set(LifecyclePhase::OpeningStores);
     let path = Home::new(&args.home).node_store();
-    let options = StoreOptions { sync_writes: args.sync_writes, ..StoreOptions::new("node", NODE_STORE_GROUP) };
+    let options = node_store_options(args.sync_writes);
     let schema = node_schema_with_chunk_size(args.migration.chunk_size);
     let phase = phase.clone();
     let settings = MigrationSettings {
@@ -139,6 +170,13 @@ async fn open_node_store(context: &StartupContext) -> Result<Arc<Store>, NodeErr
         Ok(Err(join_error)) => return Err(NodeError::NotStopped(format!("the store open task failed: {join_error}"))),
         Err(_) => return Err(NodeError::NotStopped("the store open task ended without a result".into())),
     };
+    if let Some(damage) = node_store.recovered_from() {
+        let cursor = mpc_migrations::layout::read_cursor(&node_store)?.map(|cursor| cursor.height);
+        tracing::warn!(
+            recovered_cursor = ?cursor, %damage,
+            "node store recovered to the last consistent write before its damaged log; the blocks after the cursor are indexed again"
+        );
+    }
     match outcome {
         SchemaOutcome::Created { version } => tracing::info!(version, "node store created"),
         SchemaOutcome::Current { version } => tracing::info!(version, "node store opened"),
@@ -148,4 +186,11 @@ async fn open_node_store(context: &StartupContext) -> Result<Arc<Store>, NodeErr
         },
     }
     Ok(node_store)
+}
+
+/// How the node store opens: every block it holds can be indexed again from the chain,
+/// so a log damaged before its end is recovered to its last consistent write (and the
+/// blocks after the cursor indexed again) rather than refused.
+pub fn node_store_options(sync_writes: bool) -> StoreOptions {
+    StoreOptions { sync_writes, ..StoreOptions::new("node", NODE_STORE_GROUP).recovering_damaged_log() }
 }

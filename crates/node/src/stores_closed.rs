@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mpc_store::{KeptStore, OpenInstance};
+use mpc_store::{OpenInstance, OwnedStore};
 
 /// The stores still open when a wait gave up, with their holders.
 #[derive(Debug)]
@@ -40,14 +40,31 @@ pub async fn wait_for_stores_closed(group: Option<&str>, bound: Duration) -> Res
     }
 }
 
-/// Waits up to `bound` until the users of the store `kept` keeps (an old generation's
-/// actors) have let go of it, so the next generation is its only writer. Returns the
-/// store and its holders when they did not.
-pub async fn wait_for_kept_store_unheld(kept: &KeptStore, bound: Duration) -> Result<(), StillOpen> {
-    let kept = kept.clone();
-    match tokio::task::spawn_blocking(move || kept.wait_until_unheld(bound)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(held)) => Err(StillOpen(vec![held])),
+/// Waits up to `bound` until the users of the store `owner` keeps open (an old
+/// generation's actors) have let go of it, so the next generation is its only writer.
+/// Returns the store and its holders when they did not. The wait runs on a blocking
+/// thread, which has the owner until it hands it back.
+pub async fn wait_for_owned_store_unheld(owner: &mut OwnedStore, bound: Duration) -> Result<(), StillOpen> {
+    let taken = std::mem::take(owner);
+    match tokio::task::spawn_blocking(move || {
+        let unheld = taken.wait_until_unheld(bound);
+        (taken, unheld)
+    })
+    .await
+    {
+        Ok((taken, unheld)) => {
+            *owner = taken;
+            unheld.map_err(|held| StillOpen(vec![held]))
+        }
         Err(_) => Err(StillOpen(mpc_store::open_instances())),
+    }
+}
+
+/// Gives up the store `owner` keeps and drops it on a blocking thread (the close syncs
+/// the WAL), returning once that thread let go of it: it is closed then unless a user
+/// still holds it, which the caller's wait for the instance to close covers.
+pub async fn release_owned_store(owner: &mut OwnedStore) {
+    if let Some(store) = owner.release() {
+        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
     }
 }

@@ -42,7 +42,12 @@ impl TestHooks {
             }
         }
         if let Ok(spec) = std::env::var("MPC_TEST_CRASH_AT") {
-            mpc_store::crash_points::arm(&spec)
+            let known = [
+                mpc_store::crash_points::STORE_POINTS,
+                crate::data_wipe::CRASH_POINTS,
+                crate::admin_token::CRASH_POINTS,
+            ];
+            mpc_store::crash_points::arm(&spec, &known)
                 .map_err(|err| NodeError::Config(format!("MPC_TEST_CRASH_AT: {err}")))?;
         }
         Ok(TestHooks {

@@ -4,12 +4,11 @@ use std::path::Path;
 
 use mpc_lifecycle::ExitCode;
 use mpc_migrations::node_schema_with_chunk_size;
-use mpc_store::StoreOptions;
 use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated, plan, recover_interrupted_operations};
 
 use crate::cli::MigrateArgs;
 use crate::home::{Home, HomeLock};
-use crate::startup::NODE_STORE_GROUP;
+use crate::startup::node_store_options;
 
 /// Claims the home for an offline command; prints why not and returns the exit code.
 fn claim(home: &Home) -> Result<HomeLock, ExitCode> {
@@ -33,7 +32,7 @@ pub fn migrate(args: &MigrateArgs) -> ExitCode {
         eprintln!("error: {err}");
         return ExitCode::STORE;
     }
-    let options = StoreOptions::new("node", NODE_STORE_GROUP);
+    let options = node_store_options(false);
     let schema = node_schema_with_chunk_size(args.migration.chunk_size);
     let pending = match plan(&path, &options, &schema) {
         Ok(pending) => pending,
@@ -82,7 +81,7 @@ pub fn rollback(home: &Path) -> ExitCode {
         Err(code) => return code,
     };
     let path = home.node_store();
-    match mpc_store::migration::rollback(&path, &StoreOptions::new("node", NODE_STORE_GROUP)) {
+    match mpc_store::checkpoint::rollback(&path, &node_store_options(false)) {
         Ok(version) => {
             println!("node store rolled back to schema v{version}");
             ExitCode::GRACEFUL

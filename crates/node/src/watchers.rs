@@ -17,11 +17,10 @@ pub fn spawn_generation_watchers(
     indexer: &IndexerHandle,
     own_hash: String,
     phase: PhaseTracker,
-    shutdown_signal_sender: LifecycleSender,
+    lifecycle: LifecycleSender,
 ) {
     let allowed = indexer.allowed_image_hashes.clone();
-    watchers
-        .spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed, own_hash, shutdown_signal_sender, cancel));
+    watchers.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed, own_hash, lifecycle, cancel));
     let indexed_height = indexer.indexed_height.clone();
     watchers.spawn("readiness", move |cancel| mark_ready_after_first_block(indexed_height, phase, cancel));
 }
@@ -31,7 +30,7 @@ pub fn spawn_generation_watchers(
 async fn watch_image_hash(
     mut allowed: watch::Receiver<Observed<Vec<String>>>,
     own_hash: String,
-    shutdown_signal_sender: LifecycleSender,
+    lifecycle: LifecycleSender,
     cancel: CancellationToken,
 ) -> Result<(), Infallible> {
     loop {
@@ -39,7 +38,7 @@ async fn watch_image_hash(
             && !list.contains(&own_hash)
         {
             tracing::error!(image_hash = %own_hash, "own image hash is no longer allowed by the contract, shutting down");
-            shutdown_signal_sender.shutdown(ShutdownReason::ImageHashRevoked { image_hash: own_hash });
+            lifecycle.shutdown(ShutdownReason::ImageHashRevoked { image_hash: own_hash });
             return Ok(());
         }
         tokio::select! {

@@ -84,7 +84,7 @@ async fn admin_shutdown(
         return refused;
     }
     tracing::warn!("admin request: shutdown");
-    state.shutdown_signal_sender.shutdown(ShutdownReason::AdminRequest);
+    state.lifecycle.shutdown(ShutdownReason::AdminRequest);
     (StatusCode::ACCEPTED, "shutting down\n").into_response()
 }
 
@@ -97,6 +97,6 @@ async fn admin_restart_indexer(
         return refused;
     }
     tracing::warn!("admin request: restart the indexer subsystem");
-    state.shutdown_signal_sender.restart("admin request");
+    state.lifecycle.restart("admin request");
     (StatusCode::ACCEPTED, "restarting the indexer\n").into_response()
 }

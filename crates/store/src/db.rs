@@ -1,16 +1,19 @@
-//! One RocksDB instance: open with typed errors, atomic commits, typed reads, and a
-//! close that syncs the WAL instead of flushing the memtables (see `options`).
+//! One RocksDB instance: open with typed errors, atomic commits, typed reads. How a
+//! close persists the WAL and when a store flushes is `wal_policy`'s concern; what an
+//! open does with a damaged log is [`DamagedLog`]'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    Cache, ColumnFamilyDescriptor, DB, DEFAULT_COLUMN_FAMILY_NAME as DEFAULT_COLUMN_FAMILY, FlushOptions, IteratorMode,
-    Options, WriteBatch, WriteOptions,
+    Cache, ColumnFamilyDescriptor, DB, DEFAULT_COLUMN_FAMILY_NAME as DEFAULT_COLUMN_FAMILY, IteratorMode, Options,
+    WriteBatch, WriteOptions,
 };
 
-use crate::options::{base_options, new_block_cache};
+use crate::log_damage::{LogDamage, find_log_damage};
+use crate::options::{Replay, base_options, new_block_cache};
 use crate::tracker::InstanceGuard;
+use crate::wal_policy::{flush_all_families, flush_replayed_wal_if_large, persist_at_close};
 use crate::{Column, StoreError, StoreHolder, StoreResult, StoreUpdate};
 
 /// One raw entry of a column: key and value.
@@ -26,12 +29,42 @@ pub struct StoreOptions {
     /// `fsync` the WAL on every commit. Off trades the last few commits on power loss
     /// (never on a process crash: the WAL is always written) for throughput.
     pub sync_writes: bool,
+    /// What an open does with a write-ahead log damaged before its end.
+    pub damaged_log: DamagedLog,
+}
+
+/// What an open does when the store's write-ahead log is damaged before its end (a disk
+/// error, not a write cut short by a kill, which every open tolerates). Chosen per
+/// store, by whether the writes after the damage can be redone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamagedLog {
+    /// Refuse to open ([`StoreError::DamagedLog`]), changing nothing: for a store whose
+    /// lost writes cannot be redone. A secret store is one: a lost delete would bring a
+    /// used nonce back.
+    Refuse,
+    /// Open at the last consistent write before the damage, drop every later write,
+    /// and say so: a warning names the file and counts what was dropped, and
+    /// [`Store::recovered_from`] lets the owner say what that means for its data. For a
+    /// store whose data can be rebuilt (indexed state, a chain that can be synced again).
+    RecoverToLastConsistentWrite,
 }
 
 impl StoreOptions {
-    /// Options for a store called `name` in subsystem `group`, with synchronous writes off.
+    /// Options for a store called `name` in subsystem `group`, with synchronous writes off
+    /// and a damaged log refused (the safe choice; a store whose data can be rebuilt opts
+    /// into recovery with [`StoreOptions::recovering_damaged_log`]).
     pub fn new(name: &str, group: &str) -> Self {
-        StoreOptions { name: name.to_owned(), group: group.to_owned(), sync_writes: false }
+        StoreOptions {
+            name: name.to_owned(),
+            group: group.to_owned(),
+            sync_writes: false,
+            damaged_log: DamagedLog::Refuse,
+        }
+    }
+
+    /// These options with a damaged log recovered to its last consistent write.
+    pub fn recovering_damaged_log(self) -> Self {
+        StoreOptions { damaged_log: DamagedLog::RecoverToLastConsistentWrite, ..self }
     }
 }
 
@@ -57,6 +90,8 @@ pub struct Store {
     block_cache: Cache,
     /// Tries RocksDB refused because writes were stalled (see [`Store::write`]).
     stalled_writes: std::sync::atomic::AtomicU64,
+    /// The damaged log this open recovered past, if it did.
+    recovered_from: Option<LogDamage>,
     /// Last field on purpose: fields drop in order, so RocksDB is closed before the
     /// tracker's count goes down, and "count is 0" really means "all closed".
     instance: InstanceGuard,
@@ -67,37 +102,23 @@ pub(crate) fn store_exists(path: &Path) -> bool {
     path.join("CURRENT").is_file()
 }
 
+/// How a store is opened.
+#[derive(Clone, Copy)]
+enum Access<'a> {
+    /// For reading and writing; created if missing.
+    ReadWrite,
+    /// For reading only, with only these columns readable (the open replays the WAL
+    /// into their memtables only).
+    ReadOnly(&'a [Column]),
+}
+
 impl Store {
     /// Opens (or creates) the store at `path`. Refuses an existing directory that is not
     /// one of our stores, and reports a second process on the same path as
     /// [`StoreError::Locked`].
     pub fn open(path: &Path, options: &StoreOptions) -> StoreResult<Arc<Store>> {
         std::fs::create_dir_all(path).map_err(|err| StoreError::from_io(path, err))?;
-        let existing = existing_column_families(path)?;
-        let block_cache = new_block_cache();
-        let db_options = base_options(&block_cache);
-        let descriptors = descriptors(&existing, &block_cache);
-        let db = DB::open_cf_descriptors(&db_options, path, descriptors)
-            .map_err(|err| StoreError::from_rocksdb(path, err))?;
-        let mut write_options = WriteOptions::default();
-        write_options.set_sync(options.sync_writes);
-        write_options.disable_wal(false);
-        write_options.set_no_slowdown(true);
-        let wal = wal_files(path);
-        if wal.worth_flushing_after_open() {
-            start_background_flush(&db, path, &options.name, &wal);
-        }
-        tracing::debug!(store = %options.name, path = %path.display(), "store opened");
-        Ok(Arc::new(Store {
-            db,
-            path: path.to_path_buf(),
-            name: options.name.clone(),
-            read_only: false,
-            write_options,
-            block_cache,
-            stalled_writes: Default::default(),
-            instance: InstanceGuard::register(&options.name, path.to_path_buf(), &options.group),
-        }))
+        Self::open_as(path, options, Access::ReadWrite)
     }
 
     /// Opens an existing store without writing anything to its directory (no lock, no
@@ -113,28 +134,58 @@ impl Store {
         if !store_exists(path) {
             return Err(StoreError::Corrupt { path: path.to_path_buf(), detail: "no RocksDB store here".into() });
         }
+        Self::open_as(path, options, Access::ReadOnly(columns))
+    }
+
+    /// The one way a [`Store`] comes to be: the whole log replayed, or, when RocksDB
+    /// refuses a log damaged before its end, what `options.damaged_log` says.
+    fn open_as(path: &Path, options: &StoreOptions, access: Access) -> StoreResult<Arc<Store>> {
         let existing = existing_column_families(path)?;
         let block_cache = new_block_cache();
-        let mut db_options = base_options(&block_cache);
-        db_options.create_if_missing(false);
-        let log_dir = std::env::temp_dir().join("mpc-store-read-only-logs");
-        std::fs::create_dir_all(&log_dir).map_err(|err| StoreError::from_io(&log_dir, err))?;
-        db_options.set_db_log_dir(&log_dir);
-        let names = existing
-            .into_iter()
-            .filter(|name| name == DEFAULT_COLUMN_FAMILY || columns.iter().any(|column| column.name() == name));
-        let db = DB::open_cf_for_read_only(&db_options, path, names, false)
-            .map_err(|err| StoreError::from_rocksdb(path, err))?;
+        let (db, recovered_from) = match open_db(path, &existing, &block_cache, access, Replay::Whole) {
+            Ok(db) => (db, None),
+            Err(err) => {
+                let Some(damage) = damage_behind(path, &err) else { return Err(err) };
+                if options.damaged_log == DamagedLog::Refuse {
+                    return Err(StoreError::DamagedLog { path: path.to_path_buf(), damage });
+                }
+                let db = open_db(path, &existing, &block_cache, access, Replay::ToLastConsistentWrite)?;
+                if matches!(access, Access::ReadWrite) {
+                    tracing::warn!(
+                        store = %options.name, %damage,
+                        "store recovered to the last consistent write before its damaged log; the writes after it are dropped"
+                    );
+                }
+                (db, Some(damage))
+            }
+        };
+        let read_only = matches!(access, Access::ReadOnly(_));
+        let mut write_options = WriteOptions::default();
+        if !read_only {
+            write_options.set_sync(options.sync_writes);
+            write_options.disable_wal(false);
+            write_options.set_no_slowdown(true);
+            flush_replayed_wal_if_large(&db, path, &options.name);
+        }
+        tracing::debug!(store = %options.name, path = %path.display(), read_only, "store opened");
         Ok(Arc::new(Store {
             db,
             path: path.to_path_buf(),
             name: options.name.clone(),
-            read_only: true,
-            write_options: WriteOptions::default(),
+            read_only,
+            write_options,
             block_cache,
             stalled_writes: Default::default(),
+            recovered_from,
             instance: InstanceGuard::register(&options.name, path.to_path_buf(), &options.group),
         }))
+    }
+
+    /// The damaged write-ahead log this open recovered past
+    /// ([`DamagedLog::RecoverToLastConsistentWrite`]), so the owner can say what the
+    /// dropped writes were in its own terms (which blocks will be indexed again).
+    pub fn recovered_from(&self) -> Option<&LogDamage> {
+        self.recovered_from.as_ref()
     }
 
     /// Short name of the store.
@@ -176,12 +227,6 @@ impl Store {
         &self.instance
     }
 
-    /// One of RocksDB's integer properties of this store (0 if RocksDB has none by that
-    /// name).
-    fn int_property(&self, name: &str) -> u64 {
-        self.db.property_int_value(name).ok().flatten().unwrap_or(0)
-    }
-
     /// Tries of a commit that RocksDB refused because writes were stalled, since the
     /// open (tests read it to know that a stall happened).
     #[cfg(test)]
@@ -189,9 +234,10 @@ impl Store {
         self.stalled_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Flush jobs of this store running right now.
+    /// Flush jobs of this store running right now (tests read it to know a flush ran).
+    #[cfg(test)]
     pub(crate) fn running_flushes(&self) -> u64 {
-        self.int_property("rocksdb.num-running-flushes")
+        crate::wal_policy::int_property(&self.db, "rocksdb.num-running-flushes")
     }
 
     fn column_family(&self, column: Column) -> StoreResult<&rocksdb::ColumnFamily> {
@@ -319,19 +365,6 @@ impl Store {
         self.sync_wal()
     }
 
-    /// Waits until no flush of this store is running. RocksDB throws away the table files
-    /// of a flush that ends after a close began cancelling background work, and the next
-    /// open then replays those memtables again (and, when they no longer fit, flushes
-    /// them before it returns); the close waits for such a flush either way, so it lets
-    /// it finish first and keep its work. A flush that has not started is left to the
-    /// WAL: starting it would lengthen the stop. Not after a background error (a full
-    /// disk): RocksDB then retries its flushes until the close cancels them.
-    fn let_running_flushes_finish(&self) {
-        while self.running_flushes() > 0 && self.int_property("rocksdb.background-errors") == 0 {
-            std::thread::sleep(std::time::Duration::from_micros(200));
-        }
-    }
-
     /// Syncs the WAL: every committed batch survives a power loss from here on.
     fn sync_wal(&self) -> StoreResult<()> {
         if self.read_only {
@@ -361,105 +394,47 @@ fn is_write_stall(err: &rocksdb::Error) -> bool {
     err.kind() == rocksdb::ErrorKind::Incomplete && err.as_ref().contains("Write stall")
 }
 
-/// Flushes the memtables of every column family; with `wait`, returns once the table
-/// files are written, without, once the flush is scheduled.
-fn flush_all_families(db: &DB, path: &Path, wait: bool) -> StoreResult<()> {
-    let families: Vec<&rocksdb::ColumnFamily> =
-        Column::ALL.iter().filter_map(|column| db.cf_handle(column.name())).collect();
-    let mut flush_options = FlushOptions::default();
-    flush_options.set_wait(wait);
-    db.flush_cfs_opt(&families, &flush_options).map_err(|err| StoreError::from_rocksdb(path, err))
-}
-
-/// Starts a flush of every column family without waiting for it, for a store opened
-/// with more WAL than it should keep: otherwise a node stopped again soon would hand
-/// the same replayed bytes to the next open once more, or leave one more WAL file than
-/// the run before (every open starts one, see [`MAX_WAL_FILES_LEFT`]). The flush runs
-/// on RocksDB's background thread while the node starts; a close that comes while it
-/// runs lets it finish. RocksDB only holds the call while a flush would stall writes
-/// (20 level-0 files, far from what the stores' compactions leave); a failure is logged
-/// and leaves the memtables to the WAL.
-fn start_background_flush(db: &DB, path: &Path, name: &str, wal: &WalFiles) {
-    match flush_all_families(db, path, false) {
-        Ok(()) => tracing::debug!(
-            store = %name, wal_files = wal.count, wal_bytes = wal.bytes,
-            "flushing the replayed WAL in the background"
-        ),
-        Err(err) => tracing::warn!(
-            store = %name, error = %err,
-            "could not start a flush after the open; the memtables stay in the WAL"
-        ),
-    }
-}
-
-/// Above this many bytes of replayed WAL an open starts a background flush, so that
-/// the next open does not replay the same bytes again. (The memtables' own size is no
-/// measure: each column family with one entry reports a whole arena block.)
-const REPLAY_BUDGET_BYTES: u64 = 512 * 1024;
-
-/// Most WAL files a store keeps across a close: every open starts a new WAL file and
-/// a close does not flush, so a run too short for the open's background flush (a
-/// restart loop) would otherwise leave one more each time, and every open would replay
-/// all of them. A close that finds more flushes after all; in such a run the memtables
-/// hold little, so that flush is short.
-const MAX_WAL_FILES_LEFT: usize = 3;
-
-/// The WAL files of a store directory: what its next open replays.
-struct WalFiles {
-    count: usize,
-    bytes: u64,
-}
-
-impl WalFiles {
-    /// Whether an open that replayed these files should flush them in the background.
-    fn worth_flushing_after_open(&self) -> bool {
-        self.bytes > REPLAY_BUDGET_BYTES || self.too_many_to_leave()
-    }
-
-    /// Whether a close should flush rather than leave these files to the next open.
-    fn too_many_to_leave(&self) -> bool {
-        self.count > MAX_WAL_FILES_LEFT
-    }
-}
-
-/// The WAL files in the store directory (none when it does not exist yet).
-fn wal_files(path: &Path) -> WalFiles {
-    let mut wal = WalFiles { count: 0, bytes: 0 };
-    let Ok(entries) = std::fs::read_dir(path) else { return wal };
-    for entry in entries.filter_map(Result::ok) {
-        if entry.file_name().to_string_lossy().ends_with(".log") {
-            wal.count += 1;
-            wal.bytes += entry.metadata().map(|metadata| metadata.len()).unwrap_or(0);
-        }
-    }
-    wal
-}
-
 impl Drop for Store {
     /// Closes with the WAL synced, leaving the memtables to the next open's replay (see
-    /// `options`); flushes first only when too many WAL files would be left.
+    /// `options`); flushes first only when too many WAL files would be left
+    /// (`wal_policy`).
     fn drop(&mut self) {
         let started = std::time::Instant::now();
-        // A read-only open wrote nothing; its WAL is not its own to judge.
-        let wal = (!self.read_only).then(|| wal_files(&self.path));
-        let flushed = wal.as_ref().is_some_and(WalFiles::too_many_to_leave);
-        // After a flush of every family the WAL holds nothing the table files do not: no
-        // write can follow it (this is the last handle), so there is no WAL left to sync.
-        let persisted = if flushed { flush_all_families(&self.db, &self.path, true) } else { self.sync_wal() };
-        if let Err(err) = persisted {
-            tracing::warn!(store = %self.name, error = %err, "flush or WAL sync at close failed; the next open replays what the WAL holds");
-        }
-        let persisted_in = started.elapsed();
-        if !self.read_only {
-            self.let_running_flushes_finish();
-        }
-        self.db.cancel_all_background_work(true);
+        let (flushed, wal_bytes) = persist_at_close(&self.db, &self.path, &self.name, self.read_only);
         tracing::debug!(
-            store = %self.name, path = %self.path.display(), flushed, wal_bytes = wal.map_or(0, |wal| wal.bytes),
-            block_cache_bytes = self.block_cache_bytes(),
-            persist_ms = persisted_in.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
+            store = %self.name, path = %self.path.display(), flushed, wal_bytes,
+            block_cache_bytes = self.block_cache_bytes(), total_ms = started.elapsed().as_millis() as u64,
             "store closed"
         );
+    }
+}
+
+/// Opens RocksDB at `path` with every family in `existing` (and ours), as `access` asks,
+/// replaying the log as `replay` says.
+fn open_db(path: &Path, existing: &[String], block_cache: &Cache, access: Access, replay: Replay) -> StoreResult<DB> {
+    let mut db_options = base_options(block_cache, replay);
+    let opened = match access {
+        Access::ReadWrite => DB::open_cf_descriptors(&db_options, path, descriptors(existing, block_cache, replay)),
+        Access::ReadOnly(columns) => {
+            db_options.create_if_missing(false);
+            let log_dir = std::env::temp_dir().join("mpc-store-read-only-logs");
+            std::fs::create_dir_all(&log_dir).map_err(|err| StoreError::from_io(&log_dir, err))?;
+            db_options.set_db_log_dir(&log_dir);
+            let names = existing
+                .iter()
+                .filter(|name| *name == DEFAULT_COLUMN_FAMILY || columns.iter().any(|column| column.name() == *name));
+            DB::open_cf_for_read_only(&db_options, path, names, false)
+        }
+    };
+    opened.map_err(|err| StoreError::from_rocksdb(path, err))
+}
+
+/// The damaged log behind an open RocksDB refused as corrupt, if a log is what is
+/// damaged (a damaged table file or manifest is reported as RocksDB reported it).
+fn damage_behind(path: &Path, err: &StoreError) -> Option<LogDamage> {
+    match err {
+        StoreError::Corrupt { .. } => find_log_damage(path),
+        _ => None,
     }
 }
 
@@ -491,14 +466,14 @@ fn existing_column_families(path: &Path) -> StoreResult<Vec<String>> {
 
 /// Our columns plus any family already on disk that this binary does not know (RocksDB
 /// refuses to open a store without naming all of its families).
-fn descriptors(existing: &[String], block_cache: &Cache) -> Vec<ColumnFamilyDescriptor> {
+fn descriptors(existing: &[String], block_cache: &Cache, replay: Replay) -> Vec<ColumnFamilyDescriptor> {
     let mut names: Vec<String> = Column::ALL.iter().map(|column| column.name().to_owned()).collect();
     for name in existing {
         if !names.contains(name) {
             names.push(name.clone());
         }
     }
-    names.into_iter().map(|name| ColumnFamilyDescriptor::new(name, base_options(block_cache))).collect()
+    names.into_iter().map(|name| ColumnFamilyDescriptor::new(name, base_options(block_cache, replay))).collect()
 }
 
 fn printable_key(key: &[u8]) -> String {
@@ -511,6 +486,7 @@ fn printable_key(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal_policy::wal_files;
 
     /// A flush running when the store closes is let finish: cancelled, RocksDB would
     /// throw its table files away and the next open would replay all of it again.

@@ -1,5 +1,6 @@
-//! Crash-atomic operations on store directories: create, delete, and the recovery of
-//! an interrupted rollback.
+//! Crash-atomic operations on store directories: create and delete, and the removal of
+//! what an interrupted one left. Generic: they know directories, not what a store holds
+//! or why it is created (the checkpoints of a migration are `checkpoint`'s).
 //!
 //! Why: a store directory is many files written in several steps, so a process killed
 //! half-way through creating one leaves a directory that looks like a damaged or
@@ -17,14 +18,13 @@
 use std::path::{Path, PathBuf};
 
 use crate::crash_points;
-use crate::db::store_exists;
 use crate::{Store, StoreError, StoreOptions, StoreResult, StoreUpdate};
 
 /// Suffix of the directory a new store is built in before it is renamed into place.
 const CREATING_SUFFIX: &str = ".creating";
 
 /// Suffix a directory is renamed to before it is removed.
-const DELETING_SUFFIX: &str = ".deleting";
+pub(crate) const DELETING_SUFFIX: &str = ".deleting";
 
 /// `<path><suffix>`: a sibling of `path` in the same directory (so a rename between
 /// the two never crosses a file system).
@@ -50,7 +50,7 @@ pub fn rename_durably(from: &Path, to: &Path) -> StoreResult<()> {
 }
 
 /// Removes `path` if it exists (a leftover of an interrupted operation).
-fn remove_if_present(path: &Path) -> StoreResult<()> {
+pub(crate) fn remove_if_present(path: &Path) -> StoreResult<()> {
     match std::fs::remove_dir_all(path) {
         Ok(()) => {
             tracing::info!(path = %path.display(), "removed the leftover of an interrupted operation");
@@ -72,32 +72,12 @@ pub fn delete_dir_atomically(path: &Path) -> StoreResult<()> {
     std::fs::remove_dir_all(&deleting).map_err(|err| StoreError::from_io(&deleting, err))
 }
 
-/// Removes what interrupted operations on the store at `path` left next to it: a
-/// half-built `<path>.creating`, a half-removed `<path>.deleting`, and the same of its
-/// pre-migration checkpoints (including RocksDB's own `.tmp` staging directory of a
-/// checkpoint). None of them is ever read as a store.
+/// Removes what interrupted creations and deletions of the directory at `path` left
+/// next to it: a half-built `<path>.creating` and a half-removed `<path>.deleting`.
+/// Neither is ever read as a store.
 pub fn remove_interrupted_leftovers(path: &Path) -> StoreResult<()> {
     remove_if_present(&sibling(path, CREATING_SUFFIX))?;
-    remove_if_present(&sibling(path, DELETING_SUFFIX))?;
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Ok(());
-    };
-    let checkpoint_prefix = format!("{}.pre-migration-v", name.to_string_lossy());
-    let entries = match std::fs::read_dir(parent) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(StoreError::from_io(parent, err)),
-    };
-    for entry in entries.filter_map(Result::ok) {
-        let entry_name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = entry_name.strip_prefix(&checkpoint_prefix) else {
-            continue;
-        };
-        if rest.ends_with(DELETING_SUFFIX) || rest.ends_with(".tmp") {
-            remove_if_present(&entry.path())?;
-        }
-    }
-    Ok(())
+    remove_if_present(&sibling(path, DELETING_SUFFIX))
 }
 
 /// What may be at a path where a new store is about to be created (the caller has
@@ -148,33 +128,4 @@ pub(crate) fn create_store_atomically(path: &Path, options: &StoreOptions, initi
     crash_points::reached("create:renamed_into_place", subject);
     tracing::info!(store = %options.name, path = %path.display(), "store created");
     Ok(())
-}
-
-/// Suffix of the store set aside by a rollback until its checkpoint is in place.
-pub(crate) const REPLACED_BY_ROLLBACK_SUFFIX: &str = ".replaced-by-rollback";
-
-/// Finishes a rollback of the store at `path` that a crash interrupted. A rollback sets
-/// the store aside, renames the checkpoint into place, then removes the set-aside
-/// store; the set-aside directory tells how far it got.
-pub(crate) fn finish_interrupted_rollback(path: &Path) -> StoreResult<()> {
-    let aside = sibling(path, REPLACED_BY_ROLLBACK_SUFFIX);
-    if !aside.exists() {
-        return Ok(());
-    }
-    if store_exists(path) {
-        // The checkpoint is in place; only the removal of the old store was cut short.
-        tracing::warn!(path = %path.display(), "finishing an interrupted rollback: removing the replaced store");
-        return remove_if_present(&aside);
-    }
-    match crate::migration::find_checkpoint(path) {
-        Some((version, checkpoint)) => {
-            tracing::warn!(path = %path.display(), version, "finishing an interrupted rollback: restoring the checkpoint");
-            rename_durably(&checkpoint, path)?;
-            remove_if_present(&aside)
-        }
-        None => {
-            tracing::warn!(path = %path.display(), "undoing an interrupted rollback: no checkpoint, putting the store back");
-            rename_durably(&aside, path)
-        }
-    }
 }

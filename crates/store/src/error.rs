@@ -15,6 +15,13 @@ pub enum StoreError {
     /// Files are damaged or are not a RocksDB store.
     #[error("store {path} is corrupt or unreadable: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    /// The store's write-ahead log is damaged before its end (a disk error, not a write
+    /// cut short by a kill), and the store refuses to lose the writes after the damage.
+    #[error(
+        "store {path}: {damage}. Refusing to open it: replaying only up to the damage would silently drop \
+         every later write. Nothing was changed; restore the store from a backup"
+    )]
+    DamagedLog { path: PathBuf, damage: crate::LogDamage },
     /// An existing store lacks a column family every version of ours has.
     #[error("store {path} has no column family `{column}`; it is not an mpc-node store or it is damaged")]
     MissingColumnFamily { path: PathBuf, column: &'static str },

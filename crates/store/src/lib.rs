@@ -7,23 +7,27 @@
 //! so the binary can map a locked, corrupt or newer-schema store to a clear message
 //! and exit code instead of a panic.
 
+pub mod checkpoint;
 mod columns;
 pub mod crash_points;
 mod db;
 pub mod directories;
 mod error;
 mod holder;
-mod kept;
+mod log_damage;
 pub mod migration;
 mod options;
+mod owned;
 pub mod tracker;
 mod update;
+mod wal_policy;
 
 pub use columns::Column;
-pub use db::{Entry, PreparedUpdate, Store, StoreOptions};
+pub use db::{DamagedLog, Entry, PreparedUpdate, Store, StoreOptions};
 pub use error::{StoreError, StoreResult};
 pub use holder::StoreHolder;
-pub use kept::{KeptStore, Reuse};
+pub use log_damage::LogDamage;
+pub use owned::{OwnedStore, Reuse};
 pub use tracker::{
     OpenInstance, block_until_all_instances_are_dropped, instance_count, open_instances,
     wait_until_all_instances_are_dropped, wait_until_group_instances_are_dropped,

@@ -12,16 +12,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
+pub use crate::checkpoint::recover_interrupted_operations;
+use crate::checkpoint::{remove_checkpoint_of_a_finished_migration, take_checkpoint};
 use crate::crash_points;
 use crate::db::store_exists;
-use crate::directories::{
-    REPLACED_BY_ROLLBACK_SUFFIX, create_store_atomically, delete_dir_atomically, ensure_creatable,
-    finish_interrupted_rollback, remove_interrupted_leftovers, rename_durably, sibling, sync_parent,
-};
+use crate::directories::{create_store_atomically, delete_dir_atomically, ensure_creatable};
 use crate::{Column, Store, StoreError, StoreOptions, StoreResult, StoreUpdate};
 
 /// Key in [`Column::Misc`] holding the schema version as a 4-byte big-endian integer.
@@ -40,13 +38,33 @@ pub trait MigrationStep: Send + Sync {
 
 /// The layout history of one store: its steps and the version a new store starts at.
 pub struct Schema {
-    /// Version this binary writes; a new store is created at it.
-    pub latest: u32,
-    /// Steps, one per version; `steps[i].source_version()` must be `oldest + i`.
-    pub steps: Vec<Box<dyn MigrationStep>>,
+    latest: u32,
+    steps: Vec<Box<dyn MigrationStep>>,
 }
 
 impl Schema {
+    /// The history of a store this binary writes at version `latest`, migrating older
+    /// versions with `steps`: one per version, consecutive, the last one ending at
+    /// `latest` (`steps[i]` starts from `latest - steps.len() + i`). A history that
+    /// breaks this rule is a bug of the binary, which would skip or repeat a step on
+    /// somebody's data, so it stops the process before any store is touched.
+    pub fn new(latest: u32, steps: Vec<Box<dyn MigrationStep>>) -> Self {
+        if let Err(problem) = check_consecutive(latest, &steps) {
+            panic!("invalid schema history: {problem}");
+        }
+        Schema { latest, steps }
+    }
+
+    /// Version this binary writes; a new store is created at it.
+    pub fn latest(&self) -> u32 {
+        self.latest
+    }
+
+    /// The steps, oldest first.
+    pub fn steps(&self) -> &[Box<dyn MigrationStep>] {
+        &self.steps
+    }
+
     /// The oldest version this binary can migrate from.
     pub fn oldest(&self) -> u32 {
         self.latest - self.steps.len() as u32
@@ -55,6 +73,24 @@ impl Schema {
     fn pending(&self, from: u32) -> impl Iterator<Item = &dyn MigrationStep> {
         self.steps.iter().map(|step| step.as_ref()).filter(move |step| step.source_version() >= from)
     }
+}
+
+/// Why `steps` cannot migrate consecutive versions up to `latest`, if they cannot.
+fn check_consecutive(latest: u32, steps: &[Box<dyn MigrationStep>]) -> Result<(), String> {
+    let Some(oldest) = latest.checked_sub(steps.len() as u32) else {
+        return Err(format!("{} steps cannot end at version {latest}", steps.len()));
+    };
+    for (index, step) in steps.iter().enumerate() {
+        let expected = oldest + index as u32;
+        if step.source_version() != expected {
+            return Err(format!(
+                "step {index} ({}) starts from v{}, expected v{expected} (oldest v{oldest}, latest v{latest})",
+                step.description(),
+                step.source_version()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How [`open_migrated`] treats a store that needs migrating.
@@ -68,30 +104,17 @@ pub struct MigrationSettings {
     /// (before its checkpoint), so a caller can report a phase that may take long without
     /// opening the store a second time to find out.
     pub on_start: Option<Arc<dyn Fn(u32, u32) + Send + Sync>>,
-    /// Shared by the opens of one store within one process; see [`SchemaVerified`].
-    pub schema_verified: SchemaVerified,
-}
-
-/// Remembers that an open in this process found the store at the latest schema, so a
-/// later open of the same store by the same process skips the read-only probe.
-///
-/// Why that is safe: the probe protects a store written by a newer binary from being
-/// touched before it is refused. A store this process verified, closed and reopens (the
-/// chain store across in-process restarts of the indexer) can only have changed if
-/// another process wrote it in between, which the owner must exclude (the node holds
-/// its home lock for its whole life). The version read after the open is still
-/// checked. Only share one between opens of the same path.
-#[derive(Debug, Clone, Default)]
-pub struct SchemaVerified(Arc<AtomicBool>);
-
-impl SchemaVerified {
-    fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-
-    fn set(&self) {
-        self.0.store(true, Ordering::Release);
-    }
+    /// Skip the read-only probe of the version before the open: only for a store that
+    /// an earlier open of this same process found at the latest schema (every
+    /// [`SchemaOutcome`] says so), by an owner that has excluded every other writer
+    /// since (the node holds its home lock for its whole life).
+    ///
+    /// Why that is safe: the probe protects a store written by a newer binary from being
+    /// touched before it is refused. A store this process verified, closed and reopens
+    /// (the chain store across in-process restarts of the indexer) can only have changed
+    /// if another process wrote it in between. The version read after the open is still
+    /// checked.
+    pub schema_verified_earlier: bool,
 }
 
 /// What opening did to the schema.
@@ -155,68 +178,6 @@ pub fn clear_progress(update: &mut StoreUpdate, from_version: u32) {
     update.delete(Column::Misc, progress_key(from_version));
 }
 
-/// Where the pre-migration checkpoint of the store at `path` taken at `version` lives.
-pub fn checkpoint_path(path: &Path, version: u32) -> PathBuf {
-    sibling(path, &format!(".pre-migration-v{version}"))
-}
-
-/// The existing pre-migration checkpoint of the store at `path`, with its version.
-pub fn find_checkpoint(path: &Path) -> Option<(u32, PathBuf)> {
-    let parent = path.parent()?;
-    let prefix = format!("{}.pre-migration-v", path.file_name()?.to_string_lossy());
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(parent)
-        .ok()?
-        .filter_map(|entry| entry.ok())
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let version = name.strip_prefix(&prefix)?.parse::<u32>().ok()?;
-            store_exists(&entry.path()).then(|| (version, entry.path()))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().next()
-}
-
-/// File in a pre-migration checkpoint whose migration was not asked to keep it.
-///
-/// Why a file: the checkpoint is removed after the last step commits, and a crash in
-/// between would otherwise leave it for good, indistinguishable from one kept on
-/// purpose (`--keep-checkpoint`). With the marker, the next open that finds the store
-/// migrated removes it.
-const REMOVE_AFTER_MIGRATION: &str = "REMOVE-AFTER-MIGRATION";
-
-/// Adds (`remove` true) or takes away the removal marker of `checkpoint`, durably. Set
-/// by every attempt of a migration before its steps, so the attempt that finishes it
-/// decides whether the checkpoint stays.
-fn mark_checkpoint_for_removal(checkpoint: &Path, remove: bool) -> StoreResult<()> {
-    let marker = checkpoint.join(REMOVE_AFTER_MIGRATION);
-    if remove == marker.exists() {
-        return Ok(());
-    }
-    let result = if remove {
-        std::fs::File::create(&marker).and_then(|file| file.sync_all())
-    } else {
-        std::fs::remove_file(&marker)
-    };
-    result.map_err(|err| StoreError::from_io(&marker, err))?;
-    sync_parent(&marker)
-}
-
-/// Removes a checkpoint left by a finished migration that was not asked to keep it
-/// (the process died between the last step and the removal).
-fn remove_checkpoint_of_a_finished_migration(path: &Path) -> StoreResult<()> {
-    if let Some((version, checkpoint)) = find_checkpoint(path)
-        && checkpoint.join(REMOVE_AFTER_MIGRATION).exists()
-    {
-        delete_dir_atomically(&checkpoint)?;
-        tracing::info!(
-            path = %path.display(), checkpoint_version = version,
-            "removed the pre-migration checkpoint of a finished migration (its removal had been interrupted)"
-        );
-    }
-    Ok(())
-}
-
 /// Reads the schema version without writing anything to the directory.
 pub fn probe_version(path: &Path, options: &StoreOptions) -> StoreResult<Option<u32>> {
     if !store_exists(path) {
@@ -276,7 +237,7 @@ pub fn open_migrated_with_initial(
     initial: impl FnOnce() -> StoreUpdate,
 ) -> StoreResult<(Arc<Store>, SchemaOutcome)> {
     recover_interrupted_operations(path)?;
-    if !settings.schema_verified.is_set() {
+    if !settings.schema_verified_earlier {
         check_supported(path, probe_version(path, options)?, schema)?;
     }
     let creation_batch = |initial: StoreUpdate| {
@@ -291,7 +252,6 @@ pub fn open_migrated_with_initial(
         // migrated store is gone (a data wipe took it), its checkpoint is a leftover.
         remove_checkpoint_of_a_finished_migration(path)?;
         let store = Store::open(path, options)?;
-        settings.schema_verified.set();
         return Ok((store, SchemaOutcome::Created { version: schema.latest }));
     }
     let store = Store::open(path, options)?;
@@ -303,29 +263,18 @@ pub fn open_migrated_with_initial(
             ensure_empty(&store)?;
             store.commit(creation_batch(initial()))?;
             tracing::info!(store = %options.name, version = schema.latest, "finished creating a store whose creation was interrupted");
-            settings.schema_verified.set();
             return Ok((store, SchemaOutcome::Created { version: schema.latest }));
         }
     };
     check_supported(path, Some(version), schema)?;
     if version == schema.latest {
         remove_checkpoint_of_a_finished_migration(path)?;
-        settings.schema_verified.set();
         return Ok((store, SchemaOutcome::Current { version }));
     }
     if let Some(on_start) = &settings.on_start {
         on_start(version, schema.latest);
     }
-    let checkpoint = match find_checkpoint(path) {
-        Some((_, existing)) => existing,
-        None => {
-            let destination = checkpoint_path(path, version);
-            store.create_checkpoint(&destination)?;
-            sync_parent(&destination)?;
-            destination
-        }
-    };
-    mark_checkpoint_for_removal(&checkpoint, !settings.keep_checkpoint)?;
+    let checkpoint = take_checkpoint(&store, version, settings.keep_checkpoint)?;
     crash_points::reached("migrate:checkpoint_taken", &options.name);
     tracing::info!(
         store = %options.name, from = version, to = schema.latest, checkpoint = %checkpoint.display(),
@@ -358,7 +307,6 @@ pub fn open_migrated_with_initial(
         );
     }
     store.flush()?;
-    settings.schema_verified.set();
     crash_points::reached("migrate:steps_done", &options.name);
     let kept = if settings.keep_checkpoint {
         Some(checkpoint)
@@ -367,14 +315,6 @@ pub fn open_migrated_with_initial(
         None
     };
     Ok((store, SchemaOutcome::Migrated { from: version, to: schema.latest, checkpoint: kept }))
-}
-
-/// Brings the directories around the store at `path` back to a state a crash cannot
-/// leave ambiguous: finishes an interrupted rollback and removes the leftovers of
-/// interrupted creations and deletions. Run before anything reads the store for writing.
-pub fn recover_interrupted_operations(path: &Path) -> StoreResult<()> {
-    finish_interrupted_rollback(path)?;
-    remove_interrupted_leftovers(path)
 }
 
 /// A store without a version may only be one whose creation was interrupted before its
@@ -391,30 +331,43 @@ fn ensure_empty(store: &Store) -> StoreResult<()> {
     Ok(())
 }
 
-/// Replaces the store at `path` by its kept pre-migration checkpoint.
-///
-/// The store must be closed (the call takes its lock first, so a running node makes it
-/// fail with [`StoreError::Locked`]). Renames only: the store is set aside as
-/// `<path>.replaced-by-rollback`, the checkpoint is renamed into place, the set-aside
-/// store is removed. A crash between any two steps is finished by the next call of
-/// [`recover_interrupted_operations`] (every open for writing and every rollback).
-pub fn rollback(path: &Path, options: &StoreOptions) -> StoreResult<u32> {
-    recover_interrupted_operations(path)?;
-    let (version, checkpoint) =
-        find_checkpoint(path).ok_or_else(|| StoreError::NoCheckpoint { path: path.to_path_buf() })?;
-    // The restored store must not carry the marker into the live directory.
-    mark_checkpoint_for_removal(&checkpoint, false)?;
-    let aside = sibling(path, REPLACED_BY_ROLLBACK_SUFFIX);
-    if store_exists(path) {
-        drop(Store::open(path, options)?);
-        rename_durably(path, &aside)?;
-        crash_points::reached("rollback:store_set_aside", &options.name);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step that only says where it starts.
+    struct StepFrom(u32);
+
+    impl MigrationStep for StepFrom {
+        fn source_version(&self) -> u32 {
+            self.0
+        }
+        fn description(&self) -> &'static str {
+            "test step"
+        }
+        fn run(&self, _store: &Store, _cancel: &CancellationToken) -> StoreResult<()> {
+            Ok(())
+        }
     }
-    rename_durably(&checkpoint, path)?;
-    crash_points::reached("rollback:checkpoint_restored", &options.name);
-    if aside.exists() {
-        std::fs::remove_dir_all(&aside).map_err(|err| StoreError::from_io(&aside, err))?;
+
+    fn steps(from: &[u32]) -> Vec<Box<dyn MigrationStep>> {
+        from.iter().map(|version| Box::new(StepFrom(*version)) as Box<dyn MigrationStep>).collect()
     }
-    tracing::info!(store = %options.name, version, "store rolled back to its pre-migration checkpoint");
-    Ok(version)
+
+    #[test]
+    fn a_history_of_consecutive_steps_ending_at_the_latest_version_is_accepted() {
+        assert_eq!(check_consecutive(5, &steps(&[2, 3, 4])), Ok(()));
+        assert_eq!(check_consecutive(1, &steps(&[])), Ok(()));
+        assert_eq!(Schema::new(5, steps(&[2, 3, 4])).oldest(), 2);
+    }
+
+    #[test]
+    fn a_history_with_a_gap_a_repeat_or_a_wrong_end_is_refused() {
+        for (latest, from) in [(5, &[2, 4][..]), (5, &[3, 3]), (5, &[3, 4, 5]), (4, &[1, 2]), (1, &[0, 1, 2])] {
+            let problem = check_consecutive(latest, &steps(from)).unwrap_err();
+            assert!(problem.contains("expected") || problem.contains("cannot end"), "{latest} {from:?}: {problem}");
+        }
+        let refused = std::panic::catch_unwind(|| Schema::new(3, steps(&[1, 1])));
+        assert!(refused.is_err(), "Schema::new must refuse a history with a repeated step");
+    }
 }

@@ -3,8 +3,8 @@
 //!
 //! Why a close leaves the memtables unflushed: a stop waits for the close, and the
 //! flush (one table file per column family, each synced, plus a manifest sync) was
-//! most of a stop: 4-7 MB of memtables while catching up, CPU-bound on the two cores
-//! that both stores' flushes share. The WAL, synced at close, already holds every
+//! most of a stop while catching up, when the memtables hold megabytes, CPU-bound on
+//! the cores that both stores' flushes share. The WAL, synced at close, already holds every
 //! committed batch, so a close only syncs it (see `Store`'s `Drop`), and the next open
 //! replays it and, with `avoid_flush_during_recovery`, keeps it in memtables instead of
 //! writing table files before the open returns. Building table files at the close or
@@ -24,21 +24,31 @@
 //! instance's background jobs on one process-wide pool per priority, sized by the
 //! largest per-instance need (here one flush thread). The node store and the chain
 //! store then flushed one after the other: when stops still flushed, the chain store's
-//! flush waited 16 ms of a 31 ms stop for the node store's (docs/benchmarks.md), and a
-//! store whose memtables are full still waits for the other's flush before it can take
-//! more writes. With a thread each they flush at the same time, one per core.
+//! flush waited for the node store's for half of a stop (docs/benchmarks-history.md),
+//! and a store whose memtables are full still waits for the other's flush before it
+//! can take more writes. With a thread each they flush at the same time, one per core.
+//!
+//! Why a log damaged before its end is refused: every open replays the WAL with
+//! RocksDB's `TolerateCorruptedTailRecords`, which accepts a last record cut short (a
+//! process killed in the middle of a write, which never acknowledged that write) and
+//! refuses anything else. RocksDB's default, point-in-time recovery, stops at the first
+//! bad record and opens the store as if every later write never happened, without a
+//! word. Whether a store may then be recovered to that point is the owner's choice
+//! (`DamagedLog`): only a replay for a store whose lost writes can be redone uses
+//! point-in-time recovery, and it flushes during the open, so the damaged log is retired
+//! in the same manifest write and never replayed again.
 //!
 //! Why each store has a block cache of its own: options copied from one template share
 //! the template's table factory, and with it RocksDB's default block cache (32 MiB),
 //! which then lives as long as the process. Every in-process restart reopens the chain
 //! store, whose compactions write new table files, so that cache filled with blocks of
-//! files long gone: 8.6 KiB of live heap per restart until it reached 32 MiB (heap
-//! profiles in docs/benchmarks.md). A cache made at open and released at close keeps
-//! a store's memory bounded by its own use.
+//! files long gone, and the live heap grew with every restart until the cache was full
+//! (heap profiles in docs/benchmarks-history.md). A cache made at open and released at
+//! close keeps a store's memory bounded by its own use.
 
 use std::sync::OnceLock;
 
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Env, Options};
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, DBRecoveryMode, Env, Options};
 
 /// Block cache of one store (all of its column families share it), freed at close.
 const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
@@ -70,19 +80,42 @@ pub(crate) fn new_block_cache() -> Cache {
     Cache::new_lru_cache(BLOCK_CACHE_BYTES)
 }
 
+/// How an open replays the write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replay {
+    /// Every record, keeping them in memtables; a last record cut short is dropped,
+    /// any other damage refuses the open.
+    Whole,
+    /// Up to the first damaged record (RocksDB's point-in-time recovery), flushing what
+    /// was replayed during the open, which retires the damaged log.
+    ToLastConsistentWrite,
+}
+
 /// The options of a store and of each of its column families, all reading through
-/// `block_cache`.
-pub(crate) fn base_options(block_cache: &Cache) -> Options {
+/// `block_cache`, replaying the log as `replay` says.
+pub(crate) fn base_options(block_cache: &Cache, replay: Replay) -> Options {
     size_flush_pool_once();
-    let mut options = recovery_options().clone();
+    let mut options = match replay {
+        Replay::Whole => {
+            let mut options = recovery_options().clone();
+            options.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+            options
+        }
+        // RocksDB's default flushes the replayed WAL during the open.
+        Replay::ToLastConsistentWrite => {
+            let mut options = Options::default();
+            options.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+            options
+        }
+    };
     options.create_if_missing(true);
     options.create_missing_column_families(true);
     options.set_keep_log_file_num(4);
     options.set_max_open_files(512);
     options.set_compression_type(DBCompressionType::Lz4);
     // Table files a flush writes (level 0) are not compressed: a close waits for a flush
-    // that is running, and compressing took about a seventh of a full-speed flush
-    // (docs/benchmarks.md). Compactions compress the data into the levels below.
+    // that is running, and compressing was a measurable part of it. Compactions compress
+    // the data into the levels below.
     options.set_compression_per_level(&[
         DBCompressionType::None,
         DBCompressionType::Lz4,
@@ -99,8 +132,7 @@ pub(crate) fn base_options(block_cache: &Cache) -> Options {
     options.set_atomic_flush(true);
     // Table files are opened on the opening thread. RocksDB's default starts 16 threads
     // per column family to open them in parallel; for stores of a few dozen files
-    // starting the threads cost more than the opens (with them a read-only open took
-    // about 5 ms and a read-write open 10 ms; without, 2.5 and 6.5).
+    // starting the threads cost more than the opens, and an open took twice as long.
     options.set_max_file_opening_threads(1);
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(block_cache);

@@ -1,4 +1,4 @@
-//! Test helper (feature `legacy-writers`): a separate process that holds, writes or
+//! Test helper (feature `test-hooks`): a separate process that holds, writes or
 //! migrates a node store until the test SIGKILLs it. Prints one line per milestone on
 //! stdout so the test can choose the moment to kill.
 

@@ -1,0 +1,65 @@
+//! Homes and stores prepared for a test: a home indexed to a height, and stores
+//! rewritten as older binaries left them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::node_process::{NodeProcess, START_PATIENCE};
+
+/// Rewrites the home's chain store as the previous release wrote it (schema v1, JSON
+/// views), so the next start upgrades it.
+pub fn rewrite_chain_store_at_version_1(home: &Path) {
+    mpc_chain::rewrite_as_v1_for_test(&home.join("data")).unwrap();
+}
+
+/// Schema version of the home's chain store, read without writing.
+pub fn chain_store_version(home: &Path) -> Option<u32> {
+    mpc_store::migration::probe_version(&home.join("data"), &mpc_store::StoreOptions::new("chain", "fixture")).unwrap()
+}
+
+/// Rewrites the node store of a stopped node at `home` in the format of schema
+/// `version`, with the same blocks as its chain: an old-schema home, as an older binary
+/// would have left it, for upgrade tests.
+pub fn rewrite_node_store_at_version(home: &Path, version: u32) {
+    let node_path = home.join("node");
+    let cursor = {
+        let store =
+            mpc_store::Store::open_read_only(&node_path, &mpc_store::StoreOptions::new("node", "fixture")).unwrap();
+        mpc_migrations::layout::read_cursor(&store).unwrap().expect("the node indexed something").height
+    };
+    let chain = mpc_store::Store::open_read_only(&home.join("data"), &mpc_store::StoreOptions::new("chain", "fixture"))
+        .unwrap();
+    let contract = mpc_chain::default_contract_id();
+    let blocks: Vec<_> = (1..=cursor)
+        .map(|height| {
+            let message = mpc_chain::stored_streamer_message(&chain, height).unwrap().expect("block in chain store");
+            mpc_indexer::extract_block_effects(&message, &contract)
+        })
+        .collect();
+    drop(chain);
+    std::fs::remove_dir_all(&node_path).unwrap();
+    mpc_migrations::legacy::write_store(&node_path, version, &blocks).unwrap();
+}
+
+/// Runs a node on a new home until it has indexed at least `height`, then stops it
+/// with SIGTERM. Returns the temporary home.
+pub fn home_indexed_to(height: u64, args: &[String]) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let mut node = NodeProcess::start(home.path(), args, &[]);
+    let started = Instant::now();
+    loop {
+        node.wait_for_log("indexer stats", START_PATIENCE);
+        let indexed = node
+            .log()
+            .lines()
+            .rev()
+            .find_map(|line| line.split("height=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok());
+        if indexed.is_some_and(|indexed| indexed >= height) {
+            break;
+        }
+        assert!(started.elapsed() < START_PATIENCE, "did not index {height} blocks:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.stop_gracefully();
+    home
+}
