@@ -10,6 +10,7 @@ mod http;
 mod node_process;
 mod outcome;
 mod proc_status;
+pub mod sandbox_network;
 
 pub use fixtures::*;
 pub use http::*;

@@ -108,8 +108,23 @@ impl NodeProcess {
 
     /// Like [`NodeProcess::start`], with another build of the node (a previous release).
     pub fn start_binary(binary: &Path, home: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
+        Self::run_command(binary, "start", home, args, env)
+    }
+
+    /// Starts `mpc-node sandbox-chain --home <home> --network <network> --listen
+    /// 127.0.0.1:0 <args>`: a chain host on a free loopback port
+    /// ([`NodeProcess::rpc_addr`] tells which).
+    pub fn sandbox_chain(home: &Path, network: &Path, args: &[String]) -> Self {
+        let mut all =
+            vec!["--network".to_owned(), network.display().to_string(), "--listen".into(), "127.0.0.1:0".into()];
+        all.extend_from_slice(args);
+        Self::run_command(&node_binary(), "sandbox-chain", home, &all, &[])
+    }
+
+    /// Runs `binary <command> --home <home> <args>` with extra environment `env`.
+    fn run_command(binary: &Path, subcommand: &str, home: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary);
-        command.arg("start").arg("--home").arg(home).args(args);
+        command.arg(subcommand).arg("--home").arg(home).args(args);
         command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         command.env("RUST_LOG", "info");
         for (key, value) in env {
@@ -279,9 +294,19 @@ impl NodeProcess {
 impl NodeProcess {
     /// The address the operations server bound (from its log line).
     pub fn web_addr(&mut self) -> std::net::SocketAddr {
-        self.wait_for_log("ops server listening", START_PATIENCE);
+        self.logged_addr("ops server listening")
+    }
+
+    /// The address a chain host's RPC bound (from its log line).
+    pub fn rpc_addr(&mut self) -> std::net::SocketAddr {
+        self.logged_addr("chain host listening")
+    }
+
+    /// The `addr=` of the first log line with `message`, waiting for it.
+    fn logged_addr(&mut self, message: &str) -> std::net::SocketAddr {
+        self.wait_for_log(message, START_PATIENCE);
         let log = self.log();
-        let line = log.lines().find(|line| line.contains("ops server listening")).expect("listening line");
+        let line = log.lines().find(|line| line.contains(message)).expect("listening line");
         line.split("addr=")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())

@@ -1,101 +1,17 @@
-//! The chain's two actors on the `near-async` actor system: the client produces blocks,
-//! the view client answers queries from the stored chain.
+//! The view client on the `near-async` actor system: it answers queries from the stored
+//! chain (the client, which produces or syncs the chain, is `crate::client`).
 
 use mpc_store::StoreHolder;
-use near_async::futures::{DelayedActionRunner, DelayedActionRunnerExt};
 use near_async::messaging::{Actor, Handler};
 use near_indexer_primitives::types::Finality;
 use near_indexer_primitives::views::BlockView;
 use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutcomeWithReceipt};
 
-use crate::config::ChainConfig;
+use crate::client::FINALITY_LAG;
 use crate::store::{
     MissingPiece, read_block, read_chunk, read_contract_view, read_outcomes, read_streamer_message,
-    read_streamer_messages, write_block,
+    read_streamer_messages,
 };
-
-/// Blocks produced per actor message while catching up history: enough for speed, few
-/// enough that a stop request is seen within milliseconds.
-const HISTORY_BLOCKS_PER_MESSAGE: u64 = 32;
-
-/// Heads behind the latest block that count as final, like NEAR's doomslug finality.
-pub const FINALITY_LAG: u64 = 2;
-
-/// Produces blocks into the chain store: history as fast as possible, then one block per
-/// interval. Each block is one batch.
-pub struct ClientActor {
-    store: StoreHolder,
-    config: ChainConfig,
-    head: u64,
-    history_target: u64,
-    failure: Option<String>,
-}
-
-impl ClientActor {
-    /// A client continuing from `head`; history is produced up to `history_target`.
-    pub(crate) fn new(store: StoreHolder, config: ChainConfig, head: u64, history_target: u64) -> Self {
-        ClientActor { store, config, head, history_target, failure: None }
-    }
-
-    fn schedule(ctx: &mut dyn DelayedActionRunner<Self>, delay: std::time::Duration) {
-        let delay = near_async::time::Duration::try_from(delay).unwrap_or(near_async::time::Duration::ZERO);
-        ctx.run_later("produce_blocks", delay, |actor, ctx| actor.produce(ctx));
-    }
-
-    fn produce(&mut self, ctx: &mut dyn DelayedActionRunner<Self>) {
-        let syncing = self.head < self.history_target;
-        let count = if syncing { (self.history_target - self.head).min(HISTORY_BLOCKS_PER_MESSAGE) } else { 1 };
-        for _ in 0..count {
-            let height = self.head + 1;
-            if let Err(err) = write_block(&self.store, &self.config, height) {
-                tracing::error!(height, error = %err, "sandbox chain failed to store a block; block production stopped");
-                self.failure = Some(err.to_string());
-                return;
-            }
-            self.head = height;
-        }
-        let delay =
-            if self.head < self.history_target { std::time::Duration::ZERO } else { self.config.block_interval };
-        Self::schedule(ctx, delay);
-    }
-}
-
-impl Actor for ClientActor {
-    fn start_actor(&mut self, ctx: &mut dyn DelayedActionRunner<Self>) {
-        Self::schedule(ctx, std::time::Duration::ZERO);
-    }
-}
-
-/// Asks the client for the chain's status.
-#[derive(Debug)]
-pub struct GetStatus;
-
-/// The chain's status, as the client sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainStatus {
-    /// Height of the latest stored block.
-    pub head_height: u64,
-    /// Height of the latest final block.
-    pub final_height: u64,
-    /// True while history is still being produced (the node is catching up).
-    pub syncing: bool,
-    /// Height the history phase ends at.
-    pub history_target: u64,
-    /// Why block production stopped, if it did.
-    pub failure: Option<String>,
-}
-
-impl Handler<GetStatus, ChainStatus> for ClientActor {
-    fn handle(&mut self, _: GetStatus) -> ChainStatus {
-        ChainStatus {
-            head_height: self.head,
-            final_height: self.head.saturating_sub(FINALITY_LAG),
-            syncing: self.head < self.history_target,
-            history_target: self.history_target,
-            failure: self.failure.clone(),
-        }
-    }
-}
 
 /// Why a view query could not be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

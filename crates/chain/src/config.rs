@@ -14,8 +14,39 @@ pub struct ImageHashRevocation {
     pub at_height: u64,
 }
 
+/// Where a node's chain comes from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainMode {
+    /// The node's own chain: every block from the workload alone, the responses made
+    /// up by it (`workload::RESPONSE_DELAY`). The single-node sandbox.
+    Embedded,
+    /// The chain host of a sandbox network: blocks from the workload and from the
+    /// transactions posted to it, a contract that those transactions drive.
+    Host(crate::host::NetworkConfig),
+    /// A node of a sandbox network: every block synced from the host at this base URL
+    /// (`http://127.0.0.1:3040`), none produced.
+    Follower {
+        /// The host's RPC.
+        host: String,
+    },
+}
+
+impl ChainMode {
+    /// How the mode is recorded in the chain store: a store made in one mode is refused
+    /// in another (an embedded chain is no copy of a host's).
+    pub(crate) fn source(&self) -> &'static str {
+        match self {
+            ChainMode::Embedded => "embedded",
+            ChainMode::Host(_) => "host",
+            ChainMode::Follower { .. } => "follower",
+        }
+    }
+}
+
 /// How the sandbox chain produces blocks. Everything a block contains is a function of
-/// `seed`, the height and the workload sizes, never of timing.
+/// `seed`, the height and the workload sizes (and, on a host, of the transactions
+/// posted to it), never of timing.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ChainConfig {
     /// Seed of every hash and payload.
@@ -33,6 +64,8 @@ pub struct ChainConfig {
     pub contract_id: AccountId,
     /// Optional image-hash revocation scenario.
     pub revocation: Option<ImageHashRevocation>,
+    /// Where the chain comes from.
+    pub mode: ChainMode,
 }
 
 /// Image hash of the embedded build, allowed by the sandbox contract from genesis.
@@ -53,6 +86,7 @@ impl ChainConfig {
             history_blocks: 50,
             contract_id: default_contract_id(),
             revocation: None,
+            mode: ChainMode::Embedded,
         }
     }
 

@@ -9,7 +9,11 @@
 //! indexer recorded with what the chain produced.
 
 mod actors;
+mod client;
 mod config;
+mod follower;
+pub mod host;
+pub mod host_client;
 mod node;
 mod records;
 mod schema;
@@ -20,10 +24,13 @@ pub mod workload;
 #[cfg(feature = "test-hooks")]
 pub use actors::FaultInjectionStore;
 pub use actors::{
-    BlockQuery, ChainStatus, ClientActor, ContractView, FINALITY_LAG, GetChunk, GetOutcomes, GetStatus,
-    GetStreamerMessage, GetStreamerMessages, StreamerMessages, ViewClientActor, ViewError,
+    BlockQuery, ContractView, GetChunk, GetOutcomes, GetStreamerMessage, GetStreamerMessages, StreamerMessages,
+    ViewClientActor, ViewError,
 };
-pub use config::{ChainConfig, DEFAULT_IMAGE_HASH, ImageHashRevocation, NEXT_IMAGE_HASH, default_contract_id};
+pub use client::{ChainStatus, ClientActor, FINALITY_LAG, GetStatus};
+pub use config::{
+    ChainConfig, ChainMode, DEFAULT_IMAGE_HASH, ImageHashRevocation, NEXT_IMAGE_HASH, default_contract_id,
+};
 pub use node::{ChainError, ChainNode, ClientHandle, ViewClientHandle};
 pub use schema::{CHAIN_SCHEMA_VERSION, chain_schema};
 pub use store::{ChainStoreError, chain_head, open_chain_store, stored_streamer_message};

@@ -7,10 +7,14 @@ use mpc_store::{Reuse, Store, StoreOptions};
 use near_async::ActorSystem;
 use near_async::futures::FutureSpawnerExt;
 use near_async::tokio::TokioRuntimeHandle;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::actors::{ClientActor, ViewClientActor};
-use crate::config::ChainConfig;
+use crate::actors::ViewClientActor;
+use crate::client::ClientActor;
+use crate::config::{ChainConfig, ChainMode};
+use crate::follower::follow_host;
+use crate::host_client::HostClient;
 use crate::store::{ChainStoreError, chain_head, open_chain_store};
 
 /// Handle for messages to the client actor.
@@ -39,6 +43,8 @@ pub struct ChainNode {
     pub view_client: ViewClientHandle,
     /// Settings the chain runs with.
     pub config: ChainConfig,
+    /// The height of the stored head, told at every new block.
+    pub head_height: watch::Receiver<u64>,
 }
 
 impl ChainNode {
@@ -87,22 +93,40 @@ impl ChainNode {
         stop: &CancellationToken,
     ) -> Result<ChainNode, ChainError> {
         config.validate().map_err(ChainError::Config)?;
+        let host = match &config.mode {
+            ChainMode::Follower { host } => Some(HostClient::new(host).map_err(ChainError::Config)?),
+            _ => None,
+        };
         let head = chain_head(&store).map_err(ChainStoreError::from)?.unwrap_or(0);
-        // History is produced once, at first start: a restarted chain only resumes.
-        let history_target = config.history_blocks.max(head);
+        // History is produced once, at first start: a restarted chain only resumes. A
+        // follower learns how far it has to go from the host.
+        let history_target = if host.is_some() { head } else { config.history_blocks.max(head) };
         let store_was = match reuse {
             Reuse::Opened => "opened",
             Reuse::Reused => "kept open",
         };
-        tracing::info!(head, history_target, path = %store.path().display(), chain_store = store_was, "sandbox chain starting");
-        let client = ClientActor::new(store.holder("client_actor"), config.clone(), head, history_target);
+        tracing::info!(
+            head, history_target, path = %store.path().display(), chain_store = store_was, mode = config.mode.source(),
+            "sandbox chain starting"
+        );
+        let (head_sender, head_height) = watch::channel(head);
+        let client = ClientActor::new(store.holder("client_actor"), config.clone(), history_target, head_sender)
+            .map_err(ChainStoreError::from)?;
         let view_client = ViewClientActor::new(store.holder("view_client_actor"));
         drop(store);
         let client = actor_system.spawn_tokio_actor(client);
         let view_client = actor_system.spawn_tokio_actor(view_client);
         stop_when_cancelled(&client, stop);
         stop_when_cancelled(&view_client, stop);
-        Ok(ChainNode { client: client.sender(), view_client: view_client.sender(), config: config.clone() })
+        if let Some(host) = host {
+            client.spawn("follow_host", follow_host(host, client.sender(), stop.clone()));
+        }
+        Ok(ChainNode {
+            client: client.sender(),
+            view_client: view_client.sender(),
+            config: config.clone(),
+            head_height,
+        })
     }
 }
 

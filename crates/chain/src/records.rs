@@ -33,8 +33,23 @@ use crate::workload::{self, GENESIS_TIMESTAMP_NS};
 pub(crate) const RECORD_TAG: u8 = 0x01;
 
 /// First byte of a schema v3 value: a [`BlockBundle`] under a height, a
-/// [`ChunkLocation`] under a chunk hash, or nothing more under an outcomes key.
+/// [`ChunkLocation`] under a chunk hash, or nothing more under an outcomes key (every
+/// receipt of that shard succeeded).
 pub(crate) const BUNDLE_TAG: u8 = 0x02;
+
+/// First byte of a shard's outcomes mark (schema v4) when some of its receipts failed:
+/// the [`ReceiptFailure`]s follow, borsh. Every other receipt of the shard succeeded.
+pub(crate) const FAILURES_TAG: u8 = 0x03;
+
+/// A receipt whose execution failed: a transaction the contract refused, included with
+/// a failed outcome that changes nothing (schema v4).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ReceiptFailure {
+    /// Index of the receipt in its chunk.
+    pub receipt: u32,
+    /// Why the contract refused it.
+    pub error: String,
+}
 
 /// A function call to the contract: the one kind of receipt the sandbox executes.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -108,13 +123,38 @@ pub(crate) struct ChunkLocation {
 }
 
 /// Everything the chain stores for one block.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ProducedBlock {
     pub block: BlockRecord,
     pub chunks: Vec<ChunkRecord>,
     /// Receipt execution outcomes per shard, in shard order.
     pub outcomes: Vec<OutcomesRecord>,
+    /// The receipts that failed, per shard, in shard order (empty: all succeeded).
+    pub failures: Vec<Vec<ReceiptFailure>>,
     /// Contract state changes, by view method.
-    pub contract_changes: Vec<(&'static str, Value)>,
+    pub contract_changes: Vec<(String, Value)>,
+}
+
+impl ProducedBlock {
+    /// A block of `block` and `chunks` whose outcomes are its chunks' receipts, failed
+    /// where `failures` says.
+    pub(crate) fn new(
+        block: BlockRecord,
+        chunks: Vec<ChunkRecord>,
+        failures: Vec<Vec<ReceiptFailure>>,
+        contract_changes: Vec<(String, Value)>,
+    ) -> Self {
+        let outcomes = chunks
+            .iter()
+            .map(|chunk| OutcomesRecord { block_hash: block.hash, receipts: chunk.receipts.clone() })
+            .collect();
+        ProducedBlock { block, chunks, outcomes, failures, contract_changes }
+    }
+
+    /// The failures of shard `shard`.
+    pub(crate) fn failures_of(&self, shard: usize) -> &[ReceiptFailure] {
+        self.failures.get(shard).map_or(&[], Vec::as_slice)
+    }
 }
 
 /// `[tag] ++ borsh(record)`.
@@ -128,6 +168,8 @@ pub(crate) fn encode<T: BorshSerialize>(tag: u8, record: &T) -> Vec<u8> {
 pub(crate) enum StoredValue<'a> {
     /// A schema v3 value (bundle, chunk location or outcomes mark), without its tag.
     Bundle(&'a [u8]),
+    /// A schema v4 outcomes mark with failed receipts, without its tag.
+    Failures(&'a [u8]),
     /// A schema v2 record, without its tag.
     Record(&'a [u8]),
     /// A JSON view written by schema v1.
@@ -139,6 +181,7 @@ impl<'a> StoredValue<'a> {
     pub(crate) fn of(bytes: &'a [u8]) -> Self {
         match bytes.split_first() {
             Some((&BUNDLE_TAG, value)) => StoredValue::Bundle(value),
+            Some((&FAILURES_TAG, failures)) => StoredValue::Failures(failures),
             Some((&RECORD_TAG, record)) => StoredValue::Record(record),
             _ => StoredValue::Json(bytes),
         }
@@ -152,7 +195,8 @@ fn hash_of(parts: &str) -> [u8; 32] {
     CryptoHash::hash_bytes(parts.as_bytes()).0
 }
 
-fn call(
+/// A function call to the contract of `config`, as a receipt.
+pub(crate) fn call(
     receipt_id: [u8; 32],
     predecessor_id: String,
     config: &ChainConfig,
@@ -186,25 +230,22 @@ pub(crate) fn produce_block(config: &ChainConfig, height: u64) -> ProducedBlock 
         let record = call(respond.receipt_id.0, respond.responder.to_string(), config, "respond", &args);
         calls_per_shard[respond.shard as usize].push(record);
     }
-    let contract_changes = workload::governance_changes(config, height);
+    let contract_changes: Vec<(String, Value)> = workload::governance_changes(config, height)
+        .into_iter()
+        .map(|(method, value)| (method.to_owned(), value))
+        .collect();
     for (index, (view_method, value)) in contract_changes.iter().enumerate() {
         let receipt_id = hash_of(&format!("sandbox/{}/vote/{height}/{index}", config.seed));
         let method = workload::vote_method(view_method);
         calls_per_shard[0].push(call(receipt_id, VOTER.to_owned(), config, method, value));
     }
 
-    let mut chunks = Vec::with_capacity(calls_per_shard.len());
-    let mut outcomes = Vec::with_capacity(calls_per_shard.len());
-    for (shard, receipts) in calls_per_shard.into_iter().enumerate() {
-        let header = ChunkHeaderRecord {
-            chunk_hash: hash_of(&format!("sandbox/{}/chunk/{height}/{shard}", config.seed)),
-            prev_block_hash: prev_hash,
-            height,
-            shard_id: shard as u64,
-        };
-        outcomes.push(OutcomesRecord { block_hash: hash, receipts: receipts.clone() });
-        chunks.push(ChunkRecord { author: PRODUCER.to_owned(), header, receipts });
-    }
+    let chunks = chunks_of(
+        calls_per_shard,
+        |shard| hash_of(&format!("sandbox/{}/chunk/{height}/{shard}", config.seed)),
+        prev_hash,
+        height,
+    );
 
     let block = BlockRecord {
         height,
@@ -217,5 +258,28 @@ pub(crate) fn produce_block(config: &ChainConfig, height: u64) -> ProducedBlock 
         author: PRODUCER.to_owned(),
         chunks: chunks.iter().map(|chunk| chunk.header.clone()).collect(),
     };
-    ProducedBlock { block, chunks, outcomes, contract_changes }
+    ProducedBlock::new(block, chunks, Vec::new(), contract_changes)
+}
+
+/// The chunks of a block at `height` after `prev_hash`, one per shard, carrying
+/// `calls_per_shard`; `chunk_hash` names each shard's chunk.
+pub(crate) fn chunks_of(
+    calls_per_shard: Vec<Vec<CallRecord>>,
+    chunk_hash: impl Fn(usize) -> [u8; 32],
+    prev_hash: [u8; 32],
+    height: u64,
+) -> Vec<ChunkRecord> {
+    calls_per_shard
+        .into_iter()
+        .enumerate()
+        .map(|(shard, receipts)| {
+            let header = ChunkHeaderRecord {
+                chunk_hash: chunk_hash(shard),
+                prev_block_hash: prev_hash,
+                height,
+                shard_id: shard as u64,
+            };
+            ChunkRecord { author: PRODUCER.to_owned(), header, receipts }
+        })
+        .collect()
 }

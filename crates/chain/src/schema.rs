@@ -8,6 +8,10 @@
 //! - v3: a block and its chunks as one bundle under the height (`crate::records`); the
 //!   values of v1 and v2 stay and are read as such, so again the step only bumps the
 //!   version.
+//! - v4: a shard's outcomes mark may list receipts that failed (transactions a chain
+//!   host's contract refused), and each block's contract changes are kept under its
+//!   height, for the nodes that sync from a host. Nothing stored changes meaning, so
+//!   the step only bumps the version: a v3 binary would misread such a mark.
 //!
 //! The previous release, rebuilt for the upgrade-rollout tests (`previous_release`
 //! cfg, see `migrations/build.rs`), writes v1.
@@ -18,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Schema version of the chain store this binary writes.
 #[cfg(not(previous_release))]
-pub const CHAIN_SCHEMA_VERSION: u32 = 3;
+pub const CHAIN_SCHEMA_VERSION: u32 = 4;
 /// Schema version of the chain store this binary writes.
 #[cfg(previous_release)]
 pub const CHAIN_SCHEMA_VERSION: u32 = 1;
@@ -40,6 +44,7 @@ impl ValueEncoding {
         match version {
             0 | 1 => ValueEncoding::Json,
             2 => ValueEncoding::Record,
+            // v4 adds failure marks and contract changes to v3's bundles.
             _ => ValueEncoding::Bundle,
         }
     }
@@ -61,6 +66,10 @@ pub fn chain_schema() -> Schema {
         EncodingChange {
             source_version: 2,
             description: "store new blocks with their chunks as one bundle (stored blocks stay and are still read)",
+        },
+        EncodingChange {
+            source_version: 3,
+            description: "keep failed receipts and each block's contract changes (stored blocks stay and are still read)",
         },
     ];
     let steps = changes

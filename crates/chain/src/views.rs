@@ -2,6 +2,9 @@
 //! record's varying fields plus the constants every sandbox block shares.
 
 use near_crypto::{KeyType, PublicKey, Signature};
+use near_indexer_primitives::near_primitives::errors::{
+    ActionError, ActionErrorKind, FunctionCallError, TxExecutionError,
+};
 use near_indexer_primitives::types::{AccountId, Balance, FunctionArgs, Gas, ShardId};
 use near_indexer_primitives::views::{
     ActionView, BlockHeaderView, BlockView, ChunkHeaderView, ExecutionMetadataView, ExecutionOutcomeView,
@@ -9,7 +12,7 @@ use near_indexer_primitives::views::{
 };
 use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutcomeWithReceipt};
 
-use crate::records::{BlockRecord, CallRecord, ChunkHeaderRecord, ChunkRecord, OutcomesRecord};
+use crate::records::{BlockRecord, CallRecord, ChunkHeaderRecord, ChunkRecord, OutcomesRecord, ReceiptFailure};
 
 /// Protocol version the sandbox blocks claim.
 const PROTOCOL_VERSION: u32 = 80;
@@ -48,7 +51,19 @@ fn receipt_view(call: CallRecord) -> Result<ReceiptView, InvalidAccountId> {
     })
 }
 
-fn executed(receipt: ReceiptView, block_hash: CryptoHash) -> IndexerExecutionOutcomeWithReceipt {
+/// The status of a receipt the sandbox executed: success, or the failure the contract
+/// gave, as NEAR reports a failed function call.
+fn status_of(failure: Option<&str>) -> ExecutionStatusView {
+    match failure {
+        None => ExecutionStatusView::SuccessValue(vec![]),
+        Some(error) => ExecutionStatusView::Failure(TxExecutionError::ActionError(ActionError {
+            index: Some(0),
+            kind: ActionErrorKind::FunctionCallError(FunctionCallError::ExecutionError(error.to_owned())),
+        })),
+    }
+}
+
+fn executed(receipt: ReceiptView, block_hash: CryptoHash, failure: Option<&str>) -> IndexerExecutionOutcomeWithReceipt {
     IndexerExecutionOutcomeWithReceipt {
         execution_outcome: ExecutionOutcomeWithIdView {
             proof: vec![],
@@ -60,7 +75,7 @@ fn executed(receipt: ReceiptView, block_hash: CryptoHash) -> IndexerExecutionOut
                 gas_burnt: Gas::from_teragas(3),
                 tokens_burnt: Balance::from_yoctonear(300_000_000_000_000_000_000),
                 executor_id: receipt.receiver_id.clone(),
-                status: ExecutionStatusView::SuccessValue(vec![]),
+                status: status_of(failure),
                 metadata: ExecutionMetadataView::default(),
             },
         },
@@ -129,10 +144,20 @@ pub(crate) fn chunk_view(chunk: ChunkRecord) -> Result<IndexerChunkView, Invalid
     })
 }
 
-/// The views of the stored execution outcomes of one shard of a block.
+/// The views of the stored execution outcomes of one shard of a block: each receipt
+/// succeeded, but those `failures` names.
 pub(crate) fn outcomes_view(
     outcomes: OutcomesRecord,
+    failures: &[ReceiptFailure],
 ) -> Result<Vec<IndexerExecutionOutcomeWithReceipt>, InvalidAccountId> {
     let block_hash = CryptoHash(outcomes.block_hash);
-    outcomes.receipts.into_iter().map(|call| Ok(executed(receipt_view(call)?, block_hash))).collect()
+    outcomes
+        .receipts
+        .into_iter()
+        .enumerate()
+        .map(|(index, call)| {
+            let failure = failures.iter().find(|failure| failure.receipt as usize == index);
+            Ok(executed(receipt_view(call)?, block_hash, failure.map(|failure| failure.error.as_str())))
+        })
+        .collect()
 }

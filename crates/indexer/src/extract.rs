@@ -64,11 +64,9 @@ pub fn extract_block_effects(message: &StreamerMessage, contract_id: &AccountId)
                     },
                     "respond" => match serde_json::from_slice::<RespondArgs>(args)
                         .ok()
-                        .and_then(|call| call.request_id.parse::<near_indexer_primitives::CryptoHash>().ok())
+                        .and_then(|call| request_id_of(&call.request_id))
                     {
-                        Some(request_id) => {
-                            effects.responses.push(SignResponseRecord { request_id: Hash32(request_id.0), height })
-                        }
+                        Some(request_id) => effects.responses.push(SignResponseRecord { request_id, height }),
                         None => {
                             tracing::warn!(height, receipt = %receipt.receipt_id, "skipping malformed respond call")
                         }
@@ -79,4 +77,13 @@ pub fn extract_block_effects(message: &StreamerMessage, contract_id: &AccountId)
         }
     }
     effects
+}
+
+/// A request id as a `respond` call names it: 64 hex digits (a chain host's contract),
+/// or base58 (the embedded chain's made-up responses, as NEAR prints a hash).
+fn request_id_of(text: &str) -> Option<Hash32> {
+    if text.len() == 64 {
+        return Hash32::from_hex(text);
+    }
+    text.parse::<near_indexer_primitives::CryptoHash>().ok().map(|hash| Hash32(hash.0))
 }

@@ -62,6 +62,7 @@ pub(crate) struct MonitorReceivers {
     pub allowed_image_hashes: watch::Receiver<Observed<Vec<String>>>,
     pub tee_accounts: watch::Receiver<Observed<serde_json::Value>>,
     pub migration_info: watch::Receiver<Observed<serde_json::Value>>,
+    pub chain_link: watch::Receiver<Option<String>>,
 }
 
 /// The sending halves, created before the thread so callers get receivers at once.
@@ -70,6 +71,7 @@ pub(crate) struct MonitorSenders {
     allowed_image_hashes: watch::Sender<Observed<Vec<String>>>,
     tee_accounts: watch::Sender<Observed<serde_json::Value>>,
     migration_info: watch::Sender<Observed<serde_json::Value>>,
+    chain_link: watch::Sender<Option<String>>,
 }
 
 pub(crate) fn monitor_channels() -> (MonitorSenders, MonitorReceivers) {
@@ -77,13 +79,15 @@ pub(crate) fn monitor_channels() -> (MonitorSenders, MonitorReceivers) {
     let (allowed_image_hashes, allowed_image_hashes_rx) = watch::channel(Observed::Unknown);
     let (tee_accounts, tee_accounts_rx) = watch::channel(Observed::Unknown);
     let (migration_info, migration_info_rx) = watch::channel(Observed::Unknown);
+    let (chain_link, chain_link_rx) = watch::channel(None);
     (
-        MonitorSenders { contract_state, allowed_image_hashes, tee_accounts, migration_info },
+        MonitorSenders { contract_state, allowed_image_hashes, tee_accounts, migration_info, chain_link },
         MonitorReceivers {
             contract_state: contract_state_rx,
             allowed_image_hashes: allowed_image_hashes_rx,
             tee_accounts: tee_accounts_rx,
             migration_info: migration_info_rx,
+            chain_link: chain_link_rx,
         },
     )
 }
@@ -274,6 +278,34 @@ pub(crate) fn spawn_monitors(
     let stats_state = state.clone();
     let every = intervals.stats;
     tasks.spawn("stats_logger", move |cancel| log_stats(stats_state, every, cancel));
+    let link_state = state.clone();
+    let (link, every) = (senders.chain_link, intervals.contract_state);
+    tasks.spawn("monitor_chain_link", move |cancel| follow_chain_link(link_state, link, every, cancel));
+}
+
+/// Publishes, every `every`, why the chain cannot sync from its host (`None` while it
+/// can, and always for a chain that follows no host): a follower is not ready while its
+/// host is unreachable, and ready again once it syncs.
+async fn follow_chain_link(
+    state: Arc<IndexerState>,
+    link: watch::Sender<Option<String>>,
+    every: Duration,
+    cancel: CancellationToken,
+) -> Result<(), String> {
+    loop {
+        if let Ok(status) = state.client.send_async(mpc_chain::GetStatus).await {
+            link.send_if_modified(|current| {
+                let changed = *current != status.sync_failure;
+                *current = status.sync_failure.clone();
+                changed
+            });
+        }
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// Logs progress every `every`: height, blocks/s, lag to head, catch-up ETA.

@@ -88,6 +88,9 @@ pub struct IndexerHandle {
     pub tee_accounts: watch::Receiver<Observed<serde_json::Value>>,
     /// Migration info as last observed.
     pub migration_info: watch::Receiver<Observed<serde_json::Value>>,
+    /// Why the chain cannot sync from its host, if it cannot (always `None` for a chain
+    /// that follows no host).
+    pub chain_link: watch::Receiver<Option<String>>,
     /// Height of the last committed block.
     pub indexed_height: watch::Receiver<Option<u64>>,
     /// The indexer's supervised tasks (streamer, monitors), for reports and escalation.
@@ -197,6 +200,7 @@ pub fn spawn_indexer_thread(
         allowed_image_hashes: receivers.allowed_image_hashes,
         tee_accounts: receivers.tee_accounts,
         migration_info: receivers.migration_info,
+        chain_link: receivers.chain_link,
         indexed_height,
         tasks,
         stats,

@@ -11,6 +11,7 @@ use crate::home::Home;
 
 /// The crash point of the token file's creation (feature `test-hooks`, see
 /// `mpc_store::crash_points`): the token staged and synced, not yet renamed into place.
+#[cfg(feature = "test-hooks")]
 pub const CRASH_POINTS: &[&str] = &["admin_token:staged"];
 
 /// Reads the admin token, creating a random one (mode 0600) on first start. An empty or

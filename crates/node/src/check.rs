@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use mpc_chain::{chain_head, stored_streamer_message};
 use mpc_indexer::extract_block_effects;
+use mpc_migrations::NODE_SCHEMA_VERSION;
 use mpc_migrations::layout::{
     BlockEncoding, IndexedBlockRecord, read_applied_requests, read_cursor, request_key, request_key_height,
 };
-use mpc_migrations::{NODE_SCHEMA_VERSION, layout::SignRequestRecord};
+use mpc_migrations::layout::{SignRequestRecord, SignResponseRecord};
 use mpc_store::migration::read_version;
 use mpc_store::{Column, Store, StoreError, StoreOptions};
 
@@ -213,7 +214,33 @@ fn check_block_against_chain(
             expected_ids.len()
         ));
     }
+    check_responses_against_chain(node, height, record, &expected.responses, summary)?;
     Ok(stored.len() as u64)
+}
+
+/// Compares the responses the node recorded for block `height` with the accepted
+/// responses the chain recorded in it (a response the contract refused is no response).
+fn check_responses_against_chain(
+    node: &Store,
+    height: u64,
+    record: &IndexedBlockRecord,
+    expected: &[SignResponseRecord],
+    summary: &mut CheckSummary,
+) -> Result<(), StoreError> {
+    if record.responses as usize != expected.len() {
+        summary.problems.push(format!(
+            "block {height}: record says {} responses, chain has {}",
+            record.responses,
+            expected.len()
+        ));
+    }
+    for response in expected {
+        let stored: Option<SignResponseRecord> = node.get_json(Column::SignResponses, response.request_id.0)?;
+        if stored.as_ref().is_none_or(|stored| stored.height < height) {
+            summary.problems.push(format!("block {height}: response to {} is not recorded", response.request_id));
+        }
+    }
+    Ok(())
 }
 
 /// `mpc-node check`: prints the summary; exit 0 iff consistent, 1 with problems, 3 when

@@ -45,6 +45,10 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Restore the pre-migration checkpoint kept by `migrate --keep-checkpoint`.
     Rollback(HomeArgs),
+    /// Run the chain host of a sandbox network: produce the chain every node of the
+    /// network follows (`start --chain`), include the transactions posted to it, and
+    /// serve its RPC.
+    SandboxChain(SandboxChainArgs),
 }
 
 /// A node home.
@@ -115,21 +119,14 @@ pub struct StartArgs {
     pub keep_migration_checkpoint: bool,
     #[command(flatten)]
     pub migration: MigrationTuning,
-    /// Sandbox chain: pause between blocks (0 = as fast as possible).
-    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
-    pub sandbox_block_interval: Duration,
-    /// Sandbox chain: blocks produced at first start (the catch-up phase).
-    #[arg(long, default_value_t = 50)]
-    pub sandbox_history_blocks: u64,
-    /// Sandbox chain: seed of all hashes and payloads.
-    #[arg(long, default_value_t = 7)]
-    pub sandbox_seed: u64,
-    /// Sandbox chain: shards per block (1 to 4).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4))]
-    pub sandbox_shards: u64,
-    /// Sandbox chain: sign requests per block.
-    #[arg(long, default_value_t = 4)]
-    pub sandbox_requests_per_block: u32,
+    /// The sandbox chain's workload (ignored with `--chain`: the host's is followed).
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+    /// Follow the chain host at this URL (`http://HOST:PORT`, see `mpc-node
+    /// sandbox-chain`) instead of running the embedded single-node chain: the node's
+    /// chain store syncs every block from the host.
+    #[arg(long, value_name = "URL")]
+    pub chain: Option<String>,
     /// Sandbox chain: revoke this node's image hash at this height.
     #[arg(long)]
     pub sandbox_revoke_image_hash_at: Option<u64>,
@@ -139,4 +136,68 @@ pub struct StartArgs {
     /// Interval of the indexer stats log line.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub stats_interval: Duration,
+}
+
+/// The sandbox chain's workload: how it produces blocks (the embedded chain and the
+/// chain host alike).
+#[derive(Debug, Clone, Args)]
+pub struct SandboxArgs {
+    /// Sandbox chain: pause between blocks (0 = as fast as possible).
+    #[arg(long = "sandbox-block-interval", default_value = "200ms", value_parser = parse_duration)]
+    pub block_interval: Duration,
+    /// Sandbox chain: blocks produced at first start (the catch-up phase).
+    #[arg(long = "sandbox-history-blocks", default_value_t = 50)]
+    pub history_blocks: u64,
+    /// Sandbox chain: seed of all hashes and payloads.
+    #[arg(long = "sandbox-seed", default_value_t = 7)]
+    pub seed: u64,
+    /// Sandbox chain: shards per block (1 to 4).
+    #[arg(long = "sandbox-shards", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=4))]
+    pub shards: u64,
+    /// Sandbox chain: sign requests per block (on a chain host, while its contract runs).
+    #[arg(long = "sandbox-requests-per-block", default_value_t = 4)]
+    pub requests_per_block: u32,
+}
+
+impl SandboxArgs {
+    /// The chain these settings describe, in `mode`, with an optional revocation of an
+    /// image hash.
+    pub fn chain_config(
+        &self,
+        mode: mpc_chain::ChainMode,
+        revocation: Option<mpc_chain::ImageHashRevocation>,
+    ) -> mpc_chain::ChainConfig {
+        mpc_chain::ChainConfig {
+            seed: self.seed,
+            block_interval: self.block_interval,
+            num_shards: self.shards,
+            sign_requests_per_block: self.requests_per_block,
+            history_blocks: self.history_blocks,
+            contract_id: mpc_chain::default_contract_id(),
+            revocation,
+            mode,
+        }
+    }
+}
+
+/// `sandbox-chain` options.
+#[derive(Debug, Args)]
+pub struct SandboxChainArgs {
+    /// The host's home directory (created on first start): its chain store and lock.
+    #[arg(long)]
+    pub home: PathBuf,
+    /// Address of the host's RPC (block sync, transactions, contract and request views).
+    /// Loopback by default: the RPC has no authentication.
+    #[arg(long, default_value = "127.0.0.1:3040")]
+    pub listen: std::net::SocketAddr,
+    /// The network file: participants (account, P2P address, P2P public key) and
+    /// threshold.
+    #[arg(long)]
+    pub network: PathBuf,
+    /// Budget for the whole shutdown sequence.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// The chain's workload.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
 }

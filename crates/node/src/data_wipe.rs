@@ -21,6 +21,7 @@ pub const APPLIED_WIPE_TOKEN_KEY: &[u8] = b"applied_data_wipe_token";
 
 /// The crash points of a wipe (feature `test-hooks`, see `mpc_store::crash_points`):
 /// the chain store renamed aside, the applied token recorded.
+#[cfg(feature = "test-hooks")]
 pub const CRASH_POINTS: &[&str] = &["wipe:data_set_aside", "wipe:token_recorded"];
 
 /// How often the token file is read.

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mpc_chain::{ChainConfig, ImageHashRevocation, default_contract_id};
+use mpc_chain::{ChainMode, ImageHashRevocation};
 use mpc_indexer::{
     IndexerConfig, IndexerError, IndexerHandle, IndexerTestHooks, IndexerThreadParams, MonitorIntervals, SharedStats,
     ThreadAlive, spawn_indexer_thread,
@@ -103,17 +103,14 @@ pub struct GenerationStop {
 /// The indexer settings `start` runs with (and start-up opens the chain store with).
 pub(crate) fn indexer_config(context: &GenerationContext) -> IndexerConfig {
     let args = &context.args;
-    let chain = ChainConfig {
-        seed: args.sandbox_seed,
-        block_interval: args.sandbox_block_interval,
-        num_shards: args.sandbox_shards,
-        sign_requests_per_block: args.sandbox_requests_per_block,
-        history_blocks: args.sandbox_history_blocks,
-        contract_id: default_contract_id(),
-        revocation: args
-            .sandbox_revoke_image_hash_at
-            .map(|at_height| ImageHashRevocation { image_hash: args.image_hash.clone(), at_height }),
+    let revocation = args
+        .sandbox_revoke_image_hash_at
+        .map(|at_height| ImageHashRevocation { image_hash: args.image_hash.clone(), at_height });
+    let mode = match &args.chain {
+        Some(host) => ChainMode::Follower { host: host.clone() },
+        None => ChainMode::Embedded,
     };
+    let chain = args.sandbox.chain_config(mode, revocation);
     IndexerConfig { test_hooks: context.test_hooks.clone(), ..IndexerConfig::new(args.home.clone(), chain) }
 }
 

@@ -7,12 +7,14 @@
 
 mod admin_guard;
 mod admin_token;
+mod chain_host;
 mod check;
 mod cli;
 mod data_wipe;
 mod error;
 mod generation;
 mod home;
+mod host_rpc;
 mod indexer_slot;
 mod logging;
 mod metrics;
@@ -81,6 +83,7 @@ pub fn main() -> ! {
             deferred_signals.release();
             upgrade::rollback(&args.home)
         }
+        Command::SandboxChain(args) => chain_host::run(args, deferred_signals),
     };
     std::process::exit(code.0);
 }

@@ -94,8 +94,9 @@ pub async fn shut_down(reason: ShutdownReason, indexer: IndexerSlot, context: Sh
 }
 
 /// How draining a supervisor went.
-struct Drained {
-    aborted: Vec<String>,
+pub(crate) struct Drained {
+    /// The tasks aborted at the bound.
+    pub aborted: Vec<String>,
 }
 
 impl PhaseOutcome for Drained {
@@ -105,7 +106,7 @@ impl PhaseOutcome for Drained {
 }
 
 /// Waits up to `bound` for the (cancelled) tasks of `tasks`, aborting the stragglers.
-async fn drain(tasks: &Supervisor, bound: Duration) -> Drained {
+pub(crate) async fn drain(tasks: &Supervisor, bound: Duration) -> Drained {
     let aborted = if tasks.wait(bound).await { Vec::new() } else { tasks.abort_running() };
     Drained { aborted }
 }

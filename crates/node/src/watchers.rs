@@ -1,7 +1,7 @@
 //! The watchers that follow one generation of the indexer: they turn what the indexer
 //! observes into lifecycle decisions (stop on a revoked image hash, become ready on the
-//! first indexed block). They run under the generation's own supervisor, so they end
-//! with it.
+//! first indexed block, not ready while the chain cannot sync from its host). They run
+//! under the generation's own supervisor, so they end with it.
 
 use std::convert::Infallible;
 
@@ -21,8 +21,8 @@ pub fn spawn_generation_watchers(
 ) {
     let allowed = indexer.allowed_image_hashes.clone();
     watchers.spawn("image_hash_watcher", move |cancel| watch_image_hash(allowed, own_hash, lifecycle, cancel));
-    let indexed_height = indexer.indexed_height.clone();
-    watchers.spawn("readiness", move |cancel| mark_ready_after_first_block(indexed_height, phase, cancel));
+    let (indexed_height, chain_link) = (indexer.indexed_height.clone(), indexer.chain_link.clone());
+    watchers.spawn("readiness", move |cancel| follow_readiness(indexed_height, chain_link, phase, cancel));
 }
 
 /// Sends `ImageHashRevoked` into the shutdown channel once the contract's allowed list
@@ -48,21 +48,41 @@ async fn watch_image_hash(
     }
 }
 
-/// Flips the node to ready once the generation has committed its first block.
-async fn mark_ready_after_first_block(
+/// Flips the node to ready once the generation has committed its first block; then,
+/// for a node that follows a chain host, back to catching up while its chain cannot
+/// sync from the host (the indexer would only index stale blocks), and to ready again
+/// once it can.
+async fn follow_readiness(
     mut indexed_height: watch::Receiver<Option<u64>>,
+    mut chain_link: watch::Receiver<Option<String>>,
     phase: PhaseTracker,
     cancel: CancellationToken,
 ) -> Result<(), Infallible> {
     tokio::select! {
-        _ = cancel.cancelled() => {}
+        _ = cancel.cancelled() => return Ok(()),
         first = indexed_height.wait_for(Option::is_some) => {
-            if let Ok(height) = first {
-                let height = height.unwrap_or_default();
-                phase.advance_from(LifecyclePhase::CatchingUp, LifecyclePhase::Ready);
-                tracing::info!(height, "node ready: first block indexed");
-            }
+            let Ok(height) = first else { return Ok(()) };
+            let height = height.unwrap_or_default();
+            phase.advance_from(LifecyclePhase::CatchingUp, LifecyclePhase::Ready);
+            tracing::info!(height, "node ready: first block indexed");
         }
     }
-    Ok(())
+    loop {
+        let failure = chain_link.borrow_and_update().clone();
+        match failure {
+            Some(failure) if phase.current() == LifecyclePhase::Ready => {
+                phase.advance_from(LifecyclePhase::Ready, LifecyclePhase::CatchingUp);
+                tracing::warn!(%failure, "node not ready: its chain cannot sync from the chain host");
+            }
+            None if phase.current() == LifecyclePhase::CatchingUp => {
+                phase.advance_from(LifecyclePhase::CatchingUp, LifecyclePhase::Ready);
+                tracing::info!("node ready again: its chain syncs from the chain host");
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            changed = chain_link.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
 }

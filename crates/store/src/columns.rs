@@ -27,11 +27,25 @@ pub enum Column {
     SignResponses,
     /// Node: height of every indexed block, for the exactly-once check.
     IndexedBlocks,
+    /// Chain: block height to the contract state changes the block made, by view
+    /// method (schema v4), so a follower syncs each block with its changes.
+    ContractChanges,
+    /// Chain host: arrival sequence to a transaction acknowledged and not yet in a
+    /// block (the transaction pool).
+    PendingTransactions,
+    /// Chain host: transaction id to where the transaction is: pending (its sequence)
+    /// or included (its height); makes a transaction posted twice count once.
+    Transactions,
+    /// Chain host: the contract's sign requests, keyed by (height, index in block), with
+    /// the accepted response once there is one.
+    ContractRequests,
+    /// Chain host: request id to its `ContractRequests` key.
+    ContractRequestIds,
 }
 
 impl Column {
     /// Every column, in a fixed order; the store opens all of them.
-    pub const ALL: [Column; 10] = [
+    pub const ALL: [Column; 15] = [
         Column::Misc,
         Column::Blocks,
         Column::BlockHeightByHash,
@@ -42,6 +56,11 @@ impl Column {
         Column::SignRequestsById,
         Column::SignResponses,
         Column::IndexedBlocks,
+        Column::ContractChanges,
+        Column::PendingTransactions,
+        Column::Transactions,
+        Column::ContractRequests,
+        Column::ContractRequestIds,
     ];
 
     /// The column-family name on disk. `Misc` is RocksDB's default family, which always
@@ -58,6 +77,11 @@ impl Column {
             Column::SignRequestsById => "sign_requests_by_id",
             Column::SignResponses => "sign_responses",
             Column::IndexedBlocks => "indexed_blocks",
+            Column::ContractChanges => "contract_changes",
+            Column::PendingTransactions => "pending_transactions",
+            Column::Transactions => "transactions",
+            Column::ContractRequests => "contract_requests",
+            Column::ContractRequestIds => "contract_request_ids",
         }
     }
 

@@ -23,6 +23,8 @@ pub(super) fn older_view<R: BorshDeserialize, V: DeserializeOwned>(
             to_view(decode(store, what, record)?).map_err(|err| decode_error(store, what, err))
         }
         StoredValue::Json(json) => serde_json::from_slice(json).map_err(|err| decode_error(store, what, err)),
-        StoredValue::Bundle(_) => Err(decode_error(store, what, "a schema v3 value where an older one was expected")),
+        StoredValue::Bundle(_) | StoredValue::Failures(_) => {
+            Err(decode_error(store, what, "a schema v3 value where an older one was expected"))
+        }
     }
 }

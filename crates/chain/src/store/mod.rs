@@ -22,14 +22,16 @@ use borsh::BorshDeserialize;
 use mpc_store::migration::{MigrationSettings, SchemaOutcome, open_migrated_with_initial};
 use mpc_store::{Column, Store, StoreError, StoreOptions, StoreResult};
 
-pub(crate) use read::{read_block, read_chunk, read_contract_view, read_outcomes};
+pub(crate) use read::{
+    block_bundle, block_record, outcome_marks, read_block, read_chunk, read_contract_view, read_outcomes,
+};
 pub use streamer_message::stored_streamer_message;
 pub(crate) use streamer_message::{MissingPiece, read_streamer_message, read_streamer_messages};
 #[cfg(feature = "test-hooks")]
 pub use test_writers::{delete_outcomes_for_test, restore_outcomes_for_test, rewrite_as_v1_for_test};
-pub(crate) use write::write_block;
+pub(crate) use write::{block_update, write_block};
 
-use crate::config::ChainConfig;
+use crate::config::{ChainConfig, ChainMode};
 use crate::schema::chain_schema;
 use write::genesis;
 
@@ -37,6 +39,9 @@ use write::genesis;
 const HEAD_KEY: &[u8] = b"chain_head";
 /// Key in [`Column::Misc`] of the seed the chain was produced from.
 const SEED_KEY: &[u8] = b"chain_seed";
+/// Key in [`Column::Misc`] of where the chain comes from (`ChainMode::source`); a store
+/// without it was made by a binary that had only the embedded chain.
+const SOURCE_KEY: &[u8] = b"chain_source";
 
 /// Why the chain store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +52,19 @@ pub enum ChainStoreError {
     /// The store was produced from another seed; continuing would mix two chains.
     #[error("chain store at {path} was created with seed {stored}, but the configured seed is {configured}")]
     SeedMismatch { path: String, stored: u64, configured: u64 },
+    /// The store holds a chain of another kind (an embedded chain where the node now
+    /// follows a host, say); continuing would mix two chains.
+    #[error(
+        "chain store at {path} holds a chain of kind {stored:?}, but this node runs a chain of kind {configured:?}; \
+         wipe the chain data (a new data-wipe token) or use another home"
+    )]
+    SourceMismatch { path: String, stored: String, configured: &'static str },
 }
 
 /// Opens the chain store at `path`. A new store is created with its genesis block, its
-/// contract state and its seed in the same batch as its schema version, so no crash
-/// leaves a chain store without them. `schema_verified_earlier` skips the read-only
+/// contract state, its seed and its kind in the same batch as its schema version, so no
+/// crash leaves a chain store without them (a follower's store starts empty: its
+/// genesis is the first block it syncs). `schema_verified_earlier` skips the read-only
 /// schema probe for a store this process opened at the latest schema before (see
 /// `MigrationSettings::schema_verified_earlier`).
 pub fn open_chain_store(
@@ -64,6 +77,17 @@ pub fn open_chain_store(
     let (store, outcome) = open_migrated_with_initial(path, options, &chain_schema(), &settings, || genesis(config))?;
     if let SchemaOutcome::Migrated { from, to, .. } = outcome {
         tracing::info!(from, to, path = %path.display(), "chain store migrated");
+    }
+    let configured = config.mode.source();
+    let stored = match store.get(Column::Misc, SOURCE_KEY)? {
+        Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        None => "embedded".to_owned(),
+    };
+    if stored != configured {
+        return Err(ChainStoreError::SourceMismatch { path: path.display().to_string(), stored, configured });
+    }
+    if matches!(config.mode, ChainMode::Follower { .. }) {
+        return Ok(store);
     }
     match store.get(Column::Misc, SEED_KEY)? {
         Some(bytes) => {
@@ -80,6 +104,11 @@ pub fn open_chain_store(
         None => store.commit(genesis(config))?,
     }
     Ok(store)
+}
+
+/// The kind of chain a new store records, in its creation batch.
+fn put_source(update: &mut mpc_store::StoreUpdate, config: &ChainConfig) {
+    update.put(Column::Misc, SOURCE_KEY, config.mode.source());
 }
 
 /// Height of the last stored block (`None` before genesis is written).

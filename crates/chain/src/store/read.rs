@@ -1,6 +1,7 @@
 //! Reading the chain store's values in the current encoding (a block and its chunks as
-//! one bundle, schema v3) into the views the view client serves; values of older schemas
-//! go to `legacy_read`.
+//! one bundle, schema v3; its shards' outcome marks, which since v4 may list failed
+//! receipts) into the views the view client serves; values of older schemas go to
+//! `legacy_read`.
 
 use borsh::BorshDeserialize;
 use mpc_store::{Column, Store, StoreResult};
@@ -9,7 +10,9 @@ use near_indexer_primitives::{CryptoHash, IndexerChunkView, IndexerExecutionOutc
 
 use super::legacy_read::older_view;
 use super::{decode, decode_error, outcome_key};
-use crate::records::{BlockBundle, BlockRecord, ChunkLocation, ChunkRecord, OutcomesRecord, StoredValue};
+use crate::records::{
+    BlockBundle, BlockRecord, ChunkLocation, ChunkRecord, OutcomesRecord, ReceiptFailure, StoredValue,
+};
 use crate::views::{block_view, chunk_view, outcomes_view};
 
 /// The bundle of block `height` (schema v3), or `None` if that block is missing or was
@@ -36,15 +39,42 @@ fn chunk_at(store: &Store, bundle: BlockBundle, index: usize, what: &str) -> Sto
     bundle.chunks.into_iter().nth(index).ok_or_else(|| decode_error(store, what, "points past the chunks of its block"))
 }
 
-/// The view of a shard's outcomes: every sandbox receipt succeeds, so they are the
-/// chunk's receipts, executed in the block.
+/// The view of a shard's outcomes: the chunk's receipts, executed in the block, each
+/// succeeded unless its outcomes mark `mark` lists it as failed.
 pub(super) fn outcomes_of(
     store: &Store,
     block_hash: [u8; 32],
     chunk: &ChunkRecord,
+    mark: &[u8],
 ) -> StoreResult<Vec<IndexerExecutionOutcomeWithReceipt>> {
-    outcomes_view(OutcomesRecord { block_hash, receipts: chunk.receipts.clone() })
+    let failures = failures_in(store, mark)?;
+    outcomes_view(OutcomesRecord { block_hash, receipts: chunk.receipts.clone() }, &failures)
         .map_err(|err| decode_error(store, "execution outcomes", err))
+}
+
+/// The failed receipts an outcomes mark lists (none for a plain mark).
+fn failures_in(store: &Store, mark: &[u8]) -> StoreResult<Vec<ReceiptFailure>> {
+    match StoredValue::of(mark) {
+        StoredValue::Failures(failures) => decode(store, "outcomes mark", failures),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The bundle of block `height` (the encoding of schema v3 and later), for a host that
+/// serves the block to its followers.
+pub(crate) fn block_bundle(store: &Store, height: u64) -> StoreResult<Option<BlockBundle>> {
+    read_bundle(store, height)
+}
+
+/// The outcome marks of the `shards` shards of block `height`, in shard order (an empty
+/// mark for a shard without one).
+pub(crate) fn outcome_marks(store: &Store, height: u64, shards: usize) -> StoreResult<Vec<Vec<u8>>> {
+    (0..shards).map(|shard| Ok(store.get(Column::Outcomes, outcome_key(height, shard))?.unwrap_or_default())).collect()
+}
+
+/// The record of block `height` stored as a bundle (a chain host's blocks always are).
+pub(crate) fn block_record(store: &Store, height: u64) -> StoreResult<Option<BlockRecord>> {
+    Ok(read_bundle(store, height)?.map(|bundle| bundle.block))
 }
 
 /// The stored block at `height`.
@@ -94,13 +124,13 @@ pub(crate) fn read_outcomes(
         return Ok(None);
     };
     match StoredValue::of(&bytes) {
-        StoredValue::Bundle(_) => {
+        StoredValue::Bundle(_) | StoredValue::Failures(_) => {
             let bundle = pointed_bundle(store, height, "execution outcomes")?;
             let block_hash = bundle.block.hash;
             let chunk = chunk_at(store, bundle, shard, "execution outcomes")?;
-            outcomes_of(store, block_hash, &chunk).map(Some)
+            outcomes_of(store, block_hash, &chunk, &bytes).map(Some)
         }
-        _ => older_view(store, "execution outcomes", &bytes, outcomes_view).map(Some),
+        _ => older_view(store, "execution outcomes", &bytes, |outcomes| outcomes_view(outcomes, &[])).map(Some),
     }
 }
 

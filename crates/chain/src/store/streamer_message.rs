@@ -29,9 +29,7 @@ pub(crate) fn read_streamer_message(
     let Some(bytes) = store.get(Column::Blocks, height.to_be_bytes())? else {
         return Ok(Err(MissingPiece::Block));
     };
-    streamer_message_of(store, height, &bytes, |shard| {
-        Ok(store.get(Column::Outcomes, outcome_key(height, shard))?.is_some())
-    })
+    streamer_message_of(store, height, &bytes, |shard| store.get(Column::Outcomes, outcome_key(height, shard)))
 }
 
 /// Where a range of streamer messages stopped: the first height that could not be
@@ -58,14 +56,14 @@ pub(crate) fn read_streamer_messages(
         blocks.push((height, bytes));
     }
     // Read after the blocks, so a mark written with a block read above is seen.
-    let mut outcome_marks = std::collections::HashSet::new();
+    let mut outcome_marks = std::collections::HashMap::new();
     for entry in store.iter(Column::Outcomes, Some(&outcome_key(start, 0)))? {
-        let (key, _) = entry?;
+        let (key, mark) = entry?;
         let height = key.get(..8).map(|height| decode_u64(store, "outcomes key", height)).transpose()?;
         if height.is_none_or(|height| height >= end) {
             break;
         }
-        outcome_marks.insert(key);
+        outcome_marks.insert(key, mark);
     }
     let mut messages = Vec::with_capacity(blocks.len());
     for (expected, (height, bytes)) in (start..).zip(blocks) {
@@ -73,7 +71,7 @@ pub(crate) fn read_streamer_messages(
             return Ok((messages, Some((expected, MissingPiece::Block))));
         }
         let message = streamer_message_of(store, height, &bytes, |shard| {
-            Ok(outcome_marks.contains(outcome_key(height, shard).as_slice()))
+            Ok(outcome_marks.get(outcome_key(height, shard).as_slice()).map(|mark| mark.to_vec()))
         })?;
         match message {
             Ok(message) => messages.push(message),
@@ -85,15 +83,16 @@ pub(crate) fn read_streamer_messages(
 }
 
 /// The message of block `height` from its stored value `bytes`, in any schema's
-/// encoding; `outcomes_stored` says whether a shard's outcomes mark (schema v3) exists.
+/// encoding; `outcome_mark` gives a shard's outcomes mark (schema v3 and later), if
+/// stored.
 fn streamer_message_of(
     store: &Store,
     height: u64,
     bytes: &[u8],
-    outcomes_stored: impl Fn(usize) -> StoreResult<bool>,
+    outcome_mark: impl Fn(usize) -> StoreResult<Option<Vec<u8>>>,
 ) -> StoreResult<Result<near_indexer_primitives::StreamerMessage, MissingPiece>> {
     if let StoredValue::Bundle(bundle) = StoredValue::of(bytes) {
-        return bundled_streamer_message(store, decode(store, "block", bundle)?, outcomes_stored);
+        return bundled_streamer_message(store, decode(store, "block", bundle)?, outcome_mark);
     }
     let block = block_of(store, bytes)?;
     let mut shards = Vec::with_capacity(block.chunks.len());
@@ -110,19 +109,20 @@ fn streamer_message_of(
 }
 
 /// The message of a block stored as a bundle (schema v3): one record for the block and
-/// its chunks, and one small mark per shard that its outcomes are stored.
+/// its chunks, and one small mark per shard that its outcomes are stored (listing the
+/// failed receipts since v4).
 fn bundled_streamer_message(
     store: &Store,
     bundle: BlockBundle,
-    outcomes_stored: impl Fn(usize) -> StoreResult<bool>,
+    outcome_mark: impl Fn(usize) -> StoreResult<Option<Vec<u8>>>,
 ) -> StoreResult<Result<near_indexer_primitives::StreamerMessage, MissingPiece>> {
     let block = block_view(&bundle.block).map_err(|err| decode_error(store, "block", err))?;
     let mut shards = Vec::with_capacity(bundle.chunks.len());
     for (shard, chunk) in bundle.chunks.into_iter().enumerate() {
-        if !outcomes_stored(shard)? {
+        let Some(mark) = outcome_mark(shard)? else {
             return Ok(Err(MissingPiece::Outcomes(shard)));
-        }
-        let outcomes = outcomes_of(store, bundle.block.hash, &chunk)?;
+        };
+        let outcomes = outcomes_of(store, bundle.block.hash, &chunk, &mark)?;
         let shard_id = block.chunks[shard].shard_id;
         let chunk = chunk_view(chunk).map_err(|err| decode_error(store, "chunk", err))?;
         shards.push(indexer_shard(shard_id, chunk, outcomes));

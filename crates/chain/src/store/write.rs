@@ -4,19 +4,39 @@
 use mpc_store::{Column, Store, StoreResult, StoreUpdate};
 
 use super::{HEAD_KEY, SEED_KEY, outcome_key};
-use crate::config::ChainConfig;
-use crate::records::{BUNDLE_TAG, BlockBundleRef, ChunkLocation, ProducedBlock, RECORD_TAG, encode, produce_block};
+use crate::config::{ChainConfig, ChainMode};
+use crate::records::{
+    BUNDLE_TAG, BlockBundleRef, ChunkLocation, FAILURES_TAG, ProducedBlock, RECORD_TAG, encode, produce_block,
+};
 use crate::schema::ValueEncoding;
 use crate::views::{block_view, chunk_view, outcomes_view};
 use crate::workload;
 
-/// Block 0, the contract's initial state and the seed, as one batch.
+/// What a new chain store holds besides its schema version, as one batch: block 0 with
+/// the contract's initial state, the seed and the chain's kind; a follower's store only
+/// its kind (its genesis is the host's, the first block it syncs).
 pub(super) fn genesis(config: &ChainConfig) -> StoreUpdate {
-    let mut update = block_update(&produce_block(config, 0), ValueEncoding::current());
-    for (method, value) in workload::genesis_contract_state(config) {
-        update.put_json(Column::ContractState, method, &value);
+    let mut update = match &config.mode {
+        ChainMode::Embedded => {
+            let mut block = produce_block(config, 0);
+            block.contract_changes = workload::genesis_contract_state(config)
+                .into_iter()
+                .map(|(method, value)| (method.to_owned(), value))
+                .collect();
+            block_update(&block, ValueEncoding::current())
+        }
+        ChainMode::Host(network) => {
+            let (block, contract) = crate::host::genesis(config, network);
+            let mut update = block_update(&block, ValueEncoding::current());
+            update.append(contract);
+            update
+        }
+        ChainMode::Follower { .. } => StoreUpdate::new(),
+    };
+    if !matches!(config.mode, ChainMode::Follower { .. }) {
+        update.put(Column::Misc, SEED_KEY, config.seed.to_be_bytes());
     }
-    update.put(Column::Misc, SEED_KEY, config.seed.to_be_bytes());
+    super::put_source(&mut update, config);
     update
 }
 
@@ -34,7 +54,20 @@ pub(crate) fn block_update(produced: &ProducedBlock, encoding: ValueEncoding) ->
             for (index, chunk) in produced.chunks.iter().enumerate() {
                 let location = ChunkLocation { height, index: index as u32 };
                 update.put(Column::Chunks, chunk.header.chunk_hash, encode(BUNDLE_TAG, &location));
-                update.put(Column::Outcomes, outcome_key(height, index), [BUNDLE_TAG]);
+                let failures = produced.failures_of(index);
+                if failures.is_empty() {
+                    update.put(Column::Outcomes, outcome_key(height, index), [BUNDLE_TAG]);
+                } else {
+                    update.put(Column::Outcomes, outcome_key(height, index), encode(FAILURES_TAG, &failures));
+                }
+            }
+            if !produced.contract_changes.is_empty() {
+                let changes: Vec<(&str, String)> = produced
+                    .contract_changes
+                    .iter()
+                    .map(|(method, value)| (method.as_str(), value.to_string()))
+                    .collect();
+                update.put(Column::ContractChanges, height.to_be_bytes(), borsh::to_vec(&changes).expect("into a Vec"));
             }
         }
         ValueEncoding::Record => {
@@ -59,7 +92,7 @@ pub(crate) fn block_update(produced: &ProducedBlock, encoding: ValueEncoding) ->
                 update.put_json(
                     Column::Outcomes,
                     outcome_key(height, shard),
-                    &outcomes_view(outcomes.clone()).expect(VIEWS_BUILD),
+                    &outcomes_view(outcomes.clone(), produced.failures_of(shard)).expect(VIEWS_BUILD),
                 );
             }
         }
