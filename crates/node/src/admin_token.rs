@@ -1,7 +1,5 @@
 //! The bearer token that guards the admin endpoints.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rand::RngCore;
@@ -40,12 +38,7 @@ pub fn load_or_create_admin_token(home: &Home) -> Result<String, NodeError> {
 /// never leaves an empty or partial token file (which would make every later start
 /// refuse the home).
 fn write_atomically(path: &Path, token: &str) -> std::io::Result<()> {
-    let staging = mpc_store::directories::sibling(path, ".tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&staging)?;
-    writeln!(file, "{token}")?;
-    file.sync_all()?;
-    drop(file);
-    mpc_store::crash_points::reached("admin_token:staged", "admin-token");
-    std::fs::rename(&staging, path)?;
-    mpc_store::directories::sync_parent(path).map_err(std::io::Error::other)
+    mpc_store::directories::write_file_durably(path, format!("{token}\n").as_bytes(), 0o600, || {
+        mpc_store::crash_points::reached("admin_token:staged", "admin-token")
+    })
 }

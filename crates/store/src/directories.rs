@@ -129,3 +129,25 @@ pub(crate) fn create_store_atomically(path: &Path, options: &StoreOptions, initi
     tracing::info!(store = %options.name, path = %path.display(), "store created");
     Ok(())
 }
+
+/// Suffix of the file a [`write_file_durably`] stages its bytes in.
+pub const STAGING_SUFFIX: &str = ".tmp";
+
+/// Writes `bytes` to the file at `path` so that, at every instant, the file is either
+/// absent, or as it was, or whole with the new bytes, and the new bytes survive a power
+/// loss once this returns: a staging file (`<path>.tmp`, created with `mode`) is
+/// written and synced, renamed into place, and the directory synced. `on_staged` runs
+/// between the sync and the rename (a crash point's place). A leftover staging file is
+/// never read; the next write replaces it.
+pub fn write_file_durably(path: &Path, bytes: &[u8], mode: u32, on_staged: impl FnOnce()) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let staging = sibling(path, STAGING_SUFFIX);
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&staging)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    on_staged();
+    std::fs::rename(&staging, path)?;
+    sync_parent(path).map_err(std::io::Error::other)
+}
