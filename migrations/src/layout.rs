@@ -9,6 +9,8 @@
 //! - `SignRequestsById/request_id`: the `SignRequests` key of that request (since v3).
 //! - `SignResponses/request_id`: the block that answered the request, JSON.
 //! - `IndexedBlocks/height`: hash and counts of every indexed block, JSON.
+//! - `Misc/monitor/<monitor>`: the last value each contract monitor saw, JSON (the
+//!   contract's state under [`monitor_key`]`(`[`CONTRACT_STATE_MONITOR`]`)`).
 
 use mpc_store::{Column, Store, StoreError, StoreResult, StoreUpdate};
 
@@ -16,6 +18,15 @@ use mpc_store::{Column, Store, StoreError, StoreResult, StoreUpdate};
 pub const CURSOR_KEY: &[u8] = b"indexer_cursor";
 /// Key of the applied-requests counter in [`Column::Misc`].
 pub const APPLIED_REQUESTS_KEY: &[u8] = b"applied_requests_total";
+
+/// The monitor of the contract's `state` view: its last value is what the signing side
+/// reads the participants, the threshold and the public key from.
+pub const CONTRACT_STATE_MONITOR: &str = "monitor_contract_state";
+
+/// Key in [`Column::Misc`] of the last value the monitor `name` saw.
+pub fn monitor_key(name: &str) -> String {
+    format!("monitor/{name}")
+}
 
 /// A 32-byte hash (block hash or request id) that prints as hex.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

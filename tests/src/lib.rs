@@ -11,6 +11,7 @@ mod node_process;
 mod outcome;
 mod proc_status;
 pub mod sandbox_network;
+pub mod signing_network;
 
 pub use fixtures::*;
 pub use http::*;

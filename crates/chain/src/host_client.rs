@@ -156,6 +156,14 @@ impl HostClient {
         serde_json::from_slice(&answer).map_err(|err| self.bad_answer(err.to_string()))
     }
 
+    /// The height of the host's last block (`GET /v1/status`).
+    pub async fn head(&self) -> Result<u64, HostError> {
+        let answer = self.call(Method::GET, "/v1/status", None, CALL_TIMEOUT, MAX_ANSWER_BYTES).await?;
+        let status: serde_json::Value =
+            serde_json::from_slice(&answer).map_err(|err| self.bad_answer(err.to_string()))?;
+        status["head_height"].as_u64().ok_or_else(|| self.bad_answer("no head_height in the status".into()))
+    }
+
     /// The sign requests of heights `from..=to` with their accepted responses.
     pub async fn requests(&self, from: u64, to: u64) -> Result<Vec<RequestRecord>, HostError> {
         let path = format!("/v1/requests?from_height={from}&to_height={to}");

@@ -174,7 +174,7 @@ impl<T: Clone + PartialEq + serde::Serialize + Send + Sync + 'static> ViewMonito
             true
         });
         if changed {
-            let key = format!("monitor/{}", self.name);
+            let key = mpc_migrations::layout::monitor_key(self.name);
             let bytes = serde_json::to_vec(&value).map_err(|err| err.to_string())?;
             if holder.get(Column::Misc, &key).map_err(|err| err.to_string())?.as_deref() != Some(bytes.as_slice()) {
                 let mut update = StoreUpdate::new();
@@ -219,7 +219,7 @@ pub(crate) fn spawn_monitors(
         tasks,
         state,
         ViewMonitor {
-            name: "monitor_contract_state",
+            name: mpc_migrations::layout::CONTRACT_STATE_MONITOR,
             method: "state",
             interval: intervals.contract_state,
             on_error: OnError::Retry,

@@ -44,6 +44,9 @@ pub enum ShutdownReason {
     AdminRequest,
     /// Start-up failed before the node was running (store, config).
     StartupFailed { error: String, exit_code: i32 },
+    /// This node's key share cannot be used (it is not of the contract's key, or it is
+    /// missing while the contract runs): nothing is deleted, an operator must act.
+    KeyShareUnusable { error: String },
     /// An in-process restart could not stop the old generation or start the new one;
     /// the exit code is that of the underlying error (3 for a store, 1 otherwise).
     RestartFailed { error: String, exit_code: i32 },
@@ -57,6 +60,7 @@ impl ShutdownReason {
             ShutdownReason::StartupFailed { exit_code, .. } | ShutdownReason::RestartFailed { exit_code, .. } => {
                 crate::ExitCode(*exit_code)
             }
+            ShutdownReason::KeyShareUnusable { .. } => crate::ExitCode::STORE,
             ShutdownReason::ImageHashRevoked { .. }
             | ShutdownReason::IndexerExited { .. }
             | ShutdownReason::TaskFailed { .. } => crate::ExitCode::FATAL,
@@ -74,6 +78,7 @@ impl std::fmt::Display for ShutdownReason {
             ShutdownReason::AdminRequest => write!(f, "admin request"),
             ShutdownReason::StartupFailed { error, .. } => write!(f, "start-up failed: {error}"),
             ShutdownReason::RestartFailed { error, .. } => write!(f, "restart failed: {error}"),
+            ShutdownReason::KeyShareUnusable { error } => write!(f, "key share unusable: {error}"),
         }
     }
 }
@@ -99,6 +104,8 @@ mod tests {
         assert_eq!(startup.exit_code(), ExitCode::STORE);
         let restart = ShutdownReason::RestartFailed { error: "chain store locked".into(), exit_code: 3 };
         assert_eq!(restart.exit_code(), ExitCode::STORE, "a restart keeps the exit code of its error");
+        let key_share = ShutdownReason::KeyShareUnusable { error: "not the contract's key".into() };
+        assert_eq!(key_share.exit_code(), ExitCode::STORE, "like a store an operator must repair");
     }
 
     #[test]

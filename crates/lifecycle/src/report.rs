@@ -133,6 +133,9 @@ pub struct ShutdownReport {
     pub aborted_tasks: Vec<String>,
     /// Anything else that did not stop in time (the indexer thread, ...).
     pub not_stopped: Vec<String>,
+    /// Signing protocols still running at the signing side's bound, abandoned by
+    /// design (their signatures are made again by the network); not a forced stop.
+    pub abandoned_protocols: Vec<String>,
     /// Stores still open at the end, with their holders.
     pub holders_alive: Vec<String>,
     /// RocksDB instances still open at the end; 0 after a clean shutdown.
@@ -150,6 +153,7 @@ impl ShutdownReport {
             timings: PhaseTimings::start(Sequence::Shutdown),
             aborted_tasks: Vec::new(),
             not_stopped: Vec::new(),
+            abandoned_protocols: Vec::new(),
             holders_alive: Vec::new(),
             final_instance_count: 0,
         }

@@ -49,6 +49,12 @@ pub enum Command {
     /// network follows (`start --chain`), include the transactions posted to it, and
     /// serve its RPC.
     SandboxChain(SandboxChainArgs),
+    /// Print this node's P2P public key (for the network file), creating the key in the
+    /// home if it has none.
+    P2pKey(HomeArgs),
+    /// Run a local signing network: a chain host and `--nodes` nodes as child processes,
+    /// printing every signature accepted on chain, until Ctrl-C.
+    Localnet(LocalnetArgs),
 }
 
 /// A node home.
@@ -127,6 +133,11 @@ pub struct StartArgs {
     /// chain store syncs every block from the host.
     #[arg(long, value_name = "URL")]
     pub chain: Option<String>,
+    /// Where this node's mesh listens for its peers (default: the P2P address the network
+    /// file lists for it). For a container that listens on 0.0.0.0 while its peers reach
+    /// it by name.
+    #[arg(long, value_name = "ADDR")]
+    pub p2p_listen: Option<std::net::SocketAddr>,
     /// Sandbox chain: revoke this node's image hash at this height.
     #[arg(long)]
     pub sandbox_revoke_image_hash_at: Option<u64>,
@@ -195,6 +206,31 @@ pub struct SandboxChainArgs {
     #[arg(long)]
     pub network: PathBuf,
     /// Budget for the whole shutdown sequence.
+    #[arg(long, default_value = "8s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// The chain's workload.
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// `localnet` options.
+#[derive(Debug, Args)]
+pub struct LocalnetArgs {
+    /// Where the network lives: `node-<i>/` homes, `chain-host/`, `network.json`, logs.
+    /// Created on first use and reused after.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Participants.
+    #[arg(long, default_value_t = 3, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub nodes: usize,
+    /// Signers needed for a signature.
+    #[arg(long, default_value_t = 2)]
+    pub threshold: u32,
+    /// Address of the chain host's RPC; its port P also places the nodes' ports (node i:
+    /// operations server P + 10 + i, mesh P + 20 + i, on 127.0.0.1).
+    #[arg(long, default_value = "127.0.0.1:3040")]
+    pub chain_listen: std::net::SocketAddr,
+    /// Each child's shutdown budget (`--shutdown-timeout` of each process).
     #[arg(long, default_value = "8s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
     /// The chain's workload.

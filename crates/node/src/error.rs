@@ -27,6 +27,10 @@ pub enum NodeError {
         /// The file-system error.
         source: std::io::Error,
     },
+    /// The signing side's secrets (P2P key, secrets key, key share) cannot be loaded:
+    /// unreadable, damaged, or sealed with another key (exit 3, nothing deleted).
+    #[error("{0}")]
+    Secrets(String),
     /// A setting or a file the operator provides is unusable (exit 2).
     #[error("{0}")]
     Config(String),
@@ -63,7 +67,7 @@ impl NodeError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             NodeError::Home(err) => err.exit_code(),
-            NodeError::Store(_) | NodeError::HomeFile { .. } => ExitCode::STORE,
+            NodeError::Store(_) | NodeError::HomeFile { .. } | NodeError::Secrets(_) => ExitCode::STORE,
             NodeError::Config(_) => ExitCode::USAGE,
             NodeError::Chain(mpc_chain::ChainError::Store(_))
             | NodeError::Indexer(IndexerError::Chain(mpc_chain::ChainError::Store(_))) => ExitCode::STORE,
@@ -108,6 +112,7 @@ mod tests {
         let io = std::io::Error::other("disk gone");
         assert_eq!(NodeError::home_file("cannot move data aside", io).exit_code(), ExitCode::STORE);
         assert_eq!(NodeError::NotStopped("indexer thread".into()).exit_code(), ExitCode::FATAL);
+        assert_eq!(NodeError::Secrets("key share undecryptable".into()).exit_code(), ExitCode::STORE);
         let listen = NodeError::Indexer(IndexerError::Listen(mpc_indexer::ListenError::StreamEnded));
         assert_eq!(listen.into_startup_reason().exit_code(), ExitCode::FATAL);
     }

@@ -76,6 +76,14 @@ impl IndexerSlot {
         IndexerSlot::Starting(Box::pin(startup))
     }
 
+    /// The node store, while a generation runs on it.
+    pub fn node_store(&self) -> Option<&Arc<Store>> {
+        match self {
+            IndexerSlot::Running(running) => Some(&running.node_store),
+            _ => None,
+        }
+    }
+
     /// Where the indexer side is, for the restart controller.
     pub fn stage(&self) -> Stage {
         match self {

@@ -9,6 +9,7 @@ mod admin_guard;
 mod admin_token;
 mod chain_host;
 mod check;
+mod children;
 mod cli;
 mod data_wipe;
 mod error;
@@ -16,6 +17,7 @@ mod generation;
 mod home;
 mod host_rpc;
 mod indexer_slot;
+mod localnet;
 mod logging;
 mod metrics;
 mod operator_signals;
@@ -26,6 +28,7 @@ mod restart_control;
 mod run_loop;
 mod sd_notify;
 mod shutdown;
+mod signing;
 mod startup;
 mod stores_closed;
 mod test_hooks;
@@ -84,8 +87,32 @@ pub fn main() -> ! {
             upgrade::rollback(&args.home)
         }
         Command::SandboxChain(args) => chain_host::run(args, deferred_signals),
+        Command::P2pKey(args) => {
+            deferred_signals.release();
+            print_p2p_key(&args.home)
+        }
+        Command::Localnet(args) => localnet::run(args, deferred_signals),
     };
     std::process::exit(code.0);
+}
+
+/// `mpc-node p2p-key`: prints the home's P2P public key, creating the key (and the home)
+/// if needed.
+fn print_p2p_key(home: &std::path::Path) -> ExitCode {
+    if let Err(err) = std::fs::create_dir_all(home) {
+        eprintln!("error: cannot create {}: {err}", home.display());
+        return ExitCode::STORE;
+    }
+    match mpc_signer::load_or_create_p2p_key(home) {
+        Ok(key) => {
+            println!("{}", hex::encode(key.verifying_key().to_bytes()));
+            ExitCode::GRACEFUL
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::STORE
+        }
+    }
 }
 
 fn run_start(

@@ -44,6 +44,54 @@ fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str], value
     let _ = registry.register(Box::new(vec));
 }
 
+/// The signing side's metrics, for a node that signs.
+fn render_signer(registry: &Registry, state: &OpsState) {
+    let Some(signer) = state.signing.handle.borrow().clone() else { return };
+    let status = signer.status();
+    let stats = signer.stats();
+    counter(
+        registry,
+        "mpc_signer_signatures_total",
+        "Signatures this node led, aggregated and verified",
+        stats.signatures as f64,
+    );
+    let failures: Vec<_> =
+        stats.failures.iter().map(|(kind, count)| (vec![(*kind).to_owned()], *count as f64)).collect();
+    counter_vec(
+        registry,
+        "mpc_signer_protocol_failures_total",
+        "Failed signing or key generation protocols, by kind",
+        &["kind"],
+        &failures,
+    );
+    gauge(registry, "mpc_signer_peers_connected", "Peers connected over the mesh", status.peers_connected as f64);
+    gauge(
+        registry,
+        "mpc_signer_key_loaded",
+        "1 once this node's key share is loaded",
+        f64::from(u8::from(status.public_key.is_some())),
+    );
+    let latency = [(vec!["0.5".to_owned()], stats.latency_p50_s), (vec!["0.99".to_owned()], stats.latency_p99_s)];
+    gauge_vec(
+        registry,
+        "mpc_signer_sign_latency_seconds",
+        "Request indexed on this node to signature verified, over its recent signatures as leader",
+        &["quantile"],
+        &latency,
+    );
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str], values: &[(Vec<String>, f64)]) {
+    let Ok(vec) = prometheus::CounterVec::new(Opts::new(name, help), labels) else { return };
+    for (label_values, value) in values {
+        let label_values: Vec<&str> = label_values.iter().map(String::as_str).collect();
+        if let Ok(counter) = vec.get_metric_with_label_values(&label_values) {
+            counter.inc_by(*value);
+        }
+    }
+    let _ = registry.register(Box::new(vec));
+}
+
 /// Renders every metric of the node.
 pub fn render(state: &OpsState) -> String {
     let registry = Registry::new();
@@ -98,6 +146,7 @@ pub fn render(state: &OpsState) -> String {
         "Sign requests committed by this process",
         mpc_indexer::counters::sign_requests_indexed() as f64,
     );
+    render_signer(&registry, state);
     let build = [(vec![env!("CARGO_PKG_VERSION").to_owned(), mpc_migrations::NODE_SCHEMA_VERSION.to_string()], 1.0)];
     gauge_vec(
         &registry,

@@ -54,6 +54,8 @@ pub struct OpsState {
     pub admin_guard: crate::admin_guard::AdminGuard,
     /// Restarts and the last restart's report.
     pub history: LifecycleHistory,
+    /// The signing side.
+    pub signing: crate::signing::SigningView,
 }
 
 /// Indexer progress as the endpoints show it.
@@ -74,6 +76,9 @@ impl OpsState {
         if let Some(view) = &*self.generation.borrow() {
             tasks.extend(view.indexer_tasks.snapshot());
             tasks.extend(view.watchers.snapshot());
+        }
+        if let Some(signer) = &*self.signing.handle.borrow() {
+            tasks.extend(signer.tasks());
         }
         tasks
     }

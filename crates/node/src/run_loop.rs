@@ -30,6 +30,7 @@ use crate::ops_state::{LifecycleHistory, OpsState};
 use crate::restart_control::{Decision, Event, RestartController};
 use crate::sd_notify::Notifier;
 use crate::shutdown::{ShutdownContext, shut_down};
+use crate::signing::{SignerParts, SigningSetup, SigningView, load_signing_setup, start_signer};
 use crate::startup::{StartupContext, start_node};
 use crate::test_hooks::TestHooks;
 
@@ -41,6 +42,7 @@ pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks:
     };
     let mut indexer = IndexerSlot::starting(start_node(startup));
     let mut restarts = RestartController::default();
+    let mut signer = None;
     let reason = loop {
         let event = tokio::select! {
             biased;
@@ -48,6 +50,9 @@ pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks:
             Some(token) = node.wipe_requests.recv() => Event::WipeTokenChanged(token),
             event = indexer.next_event(&node.history) => event,
         };
+        if matches!(event, Event::Started) {
+            signer = node.start_signer(&indexer);
+        }
         match restarts.decide(event, indexer.stage()) {
             Decision::Continue => {}
             Decision::Restart(request) => indexer.restart(request, &node.generation, node.timeout),
@@ -57,7 +62,7 @@ pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks:
     // The home stays claimed until the process ends (`_home_lock` lives to the end of
     // this function); the rest of the run loop's values are not needed any more.
     let Node { phase, root_token, node_tasks, ops_tasks, notifier, timeout, _home_lock, .. } = node;
-    let context = ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout };
+    let context = ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout, signer };
     let report = shut_down(reason, indexer, context).await;
     ExitCode(report.exit_code)
 }
@@ -75,8 +80,34 @@ struct Node {
     node_tasks: Supervisor,
     ops_tasks: Supervisor,
     notifier: Notifier,
+    /// The signing side's secrets until it starts (`--chain` only).
+    signing: Option<SigningSetup>,
+    /// Where the running signer is published for the operations server.
+    signer_handle: watch::Sender<Option<mpc_signer::SignerHandle>>,
+    /// The signing side's test hooks.
+    signer_hooks: mpc_signer::SignerTestHooks,
     /// Held until the process ends: the home stays claimed through the shutdown.
     _home_lock: HomeLock,
+}
+
+impl Node {
+    /// Starts the signing side once start-up handed over the node store (once per
+    /// process; `None` for a node without `--chain`).
+    fn start_signer(&mut self, indexer: &IndexerSlot) -> Option<mpc_signer::Signer> {
+        let node_store = indexer.node_store()?;
+        let setup = self.signing.take()?;
+        let parts = SignerParts {
+            node_store,
+            generations: &self.generation.view,
+            node_tasks: &self.node_tasks,
+            root_token: &self.root_token,
+            lifecycle: &self.generation.lifecycle,
+            hooks: self.signer_hooks.clone(),
+        };
+        let signer = start_signer(setup, &self.generation.args, parts);
+        self.signer_handle.send_replace(Some(signer.handle()));
+        Some(signer)
+    }
 }
 
 /// Everything before start-up, in the order that matters: the signal listener first
@@ -106,6 +137,11 @@ async fn set_up(
         tracing::error!(error = %err, "cannot claim the home");
         err.exit_code()
     })?;
+    let signing = load_signing_setup(&args).await.map_err(|err| {
+        tracing::error!(error = %err, "cannot load the signing keys");
+        err.exit_code()
+    })?;
+    let (signer_handle, signer_view) = watch::channel(None);
     let history = LifecycleHistory::default();
     let ops_tasks = Supervisor::new("ops", CancellationToken::new(), lifecycle.clone());
     let ops = OpsParts {
@@ -114,6 +150,7 @@ async fn set_up(
         node_tasks: &node_tasks,
         sender: &lifecycle,
         history: &history,
+        signing: SigningView { enabled: signing.is_some(), handle: signer_view },
     };
     start_ops_server(&args, ops, &ops_tasks).await.map_err(|error| {
         tracing::error!(%error, "cannot start the operations server");
@@ -125,6 +162,7 @@ async fn set_up(
         .spawn("sd_notify", move |cancel| crate::sd_notify::follow_phase(notifier_for_task, phase_changes, cancel));
 
     let timeout = args.shutdown_timeout;
+    let signer_hooks = test_hooks.signer.clone();
     let generation = GenerationContext {
         args: Arc::new(args),
         phase: phase.clone(),
@@ -152,6 +190,9 @@ async fn set_up(
         node_tasks,
         ops_tasks,
         notifier,
+        signing,
+        signer_handle,
+        signer_hooks,
         _home_lock: home_lock,
     };
     Ok((node, startup))
@@ -164,6 +205,7 @@ struct OpsParts<'a> {
     node_tasks: &'a Supervisor,
     sender: &'a LifecycleSender,
     history: &'a LifecycleHistory,
+    signing: SigningView,
 }
 
 /// Loads the admin token, binds `--web-addr` and starts the operations server on its
@@ -178,6 +220,7 @@ async fn start_ops_server(args: &StartArgs, parts: OpsParts<'_>, ops_tasks: &Sup
         admin_token: Arc::new(load_or_create_admin_token(&Home::new(&args.home))?),
         admin_guard: crate::admin_guard::AdminGuard::default(),
         history: parts.history.clone(),
+        signing: parts.signing,
     };
     let listener = tokio::net::TcpListener::bind(args.web_addr)
         .await

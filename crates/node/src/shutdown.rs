@@ -1,6 +1,9 @@
 //! The shutdown sequence: the same for every reason, timed phase by phase.
 //!
 //! Order matters (docs/architecture.md): readiness goes first (no new traffic), then the
+//! signing side (no new protocols, the ones in flight finish or are abandoned within
+//! its bound, the peers are told, its tasks joined: while it drains, the indexer still
+//! runs for the members that wait for their own chain), then the
 //! root token (everything starts draining at once), then node tasks, then the indexer
 //! generation (its thread, whose monitors release `Arc<IndexerState>`, then its actor
 //! system, which lets go of the chain store), then the operations server, then the
@@ -36,12 +39,14 @@ pub struct ShutdownContext {
     pub notifier: Notifier,
     /// Budget for the whole sequence (`--shutdown-timeout`).
     pub timeout: Duration,
+    /// The signing side, if it runs.
+    pub signer: Option<mpc_signer::Signer>,
 }
 
 /// Runs the sequence for `reason`, stopping whatever `indexer` holds, and returns the
 /// report (already logged).
 pub async fn shut_down(reason: ShutdownReason, indexer: IndexerSlot, context: ShutdownContext) -> ShutdownReport {
-    let ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout } = context;
+    let ShutdownContext { phase, root_token, node_tasks, ops_tasks, notifier, timeout, signer } = context;
     let deadline = Deadline::after(timeout);
     tracing::info!(%reason, timeout_ms = timeout.as_millis() as u64, "shutdown sequence started");
     let mut report = ShutdownReport::new(reason);
@@ -54,6 +59,10 @@ pub async fn shut_down(reason: ShutdownReason, indexer: IndexerSlot, context: Sh
             notifier.extend_timeout(timeout + ABORT_GRACE);
         })
         .await;
+    let signer_stop = match signer {
+        Some(signer) => timings.phase("stop_signer", signer.stop(deadline.remaining())).await,
+        None => mpc_signer::SignerStop::default(),
+    };
     timings.phase("cancel_root_token", async { root_token.cancel() }).await;
     let node_drain = timings.phase("drain_node_tasks", drain(&node_tasks, deadline.remaining())).await;
 
@@ -79,7 +88,8 @@ pub async fn shut_down(reason: ShutdownReason, indexer: IndexerSlot, context: Sh
         report.aborted_tasks.extend(stop.aborted);
         report.not_stopped.extend(stop.not_stopped);
     }
-    report.aborted_tasks.extend(node_drain.aborted.into_iter().chain(ops_drain.aborted));
+    report.aborted_tasks.extend(node_drain.aborted.into_iter().chain(ops_drain.aborted).chain(signer_stop.aborted));
+    report.abandoned_protocols = signer_stop.abandoned;
     if let Err(open) = closed {
         report.holders_alive = open.0.iter().map(ToString::to_string).collect();
     }
@@ -210,6 +220,7 @@ mod tests {
             ops_tasks: Supervisor::new("ops", CancellationToken::new(), lifecycle),
             notifier: Notifier::from_environment(),
             timeout: Duration::from_millis(300),
+            signer: None,
         };
         let signal = ShutdownReason::Signal { signal: OperatorSignal::Terminate };
         let report = tokio::time::timeout(Duration::from_secs(30), shut_down(signal, slot, shutdown)).await.unwrap();

@@ -26,11 +26,14 @@ pub struct TestHooks {
     hold_after_node_store_open: Option<Duration>,
     /// `MPC_TEST_HANG_MONITOR=name` and `MPC_TEST_FAIL_LISTEN_AFTER_BLOCKS=N`.
     pub indexer: IndexerTestHooks,
+    /// `MPC_TEST_LIE_AS_LEADER=1`.
+    pub signer: mpc_signer::SignerTestHooks,
 }
 
 impl TestHooks {
     /// Reads every hook from the environment and arms the store's crash point
-    /// (`MPC_TEST_CRASH_AT=POINT[@SUBJECT]`); a malformed hook is a usage error.
+    /// (`MPC_TEST_CRASH_AT=POINT[@SUBJECT]`, the store's and the signing side's points);
+    /// a malformed hook is a usage error.
     #[cfg(feature = "test-hooks")]
     pub fn from_environment() -> Result<Self, NodeError> {
         fn number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, NodeError> {
@@ -46,6 +49,7 @@ impl TestHooks {
                 mpc_store::crash_points::STORE_POINTS,
                 crate::data_wipe::CRASH_POINTS,
                 crate::admin_token::CRASH_POINTS,
+                mpc_signer::CRASH_POINTS,
             ];
             mpc_store::crash_points::arm(&spec, &known)
                 .map_err(|err| NodeError::Config(format!("MPC_TEST_CRASH_AT: {err}")))?;
@@ -57,6 +61,7 @@ impl TestHooks {
                 hang_monitor: std::env::var("MPC_TEST_HANG_MONITOR").ok(),
                 fail_listen_after_blocks: number("MPC_TEST_FAIL_LISTEN_AFTER_BLOCKS")?,
             },
+            signer: mpc_signer::SignerTestHooks::from_environment(),
         })
     }
 

@@ -1,7 +1,8 @@
 //! The operations HTTP server (axum), bound to `--web-addr`.
 //!
 //! `/healthz` answers while the process runs its loop; `/readyz` is 200 only in the
-//! `ready` phase and 503 from the instant a shutdown or restart begins; `/metrics` and
+//! `ready` phase (and, for a signing node, with its key loaded and enough peers) and 503
+//! from the instant a shutdown or restart begins; `/metrics` and
 //! `/debug/lifecycle` describe the same snapshot. The admin endpoints send into the same
 //! shutdown channel as signals and require the bearer token from `<home>/admin-token`
 //! on every address, and are locked for a while after repeated failures. The server
@@ -53,10 +54,19 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready in the `ready` phase, and for a signing node also with its key loaded and
+/// `threshold - 1` peers connected; the body says which of the two holds it back.
 async fn readyz(State(state): State<OpsState>) -> Response {
     let phase = state.phase.current();
-    let status = if state.phase.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, format!("{}\n", phase.name())).into_response()
+    match state.signing.not_ready_because() {
+        Some(why) if state.phase.is_ready() => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{}; signing not ready: {why}\n", phase.name())).into_response()
+        }
+        _ => {
+            let status = if state.phase.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            (status, format!("{}\n", phase.name())).into_response()
+        }
+    }
 }
 
 async fn metrics(State(state): State<OpsState>) -> Response {
@@ -72,6 +82,7 @@ async fn debug_lifecycle(State(state): State<OpsState>) -> Json<serde_json::Valu
         "indexer": state.progress(),
         "restarts": state.history.restarts(),
         "last_report": state.history.last_restart(),
+        "signer": state.signing.handle.borrow().as_ref().map(|signer| signer.status()),
     }))
 }
 

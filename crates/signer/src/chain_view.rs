@@ -1,0 +1,157 @@
+//! What the signing side knows of the chain: only what this node's own indexer wrote to
+//! its node store. The contract's state (participants, threshold, key), the sign
+//! requests, and which of them have an accepted response. Nothing here asks a peer or
+//! the chain host: a follower signs only what its own chain shows.
+
+use std::sync::Arc;
+
+use mpc_chain::host::Participant;
+use mpc_migrations::layout::{CONTRACT_STATE_MONITOR, Hash32, SignRequestRecord, monitor_key};
+use mpc_store::{Column, Store, StoreHolder, StoreResult};
+
+/// Where the contract is, as this node's chain shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContractState {
+    /// Waiting for the participants' votes on a key.
+    Initializing,
+    /// Serving sign requests under `public_key`.
+    Running,
+}
+
+/// The contract's `state` view, as the indexer's monitor recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractView {
+    /// Initializing or running.
+    pub state: ContractState,
+    /// Signers needed for a signature.
+    pub threshold: u16,
+    /// Every participant, in the contract's order (which gives each its FROST
+    /// identifier: position + 1).
+    pub participants: Vec<Participant>,
+    /// The network's key (64 hex digits) once running.
+    pub public_key: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawView {
+    state: String,
+    threshold: u16,
+    participants: Vec<Participant>,
+    public_key: Option<String>,
+}
+
+impl ContractView {
+    /// The participant whose P2P key is `key`, if any.
+    pub fn participant_with_key(&self, key: &[u8; 32]) -> Option<&Participant> {
+        let key = hex::encode(key);
+        self.participants.iter().find(|participant| participant.p2p_public_key == key)
+    }
+
+    /// The FROST identifier of `account` (its position in the contract, from 1).
+    pub fn identifier_of(&self, account: &str) -> Option<frost_ed25519::Identifier> {
+        let position = self.participants.iter().position(|participant| participant.account_id == account)?;
+        frost_ed25519::Identifier::try_from(position as u16 + 1).ok()
+    }
+
+    /// The account of FROST identifier `identifier`.
+    pub fn account_of(&self, identifier: &frost_ed25519::Identifier) -> Option<&str> {
+        self.participants
+            .iter()
+            .enumerate()
+            .find(|(position, _)| frost_ed25519::Identifier::try_from(*position as u16 + 1).ok() == Some(*identifier))
+            .map(|(_, participant)| participant.account_id.as_str())
+    }
+}
+
+/// A sign request waiting for a signature, with its place in the node store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedRequest {
+    /// Its key in `SignRequests`: (height, index), in chain order.
+    pub key: [u8; 12],
+    /// The request's id.
+    pub request_id: [u8; 32],
+    /// The bytes to sign.
+    pub payload: Vec<u8>,
+    /// The block that carried it.
+    pub height: u64,
+}
+
+/// Reads the node store; a named holder of it, so a stalled shutdown names the signer.
+#[derive(Clone)]
+pub struct ChainView {
+    store: Arc<StoreHolder>,
+}
+
+impl ChainView {
+    /// A view over `store`, held as `holder`.
+    pub fn new(store: &Arc<Store>, holder: &str) -> ChainView {
+        ChainView { store: Arc::new(store.holder(holder)) }
+    }
+
+    /// The contract's state, once the monitor has seen it in the shape of a chain
+    /// host's contract (an embedded chain's contract has no participants to sign with).
+    pub fn contract(&self) -> StoreResult<Option<ContractView>> {
+        let Some(bytes) = self.store.get(Column::Misc, monitor_key(CONTRACT_STATE_MONITOR))? else { return Ok(None) };
+        let Ok(raw) = serde_json::from_slice::<RawView>(&bytes) else { return Ok(None) };
+        let state = match raw.state.as_str() {
+            "initializing" => ContractState::Initializing,
+            "running" => ContractState::Running,
+            _ => return Ok(None),
+        };
+        Ok(Some(ContractView {
+            state,
+            threshold: raw.threshold,
+            participants: raw.participants,
+            public_key: raw.public_key,
+        }))
+    }
+
+    /// The request `request_id`, if this node's chain has it.
+    pub fn request(&self, request_id: &[u8; 32]) -> StoreResult<Option<IndexedRequest>> {
+        let Some(key) = self.store.get(Column::SignRequestsById, request_id)? else { return Ok(None) };
+        let Some(record) = self.store.get_json::<SignRequestRecord>(Column::SignRequests, &key)? else {
+            return Ok(None);
+        };
+        let Ok(key) = <[u8; 12]>::try_from(key.as_slice()) else { return Ok(None) };
+        Ok(indexed_request(key, record))
+    }
+
+    /// Whether the request has an accepted response on this node's chain.
+    pub fn is_answered(&self, request_id: &[u8; 32]) -> StoreResult<bool> {
+        Ok(self.store.get(Column::SignResponses, request_id)?.is_some())
+    }
+
+    /// Up to `limit` requests after `after` (from the first with `None`), in chain
+    /// order, answered or not.
+    pub fn requests_after(&self, after: Option<[u8; 12]>, limit: usize) -> StoreResult<Vec<IndexedRequest>> {
+        let mut requests = Vec::new();
+        for entry in self.store.iter(Column::SignRequests, after.as_ref().map(|key| key.as_slice()))? {
+            let (key, value) = entry?;
+            let Ok(key) = <[u8; 12]>::try_from(&*key) else { continue };
+            if Some(key) == after {
+                continue;
+            }
+            if let Ok(record) = serde_json::from_slice::<SignRequestRecord>(&value)
+                && let Some(request) = indexed_request(key, record)
+            {
+                requests.push(request);
+            }
+            if requests.len() >= limit {
+                break;
+            }
+        }
+        Ok(requests)
+    }
+
+    /// The store, for the durable records of the signing side (the key generation's
+    /// attempt counter).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+fn indexed_request(key: [u8; 12], record: SignRequestRecord) -> Option<IndexedRequest> {
+    let payload = hex::decode(&record.payload).ok()?;
+    let Hash32(request_id) = record.request_id;
+    Some(IndexedRequest { key, request_id, payload, height: record.height })
+}

@@ -1,0 +1,248 @@
+//! The requests this node may have to sign, and the sessions it leads for them.
+//!
+//! Pending requests are rebuilt from the node store at every start (every indexed
+//! request without an accepted response) and followed as the indexer adds blocks;
+//! nothing about them lives only in memory. A request is done for every node once its
+//! accepted response is on this node's chain. This node leads a request when its live
+//! rank's delay has passed (`schedule`), tries at most [`MAX_ATTEMPTS`] times with
+//! backoff, leaving out a member that failed, and logs every failed try and the
+//! giving up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mpc_chain::host::{Action, SignedTransaction};
+use rand::RngCore;
+use tokio::sync::mpsc;
+
+use super::SigningContext;
+use super::leader::{SessionError, lead};
+use super::schedule::{lead_after, members};
+use crate::chain_view::IndexedRequest;
+use crate::stats::FailureKind;
+
+/// Tries of one request by this node as its leader.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// How long a submitted response may take to show on this node's chain before the
+/// request is signed again.
+pub const RESPONSE_WAIT: Duration = Duration::from_secs(10);
+/// Sessions this node leads at once.
+pub const MAX_LEADING: usize = 64;
+/// Tries of one `respond` submission.
+const SUBMIT_ATTEMPTS: u32 = 5;
+/// How often the pending requests are looked at without a new block.
+const TICK: Duration = Duration::from_millis(50);
+/// Requests read from the store per scan step.
+const SCAN_BATCH: usize = 1024;
+
+/// A request this node may have to sign.
+struct Pending {
+    request: IndexedRequest,
+    indexed_at: Instant,
+    attempts: u32,
+    excluded: Vec<String>,
+    state: PendingState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingState {
+    /// Waiting for this node's turn, or for a retry at the instant.
+    Waiting { not_before: Instant },
+    /// A session this node leads is in flight.
+    Leading,
+    /// This node's response was acknowledged at the instant; waiting to see it.
+    Submitted { at: Instant },
+    /// Out of tries.
+    GaveUp,
+}
+
+/// How a led session ended.
+enum Led {
+    /// The signature verified and the host acknowledged the response.
+    Submitted,
+    /// The session failed.
+    Failed(SessionError),
+    /// The signature was made but not acknowledged.
+    NotSubmitted(String),
+}
+
+/// Follows the pending requests and leads their sessions until the intake stops.
+pub async fn coordinate(context: Arc<SigningContext>) -> Result<(), String> {
+    let mut pending: BTreeMap<[u8; 12], Pending> = BTreeMap::new();
+    let mut scanned: Option<[u8; 12]> = None;
+    let (outcomes, mut finished) = mpsc::channel::<([u8; 12], Led)>(MAX_LEADING);
+    let mut indexed = context.indexed.clone();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading = 0usize;
+    loop {
+        tokio::select! {
+            biased;
+            _ = context.protocols.stopped_accepting() => return Ok(()),
+            Some((key, led)) = finished.recv() => {
+                leading -= 1;
+                if let Some(entry) = pending.get_mut(&key) {
+                    settle(&context, entry, led);
+                }
+            }
+            changed = indexed.changed() => if changed.is_err() { return Ok(()) },
+            _ = tick.tick() => {}
+        }
+        scan(&context, &mut pending, &mut scanned)?;
+        let live = live_participants(&context);
+        let live: Vec<&str> = live.iter().map(String::as_str).collect();
+        let now = Instant::now();
+        let mut answered = Vec::new();
+        for (key, entry) in pending.iter_mut() {
+            // A request whose session is in flight stays until its outcome is in.
+            if entry.state == PendingState::Leading {
+                continue;
+            }
+            if context.chain.is_answered(&entry.request.request_id).map_err(|err| err.to_string())? {
+                answered.push(*key);
+                continue;
+            }
+            match entry.state {
+                PendingState::Leading | PendingState::GaveUp => continue,
+                PendingState::Submitted { at } if now.duration_since(at) < RESPONSE_WAIT => continue,
+                PendingState::Submitted { .. } => {
+                    tracing::warn!(
+                        request = %hex::encode(entry.request.request_id),
+                        "the submitted response is not on this node's chain in time; signing again"
+                    );
+                    entry.attempts += 1;
+                    entry.state = PendingState::Waiting { not_before: now };
+                }
+                PendingState::Waiting { not_before } if now < not_before => continue,
+                PendingState::Waiting { .. } => {}
+            }
+            if entry.attempts >= MAX_ATTEMPTS {
+                tracing::error!(
+                    request = %hex::encode(entry.request.request_id), attempts = entry.attempts,
+                    "giving up leading this request (another participant may still answer it)"
+                );
+                entry.state = PendingState::GaveUp;
+                continue;
+            }
+            let Some(delay) = lead_after(&entry.request.request_id, &live, &context.me) else { continue };
+            if now.duration_since(entry.indexed_at) < delay || leading >= MAX_LEADING {
+                continue;
+            }
+            let peers: Vec<&str> = live.iter().copied().filter(|account| *account != context.me).collect();
+            let count = usize::from(context.contract.threshold).saturating_sub(1);
+            let chosen: Vec<String> = members(&entry.request.request_id, &peers, &entry.excluded, count)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            if chosen.len() < count {
+                // Too few live participants: wait for peers rather than count tries.
+                entry.state = PendingState::Waiting { not_before: now + Duration::from_millis(500) };
+                continue;
+            }
+            let description =
+                format!("sign {} (leader, with {})", hex::encode(entry.request.request_id), chosen.join(", "));
+            let (session_context, request, outcomes, key) =
+                (context.clone(), entry.request.clone(), outcomes.clone(), *key);
+            let indexed_at = entry.indexed_at;
+            let started = context.protocols.spawn(description, async move {
+                let led = lead_and_submit(&session_context, &request, &chosen, indexed_at).await;
+                let _ = outcomes.send((key, led)).await;
+            });
+            if started {
+                entry.state = PendingState::Leading;
+                leading += 1;
+            }
+        }
+        for key in answered {
+            pending.remove(&key);
+        }
+    }
+}
+
+/// Adds the requests indexed since the last scan; answered ones are skipped.
+fn scan(
+    context: &SigningContext,
+    pending: &mut BTreeMap<[u8; 12], Pending>,
+    scanned: &mut Option<[u8; 12]>,
+) -> Result<(), String> {
+    loop {
+        let batch = context.chain.requests_after(*scanned, SCAN_BATCH).map_err(|err| err.to_string())?;
+        let full = batch.len() == SCAN_BATCH;
+        for request in batch {
+            *scanned = Some(request.key);
+            if !context.chain.is_answered(&request.request_id).map_err(|err| err.to_string())? {
+                let now = Instant::now();
+                pending.insert(
+                    request.key,
+                    Pending {
+                        request,
+                        indexed_at: now,
+                        attempts: 0,
+                        excluded: Vec::new(),
+                        state: PendingState::Waiting { not_before: now },
+                    },
+                );
+            }
+        }
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// This node and its connected peers.
+fn live_participants(context: &SigningContext) -> Vec<String> {
+    let mut live: Vec<String> = context.mesh.connected().into_iter().collect();
+    live.push(context.me.clone());
+    live
+}
+
+/// Records how a led session ended on its request.
+fn settle(context: &SigningContext, entry: &mut Pending, led: Led) {
+    let request = hex::encode(entry.request.request_id);
+    match led {
+        Led::Submitted => {
+            entry.state = PendingState::Submitted { at: Instant::now() };
+            return;
+        }
+        Led::Failed(error) => {
+            context.stats.failed(error.kind());
+            if let Some(member) = error.member() {
+                entry.excluded.push(member.to_owned());
+            }
+            tracing::warn!(%request, attempt = entry.attempts + 1, attempts = MAX_ATTEMPTS, %error, "signing session failed");
+        }
+        Led::NotSubmitted(error) => {
+            context.stats.failed(FailureKind::Submit);
+            tracing::warn!(%request, attempt = entry.attempts + 1, attempts = MAX_ATTEMPTS, %error, "response not acknowledged");
+        }
+    }
+    entry.attempts += 1;
+    let backoff = Duration::from_millis(200) * 2u32.pow(entry.attempts.min(5));
+    entry.state = PendingState::Waiting { not_before: Instant::now() + backoff };
+}
+
+/// Leads one session and submits its signature as a `respond` transaction; the sign
+/// latency counted is from `indexed_at` to the verified signature.
+async fn lead_and_submit(
+    context: &SigningContext,
+    request: &IndexedRequest,
+    members: &[String],
+    indexed_at: Instant,
+) -> Led {
+    let signature = match lead(context, request, members).await {
+        Ok(signature) => signature,
+        Err(error) => return Led::Failed(error),
+    };
+    context.stats.signed(indexed_at.elapsed());
+    let action = Action::Respond { request_id: hex::encode(request.request_id), signature: hex::encode(signature) };
+    let transaction = SignedTransaction::sign(&context.me, &context.p2p_key, rand::rngs::OsRng.next_u64(), action);
+    match context.host.submit_with_retries(&transaction, SUBMIT_ATTEMPTS, context.protocols.abandon_token()).await {
+        Ok(_) => {
+            tracing::debug!(request = %hex::encode(request.request_id), "response submitted");
+            Led::Submitted
+        }
+        Err(error) => Led::NotSubmitted(error.to_string()),
+    }
+}

@@ -1,0 +1,105 @@
+//! What the signing side counts, for `/metrics` and the logs: read as a snapshot, never
+//! pushed anywhere as it happens.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Latencies kept for the quantiles: the most recent signatures.
+const LATENCY_WINDOW: usize = 1024;
+
+/// Why a protocol failed, as `/metrics` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FailureKind {
+    /// A member did not answer within the bound.
+    MemberTimeout,
+    /// A member refused (its chain does not have the request, or it is stopping).
+    MemberRefused,
+    /// Too few live participants for a signing set.
+    NoSigningSet,
+    /// The shares did not aggregate, or the signature did not verify.
+    InvalidSignature,
+    /// The `respond` transaction was not acknowledged.
+    Submit,
+    /// A peer sent a message that breaks the protocol (garbage, out of order, unknown
+    /// session, a payload not on this node's chain).
+    PeerProtocol,
+    /// A key generation attempt failed.
+    KeyGeneration,
+}
+
+impl FailureKind {
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::MemberTimeout => "member_timeout",
+            FailureKind::MemberRefused => "member_refused",
+            FailureKind::NoSigningSet => "no_signing_set",
+            FailureKind::InvalidSignature => "invalid_signature",
+            FailureKind::Submit => "submit",
+            FailureKind::PeerProtocol => "peer_protocol",
+            FailureKind::KeyGeneration => "key_generation",
+        }
+    }
+}
+
+/// The signing side's counters.
+#[derive(Debug, Default)]
+pub struct SignerStats {
+    signatures: AtomicU64,
+    failures: Mutex<BTreeMap<FailureKind, u64>>,
+    latencies: Mutex<VecDeque<Duration>>,
+}
+
+/// A copy of the counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsSnapshot {
+    /// Signatures this node aggregated, verified and had acknowledged by the host.
+    pub signatures: u64,
+    /// Protocol failures by kind.
+    pub failures: Vec<(&'static str, u64)>,
+    /// Sign latency (request indexed on this node → signature aggregated), seconds, at
+    /// the 50th and 99th percentiles of the most recent signatures.
+    pub latency_p50_s: f64,
+    /// See `latency_p50_s`.
+    pub latency_p99_s: f64,
+}
+
+impl SignerStats {
+    /// Counts a signature that took `latency` from the request's indexing.
+    pub fn signed(&self, latency: Duration) {
+        self.signatures.fetch_add(1, Ordering::Relaxed);
+        let mut latencies = self.latencies.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if latencies.len() == LATENCY_WINDOW {
+            latencies.pop_front();
+        }
+        latencies.push_back(latency);
+    }
+
+    /// Counts a failure of `kind`.
+    pub fn failed(&self, kind: FailureKind) {
+        *self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(kind).or_default() += 1;
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut latencies: Vec<Duration> =
+            self.latencies.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().copied().collect();
+        latencies.sort();
+        let quantile = |q: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+            latencies[index].as_secs_f64()
+        };
+        StatsSnapshot {
+            signatures: self.signatures.load(Ordering::Relaxed),
+            failures: failures.iter().map(|(kind, count)| (kind.name(), *count)).collect(),
+            latency_p50_s: quantile(0.5),
+            latency_p99_s: quantile(0.99),
+        }
+    }
+}
