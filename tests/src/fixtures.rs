@@ -1,7 +1,7 @@
 //! Homes and stores prepared for a test: a home indexed to a height, and stores
 //! rewritten as older binaries left them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::node_process::{NodeProcess, START_PATIENCE};
@@ -62,4 +62,36 @@ pub fn home_indexed_to(height: u64, args: &[String]) -> tempfile::TempDir {
     }
     node.stop_gracefully();
     home
+}
+
+/// The write-ahead logs of the store at `store`, oldest first (RocksDB numbers them in
+/// the order it writes them).
+pub fn logs(store: &Path) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(store)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+/// The newest write-ahead log of the store at `store` that holds a few commits, for
+/// damage in its middle.
+pub fn newest_log(store: &Path) -> PathBuf {
+    logs(store)
+        .into_iter()
+        .rfind(|path| std::fs::metadata(path).is_ok_and(|metadata| metadata.len() > 4096))
+        .unwrap_or_else(|| panic!("no write-ahead log with commits in {}", store.display()))
+}
+
+/// Flips bytes in the middle of `log`, as a disk error would.
+pub fn damage_the_middle(log: &Path) {
+    let mut bytes = std::fs::read(log).unwrap();
+    let middle = bytes.len() / 2;
+    for byte in &mut bytes[middle..middle + 8] {
+        *byte ^= 0xa5;
+    }
+    std::fs::write(log, bytes).unwrap();
 }

@@ -111,9 +111,13 @@ impl SigningNetwork {
         self.dir.path().join(format!("node-{index}"))
     }
 
-    /// Starts participant `index`'s node with extra environment `env`.
+    /// Starts participant `index`'s node with extra environment `env`; it journals what
+    /// it does with its presignatures ([`SigningNetwork::journals`]).
     pub fn start(&mut self, index: usize, env: &[(&str, &str)]) -> &mut NodeProcess {
-        let node = NodeProcess::start(&self.home(index), &follower_args(self.rpc), env);
+        let journal = self.journal_path(index).display().to_string();
+        let mut env = env.to_vec();
+        env.push(("MPC_TEST_JOURNAL", &journal));
+        let node = NodeProcess::start(&self.home(index), &follower_args(self.rpc), &env);
         self.nodes[index] = Some(node);
         self.node(index)
     }
@@ -269,6 +273,8 @@ pub struct Answered {
     pub responder: String,
     /// The height of the response.
     pub answered_at: u64,
+    /// Each signer's nonce commitments (`SigningCommitments`, hex), by account.
+    pub commitments: BTreeMap<String, String>,
 }
 
 /// The answered requests among `requests` (from `/v1/requests`).
@@ -287,28 +293,60 @@ pub fn answered(requests: &[serde_json::Value]) -> Vec<Answered> {
                 signature,
                 responder: response["responder"].as_str().unwrap().to_owned(),
                 answered_at: response["height"].as_u64().unwrap(),
+                commitments: serde_json::from_value(response["commitments"].clone()).unwrap_or_default(),
             }
         })
         .collect()
 }
 
-/// Checks what only the chain says: each signature verifies under `key` (ed25519-dalek,
-/// strictly, and Python's `cryptography`), and no two signatures share an R (a nonce
-/// used twice). Returns the responders' counts.
-pub fn assert_signatures_valid_and_nonces_distinct(
-    answered: &[Answered],
-    key: &VerifyingKey,
-) -> BTreeMap<String, usize> {
-    let mut nonces = BTreeSet::new();
-    let mut responders = BTreeMap::new();
-    for answer in answered {
-        key.verify_strict(&answer.payload, &Signature::from_bytes(&answer.signature))
-            .unwrap_or_else(|_| panic!("the signature of {} does not verify", answer.request_id));
-        assert!(nonces.insert(answer.signature[..32].to_vec()), "R of {} was used before", answer.request_id);
-        *responders.entry(answer.responder.clone()).or_insert(0) += 1;
+impl SigningNetwork {
+    /// Checks what only the chain says: each signature verifies under `key` (ed25519-dalek,
+    /// strictly, and Python's `cryptography`); no two signatures share an R; and, since
+    /// a FROST R differs per message even from the same nonces, the nonce commitments
+    /// each response published: R must be the group commitment they make over the
+    /// payload (FROST's own computation, so they are the nonces really used), and no
+    /// signer's hiding commitment may appear in two responses (a nonce used twice).
+    /// Returns the responders' counts.
+    pub fn assert_signatures_valid_and_nonces_distinct(
+        &self,
+        answered: &[Answered],
+        key: &VerifyingKey,
+    ) -> BTreeMap<String, usize> {
+        let mut nonces = BTreeSet::new();
+        let mut commitments_seen = BTreeSet::new();
+        let mut responders = BTreeMap::new();
+        let group_key = frost_ed25519::VerifyingKey::deserialize(&key.to_bytes()).unwrap();
+        for answer in answered {
+            key.verify_strict(&answer.payload, &Signature::from_bytes(&answer.signature))
+                .unwrap_or_else(|_| panic!("the signature of {} does not verify", answer.request_id));
+            assert!(nonces.insert(answer.signature[..32].to_vec()), "R of {} was used before", answer.request_id);
+            assert!(!answer.commitments.is_empty(), "the response to {} published no commitments", answer.request_id);
+            let mut by_identifier = BTreeMap::new();
+            for (account, hex_commitments) in &answer.commitments {
+                let position = self.config.participants.iter().position(|p| &p.account_id == account).unwrap();
+                let identifier = frost_ed25519::Identifier::try_from(position as u16 + 1).unwrap();
+                let commitments =
+                    frost_ed25519::round1::SigningCommitments::deserialize(&hex::decode(hex_commitments).unwrap())
+                        .unwrap();
+                let hiding = commitments.hiding().serialize().unwrap();
+                assert!(
+                    commitments_seen.insert((account.clone(), hiding)),
+                    "{account}'s nonce of the response to {} served another signature before",
+                    answer.request_id
+                );
+                by_identifier.insert(identifier, commitments);
+            }
+            let package = frost_ed25519::SigningPackage::new(by_identifier, &answer.payload);
+            let factors = frost_core::compute_binding_factor_list(&package, &group_key, &[]).unwrap();
+            let group_commitment = frost_core::compute_group_commitment(&package, &factors).unwrap();
+            let r =
+                <frost_ed25519::Ed25519Group as frost_core::Group>::serialize(&group_commitment.to_element()).unwrap();
+            assert_eq!(r.as_slice(), &answer.signature[..32], "R of {} is not its commitments'", answer.request_id);
+            *responders.entry(answer.responder.clone()).or_insert(0) += 1;
+        }
+        verify_with_python(answered, key);
+        responders
     }
-    verify_with_python(answered, key);
-    responders
 }
 
 /// Verifies every signature with the Python `cryptography` package's Ed25519 verifier
@@ -501,5 +539,121 @@ impl TestPeer {
             self.framed = None;
         }
         open
+    }
+}
+
+/// What the nodes' test journals (`MPC_TEST_JOURNAL`, one file per node) say they did
+/// with their presignatures: the check that no presignature served two requests,
+/// independent of the chain's.
+#[derive(Debug, Default)]
+pub struct Journals {
+    /// Per (owner, id), every request a share was made for, from any node.
+    pub uses: BTreeMap<(String, u64), BTreeSet<String>>,
+    /// Per node index, the id blocks it reserved, in order: (from, until).
+    pub reserved: BTreeMap<usize, Vec<(u64, u64)>>,
+    /// Per node index, the ids of presignatures it stored as owner, in order.
+    pub stored: BTreeMap<usize, Vec<u64>>,
+    /// Every secret nonce made: (owner, id, hiding, binding), 32 bytes each.
+    pub nonces: Vec<(String, u64, Vec<u8>, Vec<u8>)>,
+    /// Per member index, the (owner, id) whose nonces it deleted as orphans.
+    pub collected: BTreeMap<usize, Vec<(String, u64)>>,
+}
+
+impl SigningNetwork {
+    /// The journal file of node `index`.
+    pub fn journal_path(&self, index: usize) -> PathBuf {
+        self.dir.path().join(format!("journal-node-{index}.log"))
+    }
+
+    /// Reads every node's journal.
+    pub fn journals(&self) -> Journals {
+        let mut journals = Journals::default();
+        for index in 0..self.nodes.len() {
+            let text = std::fs::read_to_string(self.journal_path(index)).unwrap_or_default();
+            for line in text.lines() {
+                let words: Vec<&str> = line.split(' ').collect();
+                match words.as_slice() {
+                    ["share", owner, id, request] => {
+                        let key = (owner.to_string(), id.parse().unwrap());
+                        journals.uses.entry(key).or_default().insert(request.to_string());
+                    }
+                    ["reserved", from, until] => journals
+                        .reserved
+                        .entry(index)
+                        .or_default()
+                        .push((from.parse().unwrap(), until.parse().unwrap())),
+                    ["stored", _, id] => journals.stored.entry(index).or_default().push(id.parse().unwrap()),
+                    ["nonces", owner, id, hiding, binding] => journals.nonces.push((
+                        owner.to_string(),
+                        id.parse().unwrap(),
+                        hex::decode(hiding).unwrap(),
+                        hex::decode(binding).unwrap(),
+                    )),
+                    ["collected", owner, ids @ ..] => {
+                        let ids = ids.join(" ");
+                        for id in ids.trim_matches(|c| c == '[' || c == ']').split(", ").filter(|id| !id.is_empty()) {
+                            journals.collected.entry(index).or_default().push((owner.to_string(), id.parse().unwrap()));
+                        }
+                    }
+                    _ => panic!("node {index}: unknown journal line {line:?}"),
+                }
+            }
+        }
+        journals
+    }
+}
+
+impl SigningNetwork {
+    /// Waits for the requests up to 10 blocks past the head to be answered, stops every
+    /// node, checks every home (`mpc-node check`, the asset store included), and checks
+    /// the chain (every signature valid, every R distinct) and the journals (ids unique,
+    /// no presignature used twice). Returns how many presignatures were used.
+    pub fn stop_and_check_everything(&mut self, key: &VerifyingKey) -> usize {
+        let requests = self.wait_answered_up_to(self.head() + 10, ANSWER_PATIENCE);
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].is_some() {
+                self.stop(index);
+            }
+            let checked = crate::check(&self.home(index));
+            assert_eq!(checked.code, 0, "node {index}:\n{}", checked.output);
+            assert!(checked.output.contains("asset store:"), "{}", checked.output);
+        }
+        self.assert_signatures_valid_and_nonces_distinct(&answered(&requests), key);
+        let journals = self.journals();
+        journals.assert_ids_unique_and_increasing();
+        journals.assert_no_presignature_used_twice()
+    }
+}
+
+impl Journals {
+    /// Asserts that no presignature served two requests; returns how many were used.
+    pub fn assert_no_presignature_used_twice(&self) -> usize {
+        for ((owner, id), requests) in &self.uses {
+            assert_eq!(requests.len(), 1, "presignature {id} of {owner} was used for {requests:?}");
+        }
+        self.uses.len()
+    }
+
+    /// Asserts that each node's reserved id blocks only ever increase, without overlap,
+    /// across every restart, and that every id it stored is unique and from one of its
+    /// blocks. (Generations run side by side, so ids are stored in the order they
+    /// finish, not the order they were handed out.)
+    pub fn assert_ids_unique_and_increasing(&self) {
+        for (index, blocks) in &self.reserved {
+            for pair in blocks.windows(2) {
+                assert!(pair[0].1 <= pair[1].0, "node {index} reserved overlapping or decreasing blocks {pair:?}");
+            }
+        }
+        for (index, ids) in &self.stored {
+            let unique: BTreeSet<u64> = ids.iter().copied().collect();
+            assert_eq!(unique.len(), ids.len(), "node {index} stored an id twice: {ids:?}");
+            let blocks = self.reserved.get(index).cloned().unwrap_or_default();
+            for id in ids {
+                assert!(
+                    blocks.iter().any(|(from, until)| (from..until).contains(&id)),
+                    "node {index} stored id {id} outside its reserved blocks"
+                );
+            }
+        }
     }
 }

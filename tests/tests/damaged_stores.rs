@@ -3,44 +3,13 @@
 //! token that cannot be read. None of them may lose data silently or be taken for a
 //! decision to delete it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mpc_node_process_tests::{
-    DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent, check, fast_node_args, home_indexed_to,
+    DOCKER_GRACE, NodeProcess, START_PATIENCE, assert_consistent, check, damage_the_middle, fast_node_args,
+    home_indexed_to, logs, newest_log,
 };
-
-/// The write-ahead logs of the store at `store`, oldest first (RocksDB numbers them in
-/// the order it writes them).
-fn logs(store: &Path) -> Vec<PathBuf> {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(store)
-        .unwrap()
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|extension| extension == "log"))
-        .collect();
-    logs.sort();
-    logs
-}
-
-/// The newest write-ahead log of the store at `store` that holds a few commits, for
-/// damage in its middle.
-fn newest_log(store: &Path) -> PathBuf {
-    logs(store)
-        .into_iter()
-        .rfind(|path| std::fs::metadata(path).is_ok_and(|metadata| metadata.len() > 4096))
-        .unwrap_or_else(|| panic!("no write-ahead log with commits in {}", store.display()))
-}
-
-/// Flips bytes in the middle of `log`, as a disk error would.
-fn damage_the_middle(log: &Path) {
-    let mut bytes = std::fs::read(log).unwrap();
-    let middle = bytes.len() / 2;
-    for byte in &mut bytes[middle..middle + 8] {
-        *byte ^= 0xa5;
-    }
-    std::fs::write(log, bytes).unwrap();
-}
 
 /// An indexed home whose `store` has a log damaged in the middle, the damaged file, and
 /// what `check` printed of it, after asserting that check failed on it by name.

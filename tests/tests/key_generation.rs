@@ -7,16 +7,14 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use mpc_node_process_tests::CRASH_POINT_REACHED;
-use mpc_node_process_tests::signing_network::{
-    ANSWER_PATIENCE, QUICK_HOST, SigningNetwork, answered, assert_signatures_valid_and_nonces_distinct,
-};
+use mpc_node_process_tests::signing_network::{ANSWER_PATIENCE, QUICK_HOST, SigningNetwork, answered};
 
 /// `MPC_KEY_GENERATION_KILL_ROUNDS=N` repeats every step N times, the victim moving on
 /// each round; CI runs one round (each step once, on rotating participants).
 #[test]
 fn a_kill_at_each_step_of_the_key_generation_on_every_participant_still_ends_in_one_consistent_key() {
     let rounds = mpc_node_process_tests::env_number("MPC_KEY_GENERATION_KILL_ROUNDS", 1) as usize;
-    let steps = mpc_signer::CRASH_POINTS.iter().enumerate();
+    let steps = mpc_signer::KEY_GENERATION_CRASH_POINTS.iter().enumerate();
     for (round, (step, point)) in (0..rounds).flat_map(|round| steps.clone().map(move |step| (round, step))) {
         let victim = (step + round) % 3;
         let mut network = SigningNetwork::create(3, 2, QUICK_HOST);
@@ -48,11 +46,11 @@ fn a_kill_at_each_step_of_the_key_generation_on_every_participant_still_ends_in_
             assert!(!by_pair.is_empty(), "{point}: the pair without node {left_out} signed nothing");
             let left_out_account = format!("node{left_out}.sandbox");
             assert!(by_pair.iter().all(|answer| answer.responder != left_out_account));
-            assert_signatures_valid_and_nonces_distinct(&by_pair, &key);
+            network.assert_signatures_valid_and_nonces_distinct(&by_pair, &key);
             network.start(left_out, &[]);
             network.wait_signing(left_out);
         }
         let requests = network.wait_answered_up_to(network.head(), ANSWER_PATIENCE);
-        assert_signatures_valid_and_nonces_distinct(&answered(&requests), &key);
+        network.assert_signatures_valid_and_nonces_distinct(&answered(&requests), &key);
     }
 }

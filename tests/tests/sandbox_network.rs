@@ -227,6 +227,7 @@ fn the_contract_runs_on_one_agreed_key_and_accepts_one_valid_response_per_reques
         let action = Action::Respond {
             request_id: request["request_id"].as_str().unwrap().to_owned(),
             signature: hex::encode(signature),
+            commitments: Default::default(),
         };
         assert_eq!(submit(rpc, &network.as_participant(index, nonce, action)).unwrap().0, 200);
     };

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use mpc_node_process_tests::signing_network::{
-    ANSWER_PATIENCE, QUICK_HOST, SigningNetwork, TestPeer, answered, assert_signatures_valid_and_nonces_distinct,
-    dealt_shares, install_key_share,
+    ANSWER_PATIENCE, QUICK_HOST, SigningNetwork, TestPeer, answered, dealt_shares, install_key_share,
 };
 use mpc_node_process_tests::{NodeProcess, proc_status_value};
 use mpc_signer::messages::SignerMessage;
@@ -24,7 +23,7 @@ fn a_leader_asking_to_sign_a_payload_not_on_chain_is_refused_and_another_leader_
     let from = network.head();
     let requests = network.wait_answered_up_to(from + 40, ANSWER_PATIENCE);
     let answered = answered(&requests);
-    let responders = assert_signatures_valid_and_nonces_distinct(&answered, &key);
+    let responders = network.assert_signatures_valid_and_nonces_distinct(&answered, &key);
     assert!(!responders.contains_key("node0.sandbox"), "the liar got no signature: {responders:?}");
     let refusals: usize = (1..3).map(|index| network.node(index).log().matches("payload differs").count()).sum();
     assert!(refusals > 0, "the members refused the liar");
@@ -48,7 +47,7 @@ fn a_hung_leader_is_taken_over_within_the_bound() {
     let slowest = window.iter().map(|answer| answer.answered_at - answer.height).max().unwrap();
     assert!(slowest <= 240, "a request waited {slowest} blocks");
     assert!(window.iter().all(|answer| answer.responder != "node0.sandbox"));
-    assert_signatures_valid_and_nonces_distinct(&answered, &key);
+    network.assert_signatures_valid_and_nonces_distinct(&answered, &key);
     let head = network.head();
     network.wait_answered_up_to(head + 20, ANSWER_PATIENCE);
 }
@@ -125,7 +124,7 @@ fn a_listed_peer_sending_garbage_breaks_only_its_own_protocols_and_memory_stays_
     assert!(growth < 64 * 1024, "RSS grew {growth} KiB");
     let head = network.head();
     let requests = network.wait_answered_up_to(head + 20, ANSWER_PATIENCE);
-    assert_signatures_valid_and_nonces_distinct(&answered(&requests), &key);
+    network.assert_signatures_valid_and_nonces_distinct(&answered(&requests), &key);
 }
 
 /// Starts node `index` of `network`, expects exit 3 with `message` in its log, and

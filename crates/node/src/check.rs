@@ -10,7 +10,9 @@
 //! of that block (hash, request ids), and the applied-requests counter must equal the
 //! number of stored requests (a block applied twice would push it past). The chain hot
 //! store must be at a block boundary: the head block and all its pieces are stored and
-//! nothing lies beyond it.
+//! nothing lies beyond it. The asset store, if the home has one, must open with the
+//! secrets key and hold only records that decode, presignature ids below the
+//! allocator's mark, each with this node's nonces.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -47,6 +49,9 @@ pub struct CheckSummary {
     pub responses: u64,
     /// Chain head height.
     pub chain_head: Option<u64>,
+    /// The asset store (presignatures, held nonces), when the home has one.
+    #[serde(skip)]
+    pub assets: Option<(usize, usize, Option<u64>)>,
     /// Every inconsistency found; empty means consistent.
     pub problems: Vec<String>,
     /// Indexed blocks that a re-syncing chain (after a data wipe) has not produced again
@@ -55,9 +60,9 @@ pub struct CheckSummary {
 }
 
 /// Checks the stores under `home`. `Err` only when a store cannot be read at all.
-pub fn check_home(home: &Path) -> Result<CheckSummary, StoreError> {
+pub fn check_home(home_path: &Path) -> Result<CheckSummary, StoreError> {
     let mut summary = CheckSummary::default();
-    let home = Home::new(home);
+    let home = Home::new(home_path);
     let node =
         open_for_check(&home.node_store(), "node", "the blocks after its cursor are indexed again", &mut summary)?;
     let chain = open_for_check(&home.chain_data(), "chain", "the chain continues from its last block", &mut summary)?;
@@ -71,6 +76,11 @@ pub fn check_home(home: &Path) -> Result<CheckSummary, StoreError> {
     }
     check_chain_boundary(&chain, &mut summary)?;
     check_indexed_blocks(&node, &chain, &mut summary)?;
+    let assets = mpc_signer::presign::check::check_assets(home_path);
+    if assets.present {
+        summary.assets = Some((assets.presignatures, assets.held_nonces, assets.allocator_mark));
+    }
+    summary.problems.extend(assets.problems);
     Ok(summary)
 }
 
@@ -278,6 +288,10 @@ fn print_summary(summary: &CheckSummary) {
     );
     println!("requests: {}, responses: {}", summary.requests, summary.responses);
     println!("chain head: {}", summary.chain_head.map_or("none".into(), |height| height.to_string()));
+    if let Some((presignatures, held, mark)) = summary.assets {
+        let mark = mark.map_or("none".into(), |mark| mark.to_string());
+        println!("asset store: {presignatures} presignatures, {held} held nonces, ids below {mark}");
+    }
     if summary.awaiting_resync > 0 {
         println!(
             "awaiting re-sync after a data wipe: {} indexed blocks beyond the chain head",

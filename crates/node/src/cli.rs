@@ -138,6 +138,14 @@ pub struct StartArgs {
     /// it by name.
     #[arg(long, value_name = "ADDR")]
     pub p2p_listen: Option<std::net::SocketAddr>,
+    /// Ready presignatures kept per signing set (0: sign every request online, in two
+    /// rounds). Each is a few hundred bytes in the asset store.
+    #[arg(long, default_value_t = 64)]
+    pub presignature_pool: usize,
+    /// Presignature generations started per second at most (they also wait while a
+    /// request waits for this node to lead it).
+    #[arg(long, default_value_t = 200)]
+    pub presignature_rate: u32,
     /// Sandbox chain: revoke this node's image hash at this height.
     #[arg(long)]
     pub sandbox_revoke_image_hash_at: Option<u64>,

@@ -49,18 +49,21 @@ fn render_signer(registry: &Registry, state: &OpsState) {
     let Some(signer) = state.signing.handle.borrow().clone() else { return };
     let status = signer.status();
     let stats = signer.stats();
-    counter(
+    let signatures: Vec<_> =
+        stats.paths.iter().map(|path| (vec![path.path.to_owned()], path.signatures as f64)).collect();
+    counter_vec(
         registry,
         "mpc_signer_signatures_total",
-        "Signatures this node led, aggregated and verified",
-        stats.signatures as f64,
+        "Signatures this node led, aggregated and verified, by path (presigned, online)",
+        &["path"],
+        &signatures,
     );
     let failures: Vec<_> =
         stats.failures.iter().map(|(kind, count)| (vec![(*kind).to_owned()], *count as f64)).collect();
     counter_vec(
         registry,
         "mpc_signer_protocol_failures_total",
-        "Failed signing or key generation protocols, by kind",
+        "Failed signing, presignature or key generation protocols, by kind",
         &["kind"],
         &failures,
     );
@@ -71,12 +74,31 @@ fn render_signer(registry: &Registry, state: &OpsState) {
         "1 once this node's key share is loaded",
         f64::from(u8::from(status.public_key.is_some())),
     );
-    let latency = [(vec!["0.5".to_owned()], stats.latency_p50_s), (vec!["0.99".to_owned()], stats.latency_p99_s)];
+    gauge(
+        registry,
+        "mpc_signer_presignatures_ready",
+        "Presignatures this node owns, ready to sign with",
+        stats.ready_presignatures as f64,
+    );
+    gauge(
+        registry,
+        "mpc_signer_held_nonces",
+        "Nonces this node holds for other owners' presignatures",
+        stats.held_nonces as f64,
+    );
+    let latency: Vec<_> = stats
+        .paths
+        .iter()
+        .flat_map(|path| {
+            [("0.5", path.latency_p50_s), ("0.99", path.latency_p99_s)]
+                .map(|(quantile, value)| (vec![path.path.to_owned(), quantile.to_owned()], value))
+        })
+        .collect();
     gauge_vec(
         registry,
         "mpc_signer_sign_latency_seconds",
-        "Request indexed on this node to signature verified, over its recent signatures as leader",
-        &["quantile"],
+        "Request indexed on this node to signature verified, over its recent signatures as leader, by path",
+        &["path", "quantile"],
         &latency,
     );
 }

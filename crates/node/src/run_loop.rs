@@ -59,6 +59,11 @@ pub async fn run(args: StartArgs, deferred_signals: DeferredSignals, test_hooks:
             Decision::ShutDown(reason) => break reason,
         }
     };
+    // Secrets loaded for a signer that never started (a stop during start-up) hold the
+    // asset store open: it closes before the shutdown waits for every store.
+    if let Some(unstarted) = node.signing.take() {
+        let _ = tokio::task::spawn_blocking(move || drop(unstarted)).await;
+    }
     // The home stays claimed until the process ends (`_home_lock` lives to the end of
     // this function); the rest of the run loop's values are not needed any more.
     let Node { phase, root_token, node_tasks, ops_tasks, notifier, timeout, _home_lock, .. } = node;

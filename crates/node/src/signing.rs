@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use mpc_chain::host_client::HostClient;
 use mpc_lifecycle::{LifecycleSender, Supervisor};
-use mpc_signer::{Signer, SignerConfig, SignerHandle, SignerKeys, SignerTestHooks};
+use mpc_signer::{PresignSettings, Signer, SignerConfig, SignerHandle, SignerKeys, SignerTestHooks};
 use mpc_store::Store;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +76,7 @@ pub fn start_signer(setup: SigningSetup, args: &StartArgs, parts: SignerParts<'_
         indexed,
         lifecycle: parts.lifecycle.clone(),
         token: parts.root_token.child_token(),
+        presign: PresignSettings { pool_per_set: args.presignature_pool, rate_per_second: args.presignature_rate },
         hooks: parts.hooks,
     })
 }

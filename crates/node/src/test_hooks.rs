@@ -49,7 +49,8 @@ impl TestHooks {
                 mpc_store::crash_points::STORE_POINTS,
                 crate::data_wipe::CRASH_POINTS,
                 crate::admin_token::CRASH_POINTS,
-                mpc_signer::CRASH_POINTS,
+                mpc_signer::KEY_GENERATION_CRASH_POINTS,
+                mpc_signer::PRESIGNATURE_CRASH_POINTS,
             ];
             mpc_store::crash_points::arm(&spec, &known)
                 .map_err(|err| NodeError::Config(format!("MPC_TEST_CRASH_AT: {err}")))?;

@@ -2,9 +2,9 @@
 //! `test-hooks`; without it [`SignerTestHooks`] has no fields and every hook does
 //! nothing.
 
-/// Every crash point of the signing side, in the order a key generation passes them
-/// (armed like the store's, `MPC_TEST_CRASH_AT=POINT`).
-pub const CRASH_POINTS: &[&str] = &[
+/// The key generation's crash points, in the order it passes them (armed like the
+/// store's, `MPC_TEST_CRASH_AT=POINT`).
+pub const KEY_GENERATION_CRASH_POINTS: &[&str] = &[
     // A new attempt's number is durable; nothing of it was sent.
     "dkg:attempt_stored",
     // Round 1 went out to the connected peers.
@@ -17,6 +17,24 @@ pub const CRASH_POINTS: &[&str] = &[
     "dkg:share_stored",
     // The vote is acknowledged by the chain host.
     "dkg:voted",
+];
+
+/// A crash point at every durable step of a presignature's life.
+pub const PRESIGNATURE_CRASH_POINTS: &[&str] = &[
+    // A block of ids is reserved (synced), none used yet.
+    "presign:ids_reserved",
+    // A member stored its nonces (synced), its commitments not sent.
+    "presign:member_stored",
+    // Every member confirmed; the owner has not stored the presignature.
+    "presign:members_confirmed",
+    // The owner stored the presignature (synced), after every member confirmed.
+    "presign:owner_stored",
+    // The owner deleted a presignature it is about to use (synced), nothing sent.
+    "presign:owner_deleted",
+    // A member deleted its nonces for a signature (synced), its share not sent.
+    "presign:member_deleted",
+    // A member deleted the orphans an owner's inventory named (synced).
+    "presign:orphans_deleted",
 ];
 
 /// Fault hooks of the signing side, read once at start.
@@ -50,7 +68,32 @@ impl SignerTestHooks {
     }
 }
 
-/// Marks a crash point of the signing side (see [`CRASH_POINTS`]).
+/// Appends the line `line` makes to the test journal (`MPC_TEST_JOURNAL=path`, feature `test-hooks`):
+/// what the signing side did with its assets (ids reserved, presignatures stored,
+/// every share sent with the id and request it used, the secret nonces it made), for
+/// the tests that check nothing is used twice and no nonce is stored in clear. One
+/// `write(2)` per line on a file opened for appending: a line is never split, and a
+/// SIGKILL loses none that was written. Nothing without the feature.
+pub fn journal(line: impl FnOnce() -> String) {
+    #[cfg(feature = "test-hooks")]
+    {
+        use std::io::Write;
+        static JOURNAL: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> = std::sync::OnceLock::new();
+        let file = JOURNAL.get_or_init(|| {
+            let path = std::env::var_os("MPC_TEST_JOURNAL")?;
+            std::fs::OpenOptions::new().create(true).append(true).open(path).ok().map(std::sync::Mutex::new)
+        });
+        if let Some(file) = file {
+            let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = file.write_all(format!("{}\n", line()).as_bytes());
+        }
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = line;
+}
+
+/// Marks a crash point of the signing side (see [`KEY_GENERATION_CRASH_POINTS`] and
+/// [`PRESIGNATURE_CRASH_POINTS`]).
 pub fn crash_point(point: &'static str) {
     mpc_store::crash_points::reached(point, "signer");
 }

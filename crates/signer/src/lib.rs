@@ -7,15 +7,18 @@
 //! modules, bottom up:
 //!
 //! - [`secrets`], [`identity`], [`key_share`]: the secrets at rest and their files.
+//! - [`assets`]: the asset store (presignatures, held nonces, the id allocator).
 //! - [`messages`]: what participants say to each other.
 //! - [`chain_view`]: what this node's chain shows (contract, requests, responses).
 //! - [`dkg`], [`keys`]: key generation, and getting the share the contract runs under.
 //! - [`signing`]: sessions as leader and member, and the pending requests.
+//! - [`presign`]: presignatures, made ahead and used once.
 //! - [`protocols`], [`router`], [`stats`]: the protocols in flight, the dispatch of
 //!   messages, the counters.
 //! - [`service`]: the subsystem's start and stop.
 //! - [`hooks`]: test hooks and crash points (feature `test-hooks`).
 
+pub mod assets;
 pub mod chain_view;
 pub mod dkg;
 pub mod hooks;
@@ -23,6 +26,7 @@ pub mod identity;
 pub mod key_share;
 pub mod keys;
 pub mod messages;
+pub mod presign;
 pub mod protocols;
 pub mod router;
 pub mod secrets;
@@ -30,8 +34,9 @@ pub mod service;
 pub mod signing;
 pub mod stats;
 
-pub use hooks::{CRASH_POINTS, SignerTestHooks};
+pub use hooks::{KEY_GENERATION_CRASH_POINTS, PRESIGNATURE_CRASH_POINTS, SignerTestHooks};
 pub use identity::{load_or_create_p2p_key, load_p2p_key};
+pub use presign::PresignSettings;
 pub use service::{
     Signer, SignerConfig, SignerHandle, SignerKeys, SignerKeysError, SignerStage, SignerStatus, SignerStop,
 };

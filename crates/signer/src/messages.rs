@@ -69,6 +69,55 @@ pub enum SignerMessage {
         /// Why, for the leader's log.
         reason: String,
     },
+    /// A presignature's owner asks a member to make and store its nonces for it.
+    PresignGenerate {
+        /// The presignature's id (the owner is the sender).
+        id: u64,
+        /// The signing set, owner included.
+        signers: Vec<String>,
+    },
+    /// A member stored its nonces for a presignature (durably), and sends its
+    /// commitments.
+    PresignStored {
+        /// The presignature.
+        id: u64,
+        /// `frost_ed25519::round1::SigningCommitments`.
+        commitments: Vec<u8>,
+    },
+    /// The owner signs a request with a presignature: the signing package made of the
+    /// presignature's commitments and the request's payload.
+    PresignSign {
+        /// The presignature (the owner is the sender).
+        id: u64,
+        /// The request.
+        request_id: [u8; 32],
+        /// `frost_ed25519::SigningPackage`.
+        signing_package: Vec<u8>,
+    },
+    /// A member's signature share from its stored nonces (deleted durably first).
+    PresignShare {
+        /// The presignature.
+        id: u64,
+        /// `frost_ed25519::round2::SignatureShare`.
+        share: Vec<u8>,
+    },
+    /// A member will not generate or use a presignature, and why.
+    PresignRefused {
+        /// The presignature.
+        id: u64,
+        /// Why, for the owner's log.
+        reason: String,
+    },
+    /// An owner's inventory for one member: which of its presignatures with that member
+    /// it still holds. The member deletes every nonce it holds for this owner below
+    /// `below` that is not `live` (orphans of generations that never finished, of
+    /// presignatures used or lost).
+    PresignInventory {
+        /// Ids of the owner's presignatures whose set includes the receiver.
+        live: Vec<u64>,
+        /// Every id of this owner below it is either live or dead.
+        below: u64,
+    },
 }
 
 impl SignerMessage {
@@ -92,6 +141,12 @@ impl SignerMessage {
             SignerMessage::ShareRequest { .. } => "share_request",
             SignerMessage::Share { .. } => "share",
             SignerMessage::Refused { .. } => "refused",
+            SignerMessage::PresignGenerate { .. } => "presign_generate",
+            SignerMessage::PresignStored { .. } => "presign_stored",
+            SignerMessage::PresignSign { .. } => "presign_sign",
+            SignerMessage::PresignShare { .. } => "presign_share",
+            SignerMessage::PresignRefused { .. } => "presign_refused",
+            SignerMessage::PresignInventory { .. } => "presign_inventory",
         }
     }
 }

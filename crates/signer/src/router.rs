@@ -4,6 +4,7 @@
 //! session, is logged and dropped: a peer can make its own sessions fail, never this
 //! node panic or hold more than the bounded tables.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,9 @@ use mpc_mesh::Inbound;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::messages::SignerMessage;
+use crate::messages::{SessionId, SignerMessage};
+use crate::presign;
+use crate::presign::owner::{generation_session, use_session};
 use crate::protocols::Protocols;
 use crate::signing::SigningContext;
 use crate::signing::member::{self, CommitRequest};
@@ -85,19 +88,11 @@ fn dispatch(routes: &Routes, from: String, message: SignerMessage) {
                 });
                 return;
             };
-            let description = format!("sign {} (member for {from})", hex::encode(request_id));
             let request = CommitRequest { session, request_id, payload, signers };
-            let task_context = context.clone();
-            let accepted = context.protocols.spawn(description, async move {
-                let reply = match member::commit(&task_context, &from, request).await {
-                    Ok(reply) => reply,
-                    Err(reason) => refusal(&task_context, &from, session, reason),
-                };
-                let _ = task_context.send(&from, reply).await;
-            });
-            if !accepted {
-                tracing::debug!("commit request while stopping; dropped");
-            }
+            let (work_context, leader) = (context.clone(), from.clone());
+            let work = async move { member::commit(&work_context, &leader, request).await };
+            let description = format!("sign {} (member for {from})", hex::encode(request_id));
+            answer(&context, from, description, work, move |reason| SignerMessage::Refused { session, reason });
         }
         SignerMessage::ShareRequest { session, signing_package } => {
             let Some(context) = signing else {
@@ -105,37 +100,92 @@ fn dispatch(routes: &Routes, from: String, message: SignerMessage) {
                 tracing::warn!(peer = %from, "share request before this node's key is loaded; dropped");
                 return;
             };
-            let reply = match member::sign(&context, &from, session, &signing_package) {
-                Ok(reply) => reply,
-                Err(reason) => refusal(&context, &from, session, reason),
-            };
-            let task_context = context.clone();
+            let (work_context, leader) = (context.clone(), from.clone());
+            let work = async move { member::sign(&work_context, &leader, session, &signing_package) };
             let description = format!("send a signature share to {from}");
-            context.protocols.spawn(description, async move {
-                let _ = task_context.send(&from, reply).await;
-            });
+            answer(&context, from, description, work, move |reason| SignerMessage::Refused { session, reason });
         }
         SignerMessage::Commitment { session, .. }
         | SignerMessage::Share { session, .. }
-        | SignerMessage::Refused { session, .. } => {
-            let kind = message.kind();
-            if !signing.is_some_and(|context| context.route_reply(&session, (from.clone(), message))) {
-                tracing::debug!(peer = %from, kind, "reply for a session this node does not lead (ended or unknown)");
+        | SignerMessage::Refused { session, .. } => route_reply(signing.as_deref(), from, session, message),
+        SignerMessage::PresignStored { id, .. } => {
+            route_reply(signing.as_deref(), from, generation_session(id), message)
+        }
+        SignerMessage::PresignShare { id, .. } => route_reply(signing.as_deref(), from, use_session(id), message),
+        SignerMessage::PresignRefused { id, reason } => {
+            // A refusal names the id only: it is for the generation or the use in flight.
+            let context = signing.as_deref();
+            let refused = |session| SignerMessage::Refused { session, reason: reason.clone() };
+            if !context.is_some_and(|context| {
+                context.route_reply(&generation_session(id), (from.clone(), refused(generation_session(id))))
+            }) {
+                route_reply(context, from, use_session(id), refused(use_session(id)));
             }
+        }
+        SignerMessage::PresignGenerate { id, signers } => {
+            let Some(context) = signing else { return presign_before_key(&from, "generate") };
+            let (work_context, owner) = (context.clone(), from.clone());
+            let work = async move { presign::member::store_nonces(&work_context, &owner, id, signers).await };
+            let description = format!("presignature {id} of {from} (member)");
+            answer(&context, from, description, work, move |reason| SignerMessage::PresignRefused { id, reason });
+        }
+        SignerMessage::PresignSign { id, request_id, signing_package } => {
+            let Some(context) = signing else { return presign_before_key(&from, "sign") };
+            let (work_context, owner) = (context.clone(), from.clone());
+            let work = async move {
+                presign::member::sign_presigned(&work_context, &owner, id, request_id, &signing_package).await
+            };
+            let description = format!("sign {} with presignature {id} of {from} (member)", hex::encode(request_id));
+            answer(&context, from, description, work, move |reason| SignerMessage::PresignRefused { id, reason });
+        }
+        SignerMessage::PresignInventory { live, below } => {
+            let Some(context) = signing else { return presign_before_key(&from, "inventory") };
+            let task_context = context.clone();
+            context.protocols.spawn(format!("orphans of {from}"), async move {
+                if let Err(error) = presign::member::collect_orphans(&task_context, &from, &live, below).await {
+                    tracing::warn!(owner = %from, %error, "orphaned nonces not deleted; the next inventory tries again");
+                }
+            });
         }
     }
 }
 
-/// Logs and counts a refusal, and makes the message that tells the leader.
-fn refusal(
-    context: &SigningContext,
-    leader: &str,
-    session: crate::messages::SessionId,
-    reason: String,
-) -> SignerMessage {
-    if context.protocols.accepting() {
-        context.stats.failed(FailureKind::PeerProtocol);
-        tracing::warn!(%leader, %reason, "refused a leader's request");
+/// Runs a member's `work` as a tracked protocol and sends its answer to `leader`: the
+/// message it made, or the refusal `refuse` makes of its error (logged and counted).
+fn answer(
+    context: &Arc<SigningContext>,
+    leader: String,
+    description: String,
+    work: impl Future<Output = Result<SignerMessage, String>> + Send + 'static,
+    refuse: impl FnOnce(String) -> SignerMessage + Send + 'static,
+) {
+    let task_context = context.clone();
+    let accepted = context.protocols.spawn(description, async move {
+        let reply = match work.await {
+            Ok(reply) => reply,
+            Err(reason) => {
+                if task_context.protocols.accepting() {
+                    task_context.stats.failed(FailureKind::PeerProtocol);
+                    tracing::warn!(%leader, %reason, "refused a leader's request");
+                }
+                refuse(reason)
+            }
+        };
+        let _ = task_context.send(&leader, reply).await;
+    });
+    if !accepted {
+        tracing::debug!("a leader's request while stopping; dropped");
     }
-    SignerMessage::Refused { session, reason }
+}
+
+/// Hands a reply to the session this node leads, if it leads it.
+fn route_reply(context: Option<&SigningContext>, from: String, session: SessionId, message: SignerMessage) {
+    let kind = message.kind();
+    if !context.is_some_and(|context| context.route_reply(&session, (from.clone(), message))) {
+        tracing::debug!(peer = %from, kind, "reply for a session this node does not lead (ended or unknown)");
+    }
+}
+
+fn presign_before_key(from: &str, what: &str) {
+    tracing::debug!(peer = %from, what, "presignature message before this node's key is loaded; dropped");
 }

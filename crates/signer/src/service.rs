@@ -9,14 +9,17 @@
 //! │                  sessions for the pending requests (coordinator)
 //! ├── task "signer_router": peers' messages → key generation / member / led sessions
 //! ├── task "signer_peers": the connected peers, for readiness
+//! ├── task "presignature_pools": keeps each signing set's pool filled
+//! ├── task "presignature_inventories": tells members which presignatures it still has
 //! ├── mesh (child token): accept, dial, one task per connection
 //! └── protocols (own tokens: intake, abandon): each session as leader or member
 //! ```
 //!
 //! [`Signer::stop`]: stop the intake, let the protocols in flight finish within a
 //! bound and abandon the rest (named in the result), tell the peers (goodbye), cancel
-//! and join every task. The node store the signer reads is held by named holders, so
-//! the shutdown's wait for every RocksDB instance covers it.
+//! and join every task, close the asset store. The node store the signer reads is held
+//! by named holders, so the shutdown's wait for every RocksDB instance covers it, and
+//! the asset store's close too.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,11 +34,14 @@ use mpc_store::Store;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::assets::{AssetStore, AssetStoreError, asset_store_path};
 use crate::chain_view::{ChainView, ContractView};
 use crate::hooks::SignerTestHooks;
 use crate::identity::{IdentityError, load_or_create_p2p_key};
 use crate::key_share::{KeyShare, KeyShareError, key_share_path, load_key_shares};
 use crate::keys::{KeysOutcome, KeysSetup, obtain_key_share};
+use crate::presign::driver::{fill_pools, send_inventories};
+use crate::presign::{PresignSettings, Presignatures};
 use crate::protocols::Protocols;
 use crate::router::{Routes, route};
 use crate::secrets::{SecretsKey, SecretsKeyError};
@@ -58,6 +64,7 @@ pub struct SignerKeys {
     p2p_key: SigningKey,
     secrets: Arc<SecretsKey>,
     shares: Vec<KeyShare>,
+    presign: Arc<Presignatures>,
 }
 
 /// Why the signing side's secrets cannot be loaded.
@@ -72,22 +79,28 @@ pub enum SignerKeysError {
     /// The key share.
     #[error(transparent)]
     KeyShare(#[from] KeyShareError),
+    /// The asset store.
+    #[error(transparent)]
+    Assets(#[from] AssetStoreError),
 }
 
 impl SignerKeys {
     /// Loads the P2P key, the secrets key and the key shares of `home`, creating the
-    /// first two if they do not exist yet (and no sealed secret needs them).
+    /// first two if they do not exist yet (and no sealed secret needs them), and opens
+    /// the asset store (created at the first start), checking the secrets key against
+    /// it. Blocking: store opens and synced writes.
     pub fn load_or_create(home: &Path) -> Result<SignerKeys, SignerKeysError> {
         let p2p_key = load_or_create_p2p_key(home)?;
-        let secrets = SecretsKey::load_or_create(home, &[key_share_path(home)])?;
+        let secrets = Arc::new(SecretsKey::load_or_create(home, &[key_share_path(home), asset_store_path(home)])?);
         let shares = load_key_shares(home, &secrets)?;
+        let presign = Arc::new(Presignatures::load(AssetStore::open(home, secrets.clone())?)?);
         tracing::info!(
             p2p_public_key = %hex::encode(p2p_key.verifying_key().to_bytes()),
             secrets_key = secrets.source_name(),
             key_shares = shares.len(),
             "signing keys loaded"
         );
-        Ok(SignerKeys { p2p_key, secrets: Arc::new(secrets), shares })
+        Ok(SignerKeys { p2p_key, secrets, shares, presign })
     }
 }
 
@@ -175,6 +188,8 @@ pub struct SignerConfig<'a> {
     pub lifecycle: LifecycleSender,
     /// The subsystem's token, a child of the root token.
     pub token: CancellationToken,
+    /// Presignature pool sizes and generation rate.
+    pub presign: PresignSettings,
     /// Test hooks.
     pub hooks: SignerTestHooks,
 }
@@ -226,6 +241,8 @@ pub struct Signer {
     mesh: Arc<Mutex<Option<Mesh>>>,
     handle: SignerHandle,
     status: watch::Sender<SignerStatus>,
+    /// Closed (on a blocking thread) once every task is joined, inside the stop.
+    presign: Option<Arc<Presignatures>>,
 }
 
 impl Signer {
@@ -236,6 +253,7 @@ impl Signer {
         let (status, status_receiver) = watch::channel(SignerStatus::default());
         let stats = Arc::new(SignerStats::default());
         let mesh = Arc::new(Mutex::new(None));
+        let presign = config.keys.presign.clone();
         let main = SignerMain {
             home: config.home,
             keys: config.keys,
@@ -251,10 +269,11 @@ impl Signer {
             status: status.clone(),
             mesh: mesh.clone(),
             mesh_token: config.token.child_token(),
+            presign_settings: config.presign,
         };
         tasks.spawn("signer", move |cancel| main.run(cancel));
         let handle = SignerHandle { status: status_receiver, stats, tasks: tasks.clone() };
-        Signer { tasks, protocols, mesh, handle, status }
+        Signer { tasks, protocols, mesh, handle, status, presign: Some(presign) }
     }
 
     /// A view for the operations server.
@@ -264,7 +283,7 @@ impl Signer {
 
     /// Stops the subsystem within about `bound`: no new work, the protocols in flight
     /// finish or are abandoned, the peers are told, every task is joined.
-    pub async fn stop(self, bound: Duration) -> SignerStop {
+    pub async fn stop(mut self, bound: Duration) -> SignerStop {
         let started = Instant::now();
         let in_flight = self.protocols.in_flight().len();
         tracing::info!(protocols_in_flight = in_flight, "signing side stopping: no new protocols");
@@ -277,6 +296,11 @@ impl Signer {
         let remaining = bound.saturating_sub(started.elapsed()).max(MESH_STOP);
         let aborted = if self.tasks.wait(remaining).await { Vec::new() } else { self.tasks.abort_running() };
         self.status.send_modify(|status| status.stage = SignerStage::Stopped);
+        // The last reference to the asset store once the tasks are gone: its close
+        // (a WAL sync) runs here, and the shutdown's instance wait covers it either way.
+        if let Some(presign) = self.presign.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(presign)).await;
+        }
         SignerStop { abandoned, aborted }
     }
 }
@@ -306,6 +330,7 @@ struct SignerMain {
     status: watch::Sender<SignerStatus>,
     mesh: Arc<Mutex<Option<Mesh>>>,
     mesh_token: CancellationToken,
+    presign_settings: PresignSettings,
 }
 
 impl SignerMain {
@@ -379,6 +404,9 @@ impl SignerMain {
             indexed: self.indexed.clone(),
             led: Mutex::new(Default::default()),
             members: Default::default(),
+            presign: self.keys.presign.clone(),
+            presign_settings: self.presign_settings,
+            backlog: Default::default(),
             hooks: self.hooks.clone(),
         });
         signing_sender.send_replace(Some(context.clone()));
@@ -387,6 +415,10 @@ impl SignerMain {
             status.public_key = Some(hex::encode(public_key.to_bytes()));
         });
         tracing::info!(account = %context.me, public_key = %hex::encode(public_key.to_bytes()), "signing");
+        let pools = context.clone();
+        self.tasks.spawn("presignature_pools", move |_| fill_pools(pools));
+        let inventories = context.clone();
+        self.tasks.spawn("presignature_inventories", move |_| send_inventories(inventories));
         tokio::select! {
             _ = cancel.cancelled() => Ok(()),
             coordinated = coordinate(context) => coordinated,

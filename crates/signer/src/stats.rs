@@ -44,31 +44,34 @@ impl FailureKind {
     }
 }
 
-/// The signing side's counters.
+/// How a signature was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignPath {
+    /// From a presignature: one message round.
+    Presigned,
+    /// Online: two message rounds.
+    Online,
+}
+
+impl SignPath {
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            SignPath::Presigned => "presigned",
+            SignPath::Online => "online",
+        }
+    }
+}
+
+/// Signatures and latencies of one path.
 #[derive(Debug, Default)]
-pub struct SignerStats {
+struct PathStats {
     signatures: AtomicU64,
-    failures: Mutex<BTreeMap<FailureKind, u64>>,
     latencies: Mutex<VecDeque<Duration>>,
 }
 
-/// A copy of the counters.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StatsSnapshot {
-    /// Signatures this node aggregated, verified and had acknowledged by the host.
-    pub signatures: u64,
-    /// Protocol failures by kind.
-    pub failures: Vec<(&'static str, u64)>,
-    /// Sign latency (request indexed on this node → signature aggregated), seconds, at
-    /// the 50th and 99th percentiles of the most recent signatures.
-    pub latency_p50_s: f64,
-    /// See `latency_p50_s`.
-    pub latency_p99_s: f64,
-}
-
-impl SignerStats {
-    /// Counts a signature that took `latency` from the request's indexing.
-    pub fn signed(&self, latency: Duration) {
+impl PathStats {
+    fn record(&self, latency: Duration) {
         self.signatures.fetch_add(1, Ordering::Relaxed);
         let mut latencies = self.latencies.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if latencies.len() == LATENCY_WINDOW {
@@ -77,14 +80,7 @@ impl SignerStats {
         latencies.push_back(latency);
     }
 
-    /// Counts a failure of `kind`.
-    pub fn failed(&self, kind: FailureKind) {
-        *self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(kind).or_default() += 1;
-    }
-
-    /// The counters now.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn snapshot(&self, path: SignPath) -> PathSnapshot {
         let mut latencies: Vec<Duration> =
             self.latencies.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter().copied().collect();
         latencies.sort();
@@ -95,11 +91,81 @@ impl SignerStats {
             let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
             latencies[index].as_secs_f64()
         };
-        StatsSnapshot {
+        PathSnapshot {
+            path: path.name(),
             signatures: self.signatures.load(Ordering::Relaxed),
-            failures: failures.iter().map(|(kind, count)| (kind.name(), *count)).collect(),
             latency_p50_s: quantile(0.5),
             latency_p99_s: quantile(0.99),
         }
+    }
+}
+
+/// The signing side's counters.
+#[derive(Debug, Default)]
+pub struct SignerStats {
+    presigned: PathStats,
+    online: PathStats,
+    failures: Mutex<BTreeMap<FailureKind, u64>>,
+    ready_presignatures: AtomicU64,
+    held_nonces: AtomicU64,
+}
+
+/// One path's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathSnapshot {
+    /// `presigned` or `online`.
+    pub path: &'static str,
+    /// Signatures this node led, aggregated and verified.
+    pub signatures: u64,
+    /// Sign latency (request indexed on this node → signature verified), seconds, at
+    /// the 50th and 99th percentiles of the most recent signatures.
+    pub latency_p50_s: f64,
+    /// See `latency_p50_s`.
+    pub latency_p99_s: f64,
+}
+
+/// A copy of the counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatsSnapshot {
+    /// Per path.
+    pub paths: Vec<PathSnapshot>,
+    /// Protocol failures by kind.
+    pub failures: Vec<(&'static str, u64)>,
+    /// Ready presignatures this node owns.
+    pub ready_presignatures: u64,
+    /// Nonces this node holds for other owners' presignatures.
+    pub held_nonces: u64,
+}
+
+impl SignerStats {
+    /// Counts a signature made on `path` that took `latency` from the request's
+    /// indexing.
+    pub fn signed(&self, path: SignPath, latency: Duration) {
+        match path {
+            SignPath::Presigned => self.presigned.record(latency),
+            SignPath::Online => self.online.record(latency),
+        }
+    }
+
+    /// Counts a failure of `kind`.
+    pub fn failed(&self, kind: FailureKind) {
+        *self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(kind).or_default() += 1;
+    }
+
+    /// The counters now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let failures = self.failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        StatsSnapshot {
+            paths: vec![self.presigned.snapshot(SignPath::Presigned), self.online.snapshot(SignPath::Online)],
+            failures: failures.iter().map(|(kind, count)| (kind.name(), *count)).collect(),
+            ready_presignatures: self.ready_presignatures.load(Ordering::Relaxed),
+            held_nonces: self.held_nonces.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records the asset counts (the pool driver does, at each of its ticks).
+    pub fn set_assets(&self, ready_presignatures: usize, held_nonces: usize) {
+        self.ready_presignatures.store(ready_presignatures as u64, Ordering::Relaxed);
+        self.held_nonces.store(held_nonces as u64, Ordering::Relaxed);
     }
 }

@@ -41,11 +41,17 @@ pub enum Column {
     ContractRequests,
     /// Chain host: request id to its `ContractRequests` key.
     ContractRequestIds,
+    /// Assets: this node's presignatures as their owner (leader), by id, sealed: the
+    /// signing set, every member's commitments and this node's own nonces.
+    Presignatures,
+    /// Assets: the nonces this node holds as a member of another owner's presignature,
+    /// by (owner, id), sealed.
+    HeldNonces,
 }
 
 impl Column {
     /// Every column, in a fixed order; the store opens all of them.
-    pub const ALL: [Column; 15] = [
+    pub const ALL: [Column; 17] = [
         Column::Misc,
         Column::Blocks,
         Column::BlockHeightByHash,
@@ -61,6 +67,8 @@ impl Column {
         Column::Transactions,
         Column::ContractRequests,
         Column::ContractRequestIds,
+        Column::Presignatures,
+        Column::HeldNonces,
     ];
 
     /// The column-family name on disk. `Misc` is RocksDB's default family, which always
@@ -82,6 +90,8 @@ impl Column {
             Column::Transactions => "transactions",
             Column::ContractRequests => "contract_requests",
             Column::ContractRequestIds => "contract_request_ids",
+            Column::Presignatures => "presignatures",
+            Column::HeldNonces => "held_nonces",
         }
     }
 

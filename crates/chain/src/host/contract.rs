@@ -62,6 +62,9 @@ pub struct ResponseRecord {
     pub responder: String,
     /// The block that carried it.
     pub height: u64,
+    /// The signers' nonce commitments, as the response gave them (hex, by account).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub commitments: BTreeMap<String, String>,
 }
 
 /// What an accepted transaction changes.
@@ -135,7 +138,7 @@ impl MpcContract {
     ) -> Result<Effect, String> {
         match &transaction.action {
             Action::VotePk { public_key } => self.vote(&transaction.sender, public_key),
-            Action::Respond { request_id, signature } => {
+            Action::Respond { request_id, signature, commitments } => {
                 if !self.is_participant(&transaction.sender) {
                     return Err(format!("{} is not a participant", transaction.sender));
                 }
@@ -153,6 +156,7 @@ impl MpcContract {
                     signature: signature.clone(),
                     responder: transaction.sender.clone(),
                     height,
+                    commitments: commitments.clone(),
                 });
                 Ok(Effect::Answered(record))
             }
@@ -254,7 +258,14 @@ mod tests {
         };
         let lookup = |id: &str| (id == request.request_id).then(|| request.clone());
         let respond = |index: u8, signature: &[u8]| {
-            from(index, Action::Respond { request_id: request.request_id.clone(), signature: hex::encode(signature) })
+            from(
+                index,
+                Action::Respond {
+                    request_id: request.request_id.clone(),
+                    signature: hex::encode(signature),
+                    commitments: Default::default(),
+                },
+            )
         };
         let good = group_key.sign(payload).to_bytes();
         let wrong_message = group_key.sign(b"something else").to_bytes();
@@ -262,7 +273,14 @@ mod tests {
         for bad in [wrong_message, wrong_key] {
             assert!(contract.apply(&respond(0, &bad), 4, lookup).unwrap_err().contains("does not verify"));
         }
-        let unknown = from(0, Action::Respond { request_id: "bb".repeat(32), signature: hex::encode(good) });
+        let unknown = from(
+            0,
+            Action::Respond {
+                request_id: "bb".repeat(32),
+                signature: hex::encode(good),
+                commitments: Default::default(),
+            },
+        );
         assert!(contract.apply(&unknown, 4, lookup).unwrap_err().contains("no request"));
         let Effect::Answered(answered) = contract.apply(&respond(1, &good), 4, lookup).unwrap() else { panic!() };
         assert_eq!(answered.response.as_ref().unwrap().responder, "node1.sandbox");

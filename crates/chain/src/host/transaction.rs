@@ -32,6 +32,12 @@ pub enum Action {
         request_id: String,
         /// The signature.
         signature: String,
+        /// Each signer's round-1 nonce commitments the signature was made with (FROST
+        /// `SigningCommitments`, hex), by account: public like the signature, so anyone
+        /// can check from the chain alone that R derives from them and that no nonce
+        /// served two signatures. Kept, not checked, by the contract.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        commitments: std::collections::BTreeMap<String, String>,
     },
     /// A user's request for a signature over `payload` (hex).
     Sign {
@@ -56,7 +62,9 @@ impl Action {
     pub fn args(&self) -> Value {
         match self {
             Action::VotePk { public_key } => json!({"public_key": public_key}),
-            Action::Respond { request_id, signature } => json!({"request_id": request_id, "signature": signature}),
+            Action::Respond { request_id, signature, commitments } => {
+                json!({"request_id": request_id, "signature": signature, "commitments": commitments})
+            }
             Action::Sign { payload, path } => json!({"request": {"payload": payload, "path": path, "domain_id": 0}}),
         }
     }

@@ -20,7 +20,8 @@ use super::SigningContext;
 use super::leader::{SessionError, lead};
 use super::schedule::{lead_after, members};
 use crate::chain_view::IndexedRequest;
-use crate::stats::FailureKind;
+use crate::presign::owner::sign_with;
+use crate::stats::{FailureKind, SignPath};
 
 /// Tries of one request by this node as its leader.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -94,6 +95,7 @@ pub async fn coordinate(context: Arc<SigningContext>) -> Result<(), String> {
         let live: Vec<&str> = live.iter().map(String::as_str).collect();
         let now = Instant::now();
         let mut answered = Vec::new();
+        let mut waiting = 0;
         for (key, entry) in pending.iter_mut() {
             // A request whose session is in flight stays until its outcome is in.
             if entry.state == PendingState::Leading {
@@ -126,27 +128,24 @@ pub async fn coordinate(context: Arc<SigningContext>) -> Result<(), String> {
                 continue;
             }
             let Some(delay) = lead_after(&entry.request.request_id, &live, &context.me) else { continue };
-            if now.duration_since(entry.indexed_at) < delay || leading >= MAX_LEADING {
+            if now.duration_since(entry.indexed_at) < delay {
                 continue;
             }
-            let peers: Vec<&str> = live.iter().copied().filter(|account| *account != context.me).collect();
-            let count = usize::from(context.contract.threshold).saturating_sub(1);
-            let chosen: Vec<String> = members(&entry.request.request_id, &peers, &entry.excluded, count)
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
-            if chosen.len() < count {
+            if leading >= MAX_LEADING {
+                waiting += 1;
+                continue;
+            }
+            let Some(plan) = plan(&context, &entry.request.request_id, &live, &entry.excluded) else {
                 // Too few live participants: wait for peers rather than count tries.
                 entry.state = PendingState::Waiting { not_before: now + Duration::from_millis(500) };
                 continue;
-            }
-            let description =
-                format!("sign {} (leader, with {})", hex::encode(entry.request.request_id), chosen.join(", "));
+            };
+            let description = format!("sign {} (leader, {plan})", hex::encode(entry.request.request_id));
             let (session_context, request, outcomes, key) =
                 (context.clone(), entry.request.clone(), outcomes.clone(), *key);
             let indexed_at = entry.indexed_at;
             let started = context.protocols.spawn(description, async move {
-                let led = lead_and_submit(&session_context, &request, &chosen, indexed_at).await;
+                let led = lead_and_submit(&session_context, &request, plan, indexed_at).await;
                 let _ = outcomes.send((key, led)).await;
             });
             if started {
@@ -154,10 +153,41 @@ pub async fn coordinate(context: Arc<SigningContext>) -> Result<(), String> {
                 leading += 1;
             }
         }
+        context.backlog.store(waiting, std::sync::atomic::Ordering::Relaxed);
         for key in answered {
             pending.remove(&key);
         }
     }
+}
+
+/// How a session signs: with a presignature of a live set (one round), or online with
+/// the request's first live members (two rounds).
+enum Plan {
+    Presigned { id: u64, set: Vec<String> },
+    Online { members: Vec<String> },
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Plan::Presigned { id, set } => write!(f, "presignature {id} of {}", set.join(", ")),
+            Plan::Online { members } => write!(f, "with {}", members.join(", ")),
+        }
+    }
+}
+
+/// The plan for a request: a ready presignature of a set that is all live and has
+/// none of `excluded`, taken out of the pool; else online with `threshold - 1` live
+/// members; `None` when too few participants are live.
+fn plan(context: &SigningContext, request_id: &[u8; 32], live: &[&str], excluded: &[String]) -> Option<Plan> {
+    let live_set: std::collections::BTreeSet<String> = live.iter().map(|account| (*account).to_owned()).collect();
+    if let Some((id, set)) = context.presign.take(&live_set, excluded) {
+        return Some(Plan::Presigned { id, set });
+    }
+    let peers: Vec<&str> = live.iter().copied().filter(|account| *account != context.me).collect();
+    let count = usize::from(context.contract.threshold).saturating_sub(1);
+    let chosen: Vec<String> = members(request_id, &peers, excluded, count).into_iter().map(str::to_owned).collect();
+    (chosen.len() == count).then_some(Plan::Online { members: chosen })
 }
 
 /// Adds the requests indexed since the last scan; answered ones are skipped.
@@ -225,18 +255,21 @@ fn settle(context: &SigningContext, entry: &mut Pending, led: Led) {
 
 /// Leads one session and submits its signature as a `respond` transaction; the sign
 /// latency counted is from `indexed_at` to the verified signature.
-async fn lead_and_submit(
-    context: &SigningContext,
-    request: &IndexedRequest,
-    members: &[String],
-    indexed_at: Instant,
-) -> Led {
-    let signature = match lead(context, request, members).await {
-        Ok(signature) => signature,
+async fn lead_and_submit(context: &SigningContext, request: &IndexedRequest, plan: Plan, indexed_at: Instant) -> Led {
+    let (path, signed) = match plan {
+        Plan::Presigned { id, .. } => (SignPath::Presigned, sign_with(context, request, id).await),
+        Plan::Online { members } => (SignPath::Online, lead(context, request, &members).await),
+    };
+    let signed = match signed {
+        Ok(signed) => signed,
         Err(error) => return Led::Failed(error),
     };
-    context.stats.signed(indexed_at.elapsed());
-    let action = Action::Respond { request_id: hex::encode(request.request_id), signature: hex::encode(signature) };
+    context.stats.signed(path, indexed_at.elapsed());
+    let action = Action::Respond {
+        request_id: hex::encode(request.request_id),
+        signature: hex::encode(signed.signature),
+        commitments: signed.commitments,
+    };
     let transaction = SignedTransaction::sign(&context.me, &context.p2p_key, rand::rngs::OsRng.next_u64(), action);
     match context.host.submit_with_retries(&transaction, SUBMIT_ATTEMPTS, context.protocols.abandon_token()).await {
         Ok(_) => {

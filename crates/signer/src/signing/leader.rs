@@ -74,21 +74,15 @@ impl SessionError {
 }
 
 /// Signs `request` with `members`: returns the signature (R ‖ s), verified under the
-/// network's key over the request's payload.
+/// network's key over the request's payload, with its nonce commitments.
 pub async fn lead(
     context: &SigningContext,
     request: &IndexedRequest,
     members: &[String],
-) -> Result<[u8; 64], SessionError> {
+) -> Result<Signed, SessionError> {
     let mut session: SessionId = [0; 16];
     rand::rngs::OsRng.fill_bytes(&mut session);
     let (_registration, mut replies) = LedSession::register(context, session, 2 * members.len() + 2);
-    let identifier = |account: &str| {
-        context
-            .contract
-            .identifier_of(account)
-            .ok_or_else(|| SessionError::Invalid(format!("{account} has no identifier")))
-    };
     let mut signers: Vec<String> = members.to_vec();
     signers.push(context.me.clone());
     let payload = context.hooks.payload_to_ask(&request.payload);
@@ -110,7 +104,7 @@ pub async fn lead(
             _ => None,
         })
         .await?;
-    commitments.insert(identifier(&context.me)?, own_commitments);
+    commitments.insert(identifier(context, &context.me)?, own_commitments);
 
     let package = SigningPackage::new(commitments, &payload);
     let bytes = package.serialize().map_err(|err| SessionError::Invalid(format!("signing package: {err}")))?;
@@ -127,23 +121,12 @@ pub async fn lead(
     let own_share = frost_ed25519::round2::sign(&package, &nonces, &context.share.key_package)
         .map_err(|err| SessionError::Invalid(format!("own share: {err}")))?;
     drop(nonces);
-    shares.insert(identifier(&context.me)?, own_share);
-
-    let signature = frost_ed25519::aggregate(&package, &shares, &context.share.public_key_package)
-        .map_err(|err| SessionError::Invalid(format!("aggregation: {err}")))?;
-    let bytes: [u8; 64] = signature
-        .serialize()
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or_else(|| SessionError::Invalid("a signature of another length than 64 bytes".into()))?;
-    context.public_key.verify_strict(&request.payload, &ed25519_dalek::Signature::from_bytes(&bytes)).map_err(
-        |_| SessionError::Invalid("the aggregated signature does not verify over the request's payload".into()),
-    )?;
-    Ok(bytes)
+    shares.insert(identifier(context, &context.me)?, own_share);
+    verified_signature(context, &package, &shares, &request.payload)
 }
 
 /// Sends `ask` to every member; a member that cannot be reached fails `round` at once.
-async fn ask_all(
+pub(crate) async fn ask_all(
     context: &SigningContext,
     members: &[String],
     ask: &SignerMessage,
@@ -159,7 +142,7 @@ async fn ask_all(
 
 /// A member's decoded `what`, keyed by its identifier; a part that does not decode
 /// breaks the protocol.
-fn decoded<T>(
+pub(crate) fn decoded<T>(
     context: &SigningContext,
     member: &str,
     what: &str,
@@ -167,16 +150,53 @@ fn decoded<T>(
 ) -> Result<(Identifier, T), SessionError> {
     let value = decoded
         .map_err(|err| SessionError::Protocol { member: member.to_owned(), detail: format!("{what}: {err}") })?;
-    let identifier = context
-        .contract
-        .identifier_of(member)
-        .ok_or_else(|| SessionError::Invalid(format!("{member} has no identifier")))?;
-    Ok((identifier, value))
+    Ok((identifier(context, member)?, value))
+}
+
+/// The FROST identifier of `account`.
+pub(crate) fn identifier(context: &SigningContext, account: &str) -> Result<Identifier, SessionError> {
+    context.contract.identifier_of(account).ok_or_else(|| SessionError::Invalid(format!("{account} has no identifier")))
+}
+
+/// A verified signature and the nonce commitments it was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// R ‖ s.
+    pub signature: [u8; 64],
+    /// Each signer's `SigningCommitments` (hex), by account: published with the response.
+    pub commitments: BTreeMap<String, String>,
+}
+
+/// Aggregates `shares` over `package` and checks the signature with ed25519-dalek over
+/// `payload` under the network's key: a signature is returned only if it verifies.
+pub(crate) fn verified_signature(
+    context: &SigningContext,
+    package: &SigningPackage,
+    shares: &BTreeMap<Identifier, SignatureShare>,
+    payload: &[u8],
+) -> Result<Signed, SessionError> {
+    let signature = frost_ed25519::aggregate(package, shares, &context.share.public_key_package)
+        .map_err(|err| SessionError::Invalid(format!("aggregation: {err}")))?;
+    let bytes: [u8; 64] = signature
+        .serialize()
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| SessionError::Invalid("a signature of another length than 64 bytes".into()))?;
+    context.public_key.verify_strict(payload, &ed25519_dalek::Signature::from_bytes(&bytes)).map_err(|_| {
+        SessionError::Invalid("the aggregated signature does not verify over the request's payload".into())
+    })?;
+    let mut commitments = BTreeMap::new();
+    for (identifier, signer_commitments) in package.signing_commitments() {
+        let account = context.contract.account_of(identifier).unwrap_or_default().to_owned();
+        let bytes = signer_commitments.serialize().map_err(|err| SessionError::Invalid(err.to_string()))?;
+        commitments.insert(account, hex::encode(bytes));
+    }
+    Ok(Signed { signature: bytes, commitments })
 }
 
 /// Collects one answer per member of `round` from `replies`: `accept` turns a reply into
 /// an entry (`None` for a reply of another kind, ignored); a refusal ends the session.
-async fn collect<T>(
+pub(crate) async fn collect<T>(
     replies: &mut mpsc::Receiver<Reply>,
     members: &[String],
     round: u8,

@@ -149,7 +149,11 @@ pub fn sign(
 
 /// The signing set as identifiers, checked: `threshold` distinct participants, this
 /// node and the leader among them.
-fn signing_set(context: &SigningContext, leader: &str, signers: &[String]) -> Result<BTreeSet<Identifier>, String> {
+pub(crate) fn signing_set(
+    context: &SigningContext,
+    leader: &str,
+    signers: &[String],
+) -> Result<BTreeSet<Identifier>, String> {
     let mut set = BTreeSet::new();
     for signer in signers {
         let identifier =
@@ -169,7 +173,7 @@ fn signing_set(context: &SigningContext, leader: &str, signers: &[String]) -> Re
 
 /// The request from this node's chain, waiting up to [`CHAIN_WAIT`] for it to be indexed
 /// (a leader's chain may be a block ahead).
-async fn wait_for_request(
+pub(crate) async fn wait_for_request(
     context: &SigningContext,
     request_id: &[u8; 32],
 ) -> Result<crate::chain_view::IndexedRequest, String> {

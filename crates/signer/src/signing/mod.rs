@@ -61,6 +61,13 @@ pub struct SigningContext {
     pub led: Mutex<HashMap<SessionId, mpsc::Sender<Reply>>>,
     /// The sessions this node takes part in as a member.
     pub members: member::MemberSessions,
+    /// Presignatures: this node's pools, the nonces it holds for others.
+    pub presign: Arc<crate::presign::Presignatures>,
+    /// Pool sizes and generation rate.
+    pub presign_settings: crate::presign::PresignSettings,
+    /// Requests waiting for this node to lead them, as the coordinator last counted:
+    /// presignature generation waits while there are any.
+    pub backlog: std::sync::atomic::AtomicUsize,
     /// Test hooks.
     pub hooks: SignerTestHooks,
 }
