@@ -114,10 +114,17 @@ impl SigningNetwork {
     /// Starts participant `index`'s node with extra environment `env`; it journals what
     /// it does with its presignatures ([`SigningNetwork::journals`]).
     pub fn start(&mut self, index: usize, env: &[(&str, &str)]) -> &mut NodeProcess {
+        self.start_with(index, &[], env)
+    }
+
+    /// Like [`SigningNetwork::start`], with `args` after the follower's arguments.
+    pub fn start_with(&mut self, index: usize, args: &[&str], env: &[(&str, &str)]) -> &mut NodeProcess {
         let journal = self.journal_path(index).display().to_string();
         let mut env = env.to_vec();
         env.push(("MPC_TEST_JOURNAL", &journal));
-        let node = NodeProcess::start(&self.home(index), &follower_args(self.rpc), &env);
+        let mut all_args = follower_args(self.rpc);
+        all_args.extend(args.iter().map(|arg| arg.to_string()));
+        let node = NodeProcess::start(&self.home(index), &all_args, &env);
         self.nodes[index] = Some(node);
         self.node(index)
     }
@@ -557,6 +564,11 @@ pub struct Journals {
     pub nonces: Vec<(String, u64, Vec<u8>, Vec<u8>)>,
     /// Per member index, the (owner, id) whose nonces it deleted as orphans.
     pub collected: BTreeMap<usize, Vec<(String, u64)>>,
+    /// Every signature a node aggregated as leader: (request, path, latency), in the
+    /// order each node made them.
+    pub signed: Vec<(String, String, Duration)>,
+    /// Every response a leader submitted, with how long the host took to acknowledge it.
+    pub submitted: Vec<(String, Duration)>,
 }
 
 impl SigningNetwork {
@@ -589,6 +601,14 @@ impl SigningNetwork {
                         hex::decode(hiding).unwrap(),
                         hex::decode(binding).unwrap(),
                     )),
+                    ["signed", request, path, micros] => journals.signed.push((
+                        request.to_string(),
+                        path.to_string(),
+                        Duration::from_micros(micros.parse().unwrap()),
+                    )),
+                    ["submitted", request, micros] => {
+                        journals.submitted.push((request.to_string(), Duration::from_micros(micros.parse().unwrap())))
+                    }
                     ["collected", owner, ids @ ..] => {
                         let ids = ids.join(" ");
                         for id in ids.trim_matches(|c| c == '[' || c == ']').split(", ").filter(|id| !id.is_empty()) {

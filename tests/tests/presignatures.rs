@@ -102,15 +102,8 @@ fn orphans_of_an_owner_killed_mid_generation_or_after_taking_a_presignature_are_
     network.wait_signing(1);
     network.kill(0);
     kill_at(&mut network, 0, "presign:members_confirmed");
-    let node1 = network.nodes[1].take().unwrap();
-    network.start(0, &[]);
-    let mut node1 = node1;
-    let status = node1.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", node1.log());
-    assert!(node1.log().contains("presign:orphans_deleted"), "{}", node1.log());
-    network.start(1, &[]);
-    network.wait_signing(1);
-    // Orphans: nonces node1 and node2 made for node0 that node0 never stored.
+    // Orphans: nonces node1 and node2 made for node0 that node0, dead now, never stored
+    // (it makes ids from a new block after its restart).
     let journals = network.journals();
     let stored: Vec<u64> = journals.stored.get(&0).cloned().unwrap_or_default();
     let orphans: Vec<(String, u64)> = journals
@@ -120,6 +113,14 @@ fn orphans_of_an_owner_killed_mid_generation_or_after_taking_a_presignature_are_
         .map(|(owner, id, ..)| (owner.clone(), *id))
         .collect();
     assert!(!orphans.is_empty(), "the kill left orphans");
+    let node1 = network.nodes[1].take().unwrap();
+    network.start(0, &[]);
+    let mut node1 = node1;
+    let status = node1.wait_exit(Duration::from_secs(60));
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", node1.log());
+    assert!(node1.log().contains("presign:orphans_deleted"), "{}", node1.log());
+    network.start(1, &[]);
+    network.wait_signing(1);
     let started = Instant::now();
     loop {
         let collected = network.journals().collected;

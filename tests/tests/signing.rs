@@ -124,17 +124,20 @@ fn protocols_in_flight_at_stop(log: &str) -> usize {
 }
 
 #[test]
-fn a_stop_abandons_the_protocols_still_waiting_at_its_bound_and_names_them_in_the_report() {
+fn a_stop_cuts_the_sessions_it_leads_with_a_hung_peer_at_once_and_names_them_in_the_report() {
     let (mut network, _) = SigningNetwork::signing(3, 2, QUICK_HOST);
     // node2 hangs: node0's sessions that picked it as member (signatures, or presignatures
-    // being generated for a set with node2) wait for its answer (3 s), longer than a stop
-    // lets protocols finish (2 s).
+    // being generated for a set with node2) wait for its answer (3 s). A stop cuts the
+    // sessions it leads rather than wait for them (2 s at most, its drain bound).
     let node2 = network.node(2).pid();
     unsafe { libc::kill(node2, libc::SIGSTOP) };
     std::thread::sleep(Duration::from_millis(500));
     let (report, _) = network.stop(0);
     unsafe { libc::kill(node2, libc::SIGCONT) };
-    assert_eq!(report["exit_code"], 0, "abandoning within the bound is no forced stop: {report}");
+    assert_eq!(report["exit_code"], 0, "cutting its own sessions is no forced stop: {report}");
     let abandoned = report["abandoned_protocols"].as_array().unwrap();
     assert!(abandoned.iter().any(|protocol| protocol.as_str().unwrap().contains("node2.sandbox")), "{report}");
+    let stop_signer =
+        report["phases"].as_array().unwrap().iter().find(|phase| phase["phase"] == "stop_signer").unwrap();
+    assert!(stop_signer["duration_ms"].as_f64().unwrap() < 1000.0, "the stop waited for the hung peer: {report}");
 }

@@ -70,8 +70,9 @@ impl SignerTestHooks {
 
 /// Appends the line `line` makes to the test journal (`MPC_TEST_JOURNAL=path`, feature `test-hooks`):
 /// what the signing side did with its assets (ids reserved, presignatures stored,
-/// every share sent with the id and request it used, the secret nonces it made), for
-/// the tests that check nothing is used twice and no nonce is stored in clear. One
+/// every share sent with the id and request it used, the secret nonces it made, every
+/// signature it aggregated with its path and latency), for the tests that check nothing
+/// is used twice and no nonce is stored in clear, and for the signing benchmark. One
 /// `write(2)` per line on a file opened for appending: a line is never split, and a
 /// SIGKILL loses none that was written. Nothing without the feature.
 pub fn journal(line: impl FnOnce() -> String) {

@@ -288,19 +288,31 @@ impl Signer {
         let in_flight = self.protocols.in_flight().len();
         tracing::info!(protocols_in_flight = in_flight, "signing side stopping: no new protocols");
         let abandoned = self.protocols.stop(PROTOCOL_DRAIN.min(bound / 2)).await.protocols;
+        let protocols_done = started.elapsed();
         let mesh = self.mesh.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(mesh) = mesh {
             mesh.shutdown(MESH_STOP).await;
         }
+        let mesh_done = started.elapsed();
         self.tasks.cancel();
         let remaining = bound.saturating_sub(started.elapsed()).max(MESH_STOP);
         let aborted = if self.tasks.wait(remaining).await { Vec::new() } else { self.tasks.abort_running() };
+        let tasks_done = started.elapsed();
         self.status.send_modify(|status| status.stage = SignerStage::Stopped);
         // The last reference to the asset store once the tasks are gone: its close
         // (a WAL sync) runs here, and the shutdown's instance wait covers it either way.
         if let Some(presign) = self.presign.take() {
             let _ = tokio::task::spawn_blocking(move || drop(presign)).await;
         }
+        let milliseconds = |took: Duration| format!("{:.3}", took.as_secs_f64() * 1000.0);
+        tracing::info!(
+            protocols_ms = %milliseconds(protocols_done),
+            mesh_ms = %milliseconds(mesh_done - protocols_done),
+            tasks_ms = %milliseconds(tasks_done - mesh_done),
+            asset_store_ms = %milliseconds(started.elapsed() - tasks_done),
+            abandoned = abandoned.len(),
+            "signing side stopped"
+        );
         SignerStop { abandoned, aborted }
     }
 }

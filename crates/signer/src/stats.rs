@@ -14,6 +14,8 @@ const LATENCY_WINDOW: usize = 1024;
 pub enum FailureKind {
     /// A member did not answer within the bound.
     MemberTimeout,
+    /// A member left the mesh (stopped, or its connection broke) before it answered.
+    MemberLeft,
     /// A member refused (its chain does not have the request, or it is stopping).
     MemberRefused,
     /// Too few live participants for a signing set.
@@ -34,6 +36,7 @@ impl FailureKind {
     pub fn name(self) -> &'static str {
         match self {
             FailureKind::MemberTimeout => "member_timeout",
+            FailureKind::MemberLeft => "member_left",
             FailureKind::MemberRefused => "member_refused",
             FailureKind::NoSigningSet => "no_signing_set",
             FailureKind::InvalidSignature => "invalid_signature",

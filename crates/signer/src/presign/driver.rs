@@ -68,7 +68,11 @@ pub async fn fill_pools(context: Arc<SigningContext>) -> Result<(), String> {
             budget -= 1.0;
             let (task_context, task_set, counts, failures) =
                 (context.clone(), set.clone(), in_flight.clone(), failures.clone());
-            let started = context.protocols.spawn(format!("presignature for {}", set.join(", ")), async move {
+            // Generation is background work that a cut anywhere leaves safe (a
+            // presignature is stored only after its members' nonces, and orphans are
+            // collected): a stop cuts it instead of waiting for it.
+            let description = format!("presignature for {}", set.join(", "));
+            let started = context.protocols.spawn_cut_at_stop(description, async move {
                 if let Err(error) = generate(&task_context, task_set.clone()).await {
                     task_context.stats.failed(error.kind());
                     tracing::debug!(set = ?task_set, %error, "presignature generation failed");

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use frost_ed25519::round1::{SigningCommitments, SigningNonces};
+use frost_ed25519::round1::SigningNonces;
 use frost_ed25519::{Identifier, SigningPackage};
 use mpc_store::{Column, StoreUpdate};
 
@@ -52,7 +52,7 @@ pub async fn store_nonces(
     let mut update = StoreUpdate::new();
     presign.assets().put_sealed(&mut update, Column::HeldNonces, &held_nonce_key(owner, id), &encode(&record));
     commit(context, update).await.map_err(|err| err.to_string())?;
-    presign.add_held(owner, id);
+    presign.add_held(owner, id, nonces);
     crash_point("presign:member_stored");
     Ok(SignerMessage::PresignStored { id, commitments })
 }
@@ -92,16 +92,17 @@ pub async fn sign_presigned(
         return Err("the signing package's signers are not the presignature's set".into());
     }
     let me = context.contract.identifier_of(&context.me).ok_or("this node has no identifier")?;
-    let commitments = SigningCommitments::deserialize(&record.commitments).map_err(|err| err.to_string())?;
-    if package.signing_commitment(&me) != Some(commitments) {
+    // Compared as bytes: the stored commitment is this node's own, already valid.
+    let in_package = package.signing_commitment(&me).map(|commitment| commitment.serialize());
+    if !matches!(in_package, Some(Ok(bytes)) if bytes == record.commitments) {
         return Err("the signing package does not hold this node's stored commitment".into());
     }
-    let nonces = SigningNonces::deserialize(&record.nonces).map_err(|err| format!("held nonces {id}: {err}"))?;
     // Used once: out of the index first (a concurrent request for the same id fails
     // here), then out of the store, durably, before the share exists.
-    if !presign.claim_held(owner, id) {
-        return Err(unknown());
-    }
+    let nonces = match presign.claim_held(owner, id).ok_or_else(unknown)? {
+        Some(nonces) => nonces,
+        None => SigningNonces::deserialize(&record.nonces).map_err(|err| format!("held nonces {id}: {err}"))?,
+    };
     let mut update = StoreUpdate::new();
     update.delete(Column::HeldNonces, &key);
     commit(context, update).await.map_err(|err| err.to_string())?;

@@ -30,6 +30,9 @@ pub mod records;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
+use frost_ed25519::Identifier;
+use frost_ed25519::round1::{SigningCommitments, SigningNonces};
+
 use mpc_store::Column;
 
 use crate::assets::allocator::IdAllocator;
@@ -56,6 +59,17 @@ pub const MAX_HELD_PER_OWNER: usize = 4096;
 /// Signing sets a node keeps pools for at most.
 pub const MAX_SETS: usize = 16;
 
+/// A presignature as its owner signs with it: its own nonces and every signer's
+/// commitments.
+pub struct DecodedPresignature {
+    /// The signing set, owner included, sorted.
+    pub signers: Vec<String>,
+    /// The owner's secret nonces.
+    pub nonces: SigningNonces,
+    /// Every signer's round-1 commitments.
+    pub commitments: BTreeMap<Identifier, SigningCommitments>,
+}
+
 /// The presignature side's state on this node: its own pool as an owner, the nonces it
 /// holds as a member, the id allocator.
 pub struct Presignatures {
@@ -63,10 +77,20 @@ pub struct Presignatures {
     allocator: Mutex<IdAllocator>,
     /// Ready presignature ids by signing set.
     ready: Mutex<BTreeMap<Vec<String>, VecDeque<u64>>>,
+    /// Presignatures taken out of the pool whose use has not ended, with their sets:
+    /// still live to the members until then (see [`Presignatures::live_ids_with`]).
+    in_use: Mutex<BTreeMap<u64, Vec<String>>>,
     /// Ids this node is generating as owner.
     generating: Mutex<BTreeSet<u64>>,
     /// Ids held per owner as a member.
     held: Mutex<HashMap<String, BTreeSet<u64>>>,
+    /// The decoded form of presignatures made since this start, by id, so that a use
+    /// does not decode (validate) again what this process made; the store stays the
+    /// record (a use deletes there first). Dropped at use.
+    decoded_owned: Mutex<HashMap<u64, DecodedPresignature>>,
+    /// The same for the nonces held as a member, by (owner, id); dropped at use or
+    /// collection.
+    decoded_held: Mutex<HashMap<(String, u64), SigningNonces>>,
     /// Per owner, the `below` of its last inventory: no id under it is made again.
     dead_below: Mutex<HashMap<String, u64>>,
 }
@@ -106,8 +130,11 @@ impl Presignatures {
             assets,
             allocator: Mutex::new(allocator),
             ready: Mutex::new(ready),
+            in_use: Mutex::new(BTreeMap::new()),
             generating: Mutex::new(BTreeSet::new()),
             held: Mutex::new(held),
+            decoded_owned: Mutex::new(HashMap::new()),
+            decoded_held: Mutex::new(HashMap::new()),
             dead_below: Mutex::new(HashMap::new()),
         })
     }
@@ -118,7 +145,8 @@ impl Presignatures {
     }
 
     /// Takes a ready presignature whose whole set is in `live` and none of it in
-    /// `excluded`, out of the pool: the caller deletes it from the store before use.
+    /// `excluded`, out of the pool: the caller deletes it from the store before use,
+    /// and ends its use with [`Presignatures::used`].
     pub fn take(&self, live: &BTreeSet<String>, excluded: &[String]) -> Option<(u64, Vec<String>)> {
         let mut ready = lock(&self.ready);
         let (set, ids) = ready
@@ -130,7 +158,15 @@ impl Presignatures {
             })
             .max_by_key(|(_, ids)| ids.len())?;
         let id = ids.pop_front()?;
+        lock(&self.in_use).insert(id, set.clone());
         Some((id, set.clone()))
+    }
+
+    /// Ends the use of presignature `id` (taken with [`Presignatures::take`]), whatever
+    /// its outcome: from now on the inventories leave it out, so the members collect
+    /// the nonces of a use that failed before reaching them.
+    pub fn used(&self, id: u64) {
+        lock(&self.in_use).remove(&id);
     }
 
     /// Ready presignatures of `set`.
@@ -143,18 +179,29 @@ impl Presignatures {
         lock(&self.ready).values().map(VecDeque::len).sum()
     }
 
-    /// Adds a stored presignature to the pool.
-    fn add_ready(&self, set: Vec<String>, id: u64) {
+    /// Adds a stored presignature to the pool, with its decoded form.
+    fn add_ready(&self, set: Vec<String>, id: u64, decoded: DecodedPresignature) {
+        lock(&self.decoded_owned).insert(id, decoded);
         lock(&self.ready).entry(set).or_default().push_back(id);
     }
 
-    /// The ids of this owner's presignatures whose set includes `member`.
+    /// The decoded form of presignature `id` if this process made it (taken out).
+    fn take_decoded(&self, id: u64) -> Option<DecodedPresignature> {
+        lock(&self.decoded_owned).remove(&id)
+    }
+
+    /// The ids of this owner's presignatures whose set includes `member`: the ready
+    /// ones and those in use (a member must not collect the nonces of a use whose
+    /// request to it may still be on the way, or the use fails for nothing).
     pub fn live_ids_with(&self, member: &str) -> Vec<u64> {
         let ready = lock(&self.ready);
+        let in_use = lock(&self.in_use);
+        let includes_member = |set: &Vec<String>| set.iter().any(|signer| signer == member);
         let mut ids: Vec<u64> = ready
             .iter()
-            .filter(|(set, _)| set.iter().any(|signer| signer == member))
+            .filter(|(set, _)| includes_member(set))
             .flat_map(|(_, ids)| ids.iter().copied())
+            .chain(in_use.iter().filter(|(_, set)| includes_member(set)).map(|(id, _)| *id))
             .collect();
         ids.sort_unstable();
         ids
@@ -177,7 +224,7 @@ impl Presignatures {
     }
 
     /// The generation of `id` ended, stored or not.
-    fn generated(&self, id: u64) {
+    pub(crate) fn generated(&self, id: u64) {
         lock(&self.generating).remove(&id);
     }
 
@@ -187,14 +234,17 @@ impl Presignatures {
         held.get(owner).map_or((false, 0), |ids| (ids.contains(&id), ids.len()))
     }
 
-    /// Takes (`owner`, `id`) out of the held index: `false` if it was not there (used,
-    /// collected, or claimed by a concurrent request).
-    fn claim_held(&self, owner: &str, id: u64) -> bool {
-        lock(&self.held).get_mut(owner).is_some_and(|ids| ids.remove(&id))
+    /// Takes (`owner`, `id`) out of the held index: `None` if it was not there (used,
+    /// collected, or claimed by a concurrent request), else its decoded nonces if this
+    /// process stored them.
+    fn claim_held(&self, owner: &str, id: u64) -> Option<Option<SigningNonces>> {
+        let claimed = lock(&self.held).get_mut(owner).is_some_and(|ids| ids.remove(&id));
+        claimed.then(|| lock(&self.decoded_held).remove(&(owner.to_owned(), id)))
     }
 
-    fn add_held(&self, owner: &str, id: u64) {
+    fn add_held(&self, owner: &str, id: u64, nonces: SigningNonces) {
         lock(&self.held).entry(owner.to_owned()).or_default().insert(id);
+        lock(&self.decoded_held).insert((owner.to_owned(), id), nonces);
     }
 
     /// Nonces held for every owner.
@@ -220,8 +270,10 @@ impl Presignatures {
         let mut held = lock(&self.held);
         let Some(ids) = held.get_mut(owner) else { return Vec::new() };
         let orphans: Vec<u64> = ids.range(..below).copied().filter(|id| !live.contains(id)).collect();
+        let mut decoded = lock(&self.decoded_held);
         for id in &orphans {
             ids.remove(id);
+            decoded.remove(&(owner.to_owned(), *id));
         }
         orphans
     }

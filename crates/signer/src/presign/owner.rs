@@ -9,6 +9,7 @@ use frost_ed25519::{Identifier, SigningPackage};
 use mpc_store::{Column, StoreUpdate};
 
 use super::records::{PresignatureRecord, encode, presignature_key};
+use super::{DecodedPresignature, Presignatures};
 use crate::chain_view::IndexedRequest;
 use crate::hooks::{crash_point, journal};
 use crate::messages::{SessionId, SignerMessage};
@@ -41,9 +42,8 @@ pub async fn generate(context: &SigningContext, set: Vec<String>) -> Result<u64,
         .await
         .map_err(|err| SessionError::Invalid(format!("allocating an id: {err}")))?
         .map_err(|err| SessionError::Invalid(format!("allocating an id: {err}")))?;
-    let outcome = generate_with_id(context, id, &set).await;
-    context.presign.generated(id);
-    outcome.map(|()| id)
+    let _generating = Ending { presign: &context.presign, id, end: Presignatures::generated };
+    generate_with_id(context, id, &set).await.map(|()| id)
 }
 
 async fn generate_with_id(context: &SigningContext, id: u64, set: &[String]) -> Result<(), SessionError> {
@@ -52,7 +52,7 @@ async fn generate_with_id(context: &SigningContext, id: u64, set: &[String]) -> 
     let (nonces, own_commitments) =
         frost_ed25519::round1::commit(context.share.key_package.signing_share(), &mut rand::rngs::OsRng);
     ask_all(context, &members, &SignerMessage::PresignGenerate { id, signers: set.to_vec() }, 1).await?;
-    let stored = collect(&mut replies, &members, 1, |member, message| match message {
+    let stored = collect(context, &mut replies, &members, 1, |member, message| match message {
         SignerMessage::PresignStored { commitments, .. } => {
             Some(decoded(context, member, "commitments", SigningCommitments::deserialize(&commitments)))
         }
@@ -61,11 +61,13 @@ async fn generate_with_id(context: &SigningContext, id: u64, set: &[String]) -> 
     .await?;
     crash_point("presign:members_confirmed");
     let mut commitments: Vec<(String, Vec<u8>)> = Vec::new();
-    for (identifier, member_commitments) in stored {
-        let account = context.contract.account_of(&identifier).unwrap_or_default().to_owned();
+    for (identifier, member_commitments) in &stored {
+        let account = context.contract.account_of(identifier).unwrap_or_default().to_owned();
         commitments.push((account, serialize(member_commitments.serialize())?));
     }
     commitments.push((context.me.clone(), serialize(own_commitments.serialize())?));
+    let mut decoded_commitments = stored;
+    decoded_commitments.insert(identifier(context, &context.me)?, own_commitments);
     let record =
         PresignatureRecord { id, signers: set.to_vec(), commitments, own_nonces: serialize(nonces.serialize())? };
     journal_nonces(&context.me, id, &nonces);
@@ -74,7 +76,8 @@ async fn generate_with_id(context: &SigningContext, id: u64, set: &[String]) -> 
     commit(context, update).await?;
     crash_point("presign:owner_stored");
     journal(|| format!("stored {} {id}", context.me));
-    context.presign.add_ready(set.to_vec(), id);
+    let decoded = DecodedPresignature { signers: set.to_vec(), nonces, commitments: decoded_commitments };
+    context.presign.add_ready(set.to_vec(), id, decoded);
     Ok(())
 }
 
@@ -82,27 +85,32 @@ async fn generate_with_id(context: &SigningContext, id: u64, set: &[String]) -> 
 /// presignature is deleted (synced) before anything derived from it leaves, then one
 /// round: the signing package to the members, their shares back.
 pub async fn sign_with(context: &SigningContext, request: &IndexedRequest, id: u64) -> Result<Signed, SessionError> {
+    let _in_use = Ending { presign: &context.presign, id, end: Presignatures::used };
     let key = presignature_key(id);
-    let assets = context.presign.assets();
-    let stored = assets
-        .get_sealed(Column::Presignatures, &key)
-        .map_err(|err| SessionError::Invalid(format!("reading presignature {id}: {err}")))?
-        .ok_or_else(|| SessionError::Invalid(format!("presignature {id} is not in the store")))?;
+    // Made by this process: decoded already. Else (made before this start) read first;
+    // either way deleted, durably, before anything derived from it exists.
+    let cached = context.presign.take_decoded(id);
+    let stored = match cached {
+        Some(_) => None,
+        None => Some(
+            context
+                .presign
+                .assets()
+                .get_sealed(Column::Presignatures, &key)
+                .map_err(|err| SessionError::Invalid(format!("reading presignature {id}: {err}")))?
+                .ok_or_else(|| SessionError::Invalid(format!("presignature {id} is not in the store")))?,
+        ),
+    };
     let mut update = StoreUpdate::new();
     update.delete(Column::Presignatures, key);
     commit(context, update).await?;
     crash_point("presign:owner_deleted");
-    let record: PresignatureRecord =
-        borsh::from_slice(&stored).map_err(|err| SessionError::Invalid(format!("presignature {id}: {err}")))?;
-    let nonces = SigningNonces::deserialize(&record.own_nonces)
-        .map_err(|err| SessionError::Invalid(format!("presignature {id}'s nonces: {err}")))?;
-    let mut commitments: BTreeMap<Identifier, SigningCommitments> = BTreeMap::new();
-    for (account, bytes) in &record.commitments {
-        let (identifier, signer_commitments) =
-            decoded(context, account, "commitments", SigningCommitments::deserialize(bytes))?;
-        commitments.insert(identifier, signer_commitments);
-    }
-    let members: Vec<String> = record.signers.iter().filter(|member| **member != context.me).cloned().collect();
+    let presignature = match (cached, stored) {
+        (Some(decoded), _) => decoded,
+        (None, stored) => decode_stored(context, id, &stored.unwrap_or_default())?,
+    };
+    let DecodedPresignature { signers, nonces, commitments } = presignature;
+    let members: Vec<String> = signers.iter().filter(|member| **member != context.me).cloned().collect();
     let (_registration, mut replies) = LedSession::register(context, use_session(id), 2 * members.len() + 2);
     let package = SigningPackage::new(commitments, &context.hooks.payload_to_ask(&request.payload));
     let bytes = package.serialize().map_err(|err| SessionError::Invalid(format!("signing package: {err}")))?;
@@ -112,7 +120,7 @@ pub async fn sign_with(context: &SigningContext, request: &IndexedRequest, id: u
     let own_share = frost_ed25519::round2::sign(&package, &nonces, &context.share.key_package)
         .map_err(|err| SessionError::Invalid(format!("own share: {err}")))?;
     drop(nonces);
-    let mut shares = collect(&mut replies, &members, 2, |member, message| match message {
+    let mut shares = collect(context, &mut replies, &members, 2, |member, message| match message {
         SignerMessage::PresignShare { share, .. } => {
             Some(decoded(context, member, "share", SignatureShare::deserialize(&share)))
         }
@@ -121,6 +129,35 @@ pub async fn sign_with(context: &SigningContext, request: &IndexedRequest, id: u
     .await?;
     shares.insert(identifier(context, &context.me)?, own_share);
     verified_signature(context, &package, &shares, &request.payload)
+}
+
+/// Ends the generation or the use of presignature `id` in the pool's bookkeeping when
+/// its session ends, however it ends (finished, failed, or cut at a stop).
+struct Ending<'a> {
+    presign: &'a Presignatures,
+    id: u64,
+    end: fn(&Presignatures, u64),
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        (self.end)(self.presign, self.id);
+    }
+}
+
+/// Decodes (and validates) a presignature read from the store.
+fn decode_stored(context: &SigningContext, id: u64, stored: &[u8]) -> Result<DecodedPresignature, SessionError> {
+    let record: PresignatureRecord =
+        borsh::from_slice(stored).map_err(|err| SessionError::Invalid(format!("presignature {id}: {err}")))?;
+    let nonces = SigningNonces::deserialize(&record.own_nonces)
+        .map_err(|err| SessionError::Invalid(format!("presignature {id}'s nonces: {err}")))?;
+    let mut commitments: BTreeMap<Identifier, SigningCommitments> = BTreeMap::new();
+    for (account, bytes) in &record.commitments {
+        let (identifier, signer_commitments) =
+            decoded(context, account, "commitments", SigningCommitments::deserialize(bytes))?;
+        commitments.insert(identifier, signer_commitments);
+    }
+    Ok(DecodedPresignature { signers: record.signers, nonces, commitments })
 }
 
 fn serialize(bytes: Result<Vec<u8>, frost_ed25519::Error>) -> Result<Vec<u8>, SessionError> {

@@ -20,6 +20,7 @@ use super::SigningContext;
 use super::leader::{SessionError, lead};
 use super::schedule::{lead_after, members};
 use crate::chain_view::IndexedRequest;
+use crate::hooks::journal;
 use crate::presign::owner::sign_with;
 use crate::stats::{FailureKind, SignPath};
 
@@ -44,6 +45,9 @@ struct Pending {
     attempts: u32,
     excluded: Vec<String>,
     state: PendingState,
+    /// This node's lead delay for the request, with the live set's generation it was
+    /// computed for (`None` before the first pass).
+    lead_after: Option<(u64, Option<Duration>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,22 +81,42 @@ pub async fn coordinate(context: Arc<SigningContext>) -> Result<(), String> {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = 0usize;
+    let mut live_now: Vec<String> = Vec::new();
+    let mut live_generation = 0u64;
+    let mut first_pass = true;
     loop {
+        // Responses appear only with new blocks: the answered check of every pending
+        // request runs then (and at the first pass), not on every session's outcome.
+        let mut new_blocks = std::mem::take(&mut first_pass);
         tokio::select! {
             biased;
             _ = context.protocols.stopped_accepting() => return Ok(()),
-            Some((key, led)) = finished.recv() => {
-                leading -= 1;
-                if let Some(entry) = pending.get_mut(&key) {
-                    settle(&context, entry, led);
+            Some(outcome) = finished.recv() => {
+                let mut outcome = Some(outcome);
+                while let Some((key, led)) = outcome.take().or_else(|| finished.try_recv().ok()) {
+                    leading -= 1;
+                    if let Some(entry) = pending.get_mut(&key) {
+                        settle(&context, entry, led);
+                    }
                 }
             }
-            changed = indexed.changed() => if changed.is_err() { return Ok(()) },
+            changed = indexed.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+                new_blocks = true;
+            }
             _ = tick.tick() => {}
         }
-        scan(&context, &mut pending, &mut scanned)?;
-        let live = live_participants(&context);
-        let live: Vec<&str> = live.iter().map(String::as_str).collect();
+        if new_blocks {
+            scan(&context, &mut pending, &mut scanned)?;
+        }
+        let live_accounts = live_participants(&context);
+        if live_accounts != live_now {
+            live_now = live_accounts;
+            live_generation += 1;
+        }
+        let live: Vec<&str> = live_now.iter().map(String::as_str).collect();
         let now = Instant::now();
         let mut answered = Vec::new();
         let mut waiting = 0;
@@ -101,7 +125,9 @@ pub async fn coordinate(context: Arc<SigningContext>) -> Result<(), String> {
             if entry.state == PendingState::Leading {
                 continue;
             }
-            if context.chain.is_answered(&entry.request.request_id).map_err(|err| err.to_string())? {
+            if (new_blocks || entry.lead_after.is_none())
+                && context.chain.is_answered(&entry.request.request_id).map_err(|err| err.to_string())?
+            {
                 answered.push(*key);
                 continue;
             }
@@ -127,7 +153,15 @@ pub async fn coordinate(context: Arc<SigningContext>) -> Result<(), String> {
                 entry.state = PendingState::GaveUp;
                 continue;
             }
-            let Some(delay) = lead_after(&entry.request.request_id, &live, &context.me) else { continue };
+            let delay = match entry.lead_after {
+                Some((generation, delay)) if generation == live_generation => delay,
+                _ => {
+                    let delay = lead_after(&entry.request.request_id, &live, &context.me);
+                    entry.lead_after = Some((live_generation, delay));
+                    delay
+                }
+            };
+            let Some(delay) = delay else { continue };
             if now.duration_since(entry.indexed_at) < delay {
                 continue;
             }
@@ -144,7 +178,9 @@ pub async fn coordinate(context: Arc<SigningContext>) -> Result<(), String> {
             let (session_context, request, outcomes, key) =
                 (context.clone(), entry.request.clone(), outcomes.clone(), *key);
             let indexed_at = entry.indexed_at;
-            let started = context.protocols.spawn(description, async move {
+            // Cut at a stop: the next leader in the request's order takes it as soon as
+            // this node's goodbye reaches it (nothing is put back; see `protocols`).
+            let started = context.protocols.spawn_cut_at_stop(description, async move {
                 let led = lead_and_submit(&session_context, &request, plan, indexed_at).await;
                 let _ = outcomes.send((key, led)).await;
             });
@@ -211,6 +247,7 @@ fn scan(
                         attempts: 0,
                         excluded: Vec::new(),
                         state: PendingState::Waiting { not_before: now },
+                        lead_after: None,
                     },
                 );
             }
@@ -264,15 +301,19 @@ async fn lead_and_submit(context: &SigningContext, request: &IndexedRequest, pla
         Ok(signed) => signed,
         Err(error) => return Led::Failed(error),
     };
-    context.stats.signed(path, indexed_at.elapsed());
+    let latency = indexed_at.elapsed();
+    context.stats.signed(path, latency);
+    journal(|| format!("signed {} {} {}", hex::encode(request.request_id), path.name(), latency.as_micros()));
     let action = Action::Respond {
         request_id: hex::encode(request.request_id),
         signature: hex::encode(signed.signature),
         commitments: signed.commitments,
     };
     let transaction = SignedTransaction::sign(&context.me, &context.p2p_key, rand::rngs::OsRng.next_u64(), action);
+    let submitting = Instant::now();
     match context.host.submit_with_retries(&transaction, SUBMIT_ATTEMPTS, context.protocols.abandon_token()).await {
         Ok(_) => {
+            journal(|| format!("submitted {} {}", hex::encode(request.request_id), submitting.elapsed().as_micros()));
             tracing::debug!(request = %hex::encode(request.request_id), "response submitted");
             Led::Submitted
         }

@@ -30,6 +30,14 @@ pub enum SessionError {
         /// 1 (commitments) or 2 (shares).
         round: u8,
     },
+    /// A member left the mesh (it stopped, or its connection broke) before it answered.
+    #[error("{member} left before answering in round {round}")]
+    Left {
+        /// The member.
+        member: String,
+        /// 1 (commitments) or 2 (shares).
+        round: u8,
+    },
     /// A member refused.
     #[error("{member} refused: {reason}")]
     Refused {
@@ -56,6 +64,7 @@ impl SessionError {
     pub fn member(&self) -> Option<&str> {
         match self {
             SessionError::Timeout { member, .. }
+            | SessionError::Left { member, .. }
             | SessionError::Refused { member, .. }
             | SessionError::Protocol { member, .. } => Some(member),
             SessionError::Invalid(_) => None,
@@ -66,6 +75,7 @@ impl SessionError {
     pub fn kind(&self) -> FailureKind {
         match self {
             SessionError::Timeout { .. } => FailureKind::MemberTimeout,
+            SessionError::Left { .. } => FailureKind::MemberLeft,
             SessionError::Refused { .. } => FailureKind::MemberRefused,
             SessionError::Protocol { .. } => FailureKind::PeerProtocol,
             SessionError::Invalid(_) => FailureKind::InvalidSignature,
@@ -97,7 +107,7 @@ pub async fn lead(
     };
     ask_all(context, members, &ask, 1).await?;
     let mut commitments: BTreeMap<Identifier, SigningCommitments> =
-        collect(&mut replies, members, 1, |member, message| match message {
+        collect(context, &mut replies, members, 1, |member, message| match message {
             SignerMessage::Commitment { commitments, .. } => {
                 Some(decoded(context, member, "commitments", SigningCommitments::deserialize(&commitments)))
             }
@@ -111,7 +121,7 @@ pub async fn lead(
     let ask = SignerMessage::ShareRequest { session, signing_package: bytes };
     ask_all(context, members, &ask, 2).await?;
     let mut shares: BTreeMap<Identifier, SignatureShare> =
-        collect(&mut replies, members, 2, |member, message| match message {
+        collect(context, &mut replies, members, 2, |member, message| match message {
             SignerMessage::Share { share, .. } => {
                 Some(decoded(context, member, "share", SignatureShare::deserialize(&share)))
             }
@@ -197,6 +207,7 @@ pub(crate) fn verified_signature(
 /// Collects one answer per member of `round` from `replies`: `accept` turns a reply into
 /// an entry (`None` for a reply of another kind, ignored); a refusal ends the session.
 pub(crate) async fn collect<T>(
+    context: &SigningContext,
     replies: &mut mpsc::Receiver<Reply>,
     members: &[String],
     round: u8,
@@ -204,10 +215,26 @@ pub(crate) async fn collect<T>(
 ) -> Result<BTreeMap<Identifier, T>, SessionError> {
     let mut answered: BTreeMap<Identifier, T> = BTreeMap::new();
     let mut heard: Vec<&str> = Vec::new();
+    let mut connected = context.mesh.watch_connected();
+    let mut watching = true;
     let deadline = tokio::time::Instant::now() + ROUND_TIMEOUT;
     while heard.len() < members.len() {
-        let Ok(Some((from, message))) = tokio::time::timeout_at(deadline, replies.recv()).await else {
-            let member = members.iter().find(|member| !heard.contains(&member.as_str())).cloned().unwrap_or_default();
+        // A member that left (its goodbye, or a broken connection) fails the round at
+        // once: nobody waits for the timeout of a peer known to be gone.
+        let unheard = || members.iter().filter(|member| !heard.contains(&member.as_str()));
+        if let Some(gone) = unheard().find(|member| !connected.borrow_and_update().contains(*member)) {
+            return Err(SessionError::Left { member: gone.clone(), round });
+        }
+        let reply = tokio::select! {
+            reply = tokio::time::timeout_at(deadline, replies.recv()) => reply,
+            changed = connected.changed(), if watching => {
+                // With the mesh gone, only a reply or the timeout ends the round.
+                watching = changed.is_ok();
+                continue;
+            }
+        };
+        let Ok(Some((from, message))) = reply else {
+            let member = unheard().next().cloned().unwrap_or_default();
             return Err(SessionError::Timeout { member, round });
         };
         let Some(member) = members.iter().find(|member| **member == from) else { continue };
