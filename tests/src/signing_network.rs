@@ -26,9 +26,29 @@ pub const ANSWER_PATIENCE: Duration = Duration::from_secs(90);
 pub const QUICK_HOST: &[&str] =
     &["--sandbox-block-interval", "50ms", "--sandbox-history-blocks", "5", "--sandbox-requests-per-block", "2"];
 
-/// A free loopback port (bound and released: the tests' processes bind it next).
+/// A free loopback port for a process the test starts later (bound and released).
+///
+/// Taken below the kernel's ephemeral range: a port from that range (what binding port
+/// 0 returns) can become the local port of any process's outgoing connection before
+/// the node binds it, and its listener then fails with "address in use". Each test
+/// process walks its own stretch of the range below, starting from its pid.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    let ephemeral_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_start.saturating_sub(LOWEST).max(1);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let port = LOWEST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port below {ephemeral_start}");
 }
 
 /// The P2P public key of the home, created by `mpc-node p2p-key`.
@@ -562,6 +582,10 @@ pub struct Journals {
     pub stored: BTreeMap<usize, Vec<u64>>,
     /// Every secret nonce made: (owner, id, hiding, binding), 32 bytes each.
     pub nonces: Vec<(String, u64, Vec<u8>, Vec<u8>)>,
+    /// The (owner, id) whose owner made its own nonces: a generation that got past its
+    /// members' confirmations (the owner journals them before it stores the
+    /// presignature, so one without is certainly never stored).
+    pub owner_nonces: BTreeSet<(String, u64)>,
     /// Per member index, the (owner, id) whose nonces it deleted as orphans.
     pub collected: BTreeMap<usize, Vec<(String, u64)>>,
     /// Every signature a node aggregated as leader: (request, path, latency), in the
@@ -595,6 +619,15 @@ impl SigningNetwork {
                         .or_default()
                         .push((from.parse().unwrap(), until.parse().unwrap())),
                     ["stored", _, id] => journals.stored.entry(index).or_default().push(id.parse().unwrap()),
+                    ["nonces", owner, id, hiding, binding] if *owner == format!("node{index}.sandbox") => {
+                        journals.owner_nonces.insert((owner.to_string(), id.parse().unwrap()));
+                        journals.nonces.push((
+                            owner.to_string(),
+                            id.parse().unwrap(),
+                            hex::decode(hiding).unwrap(),
+                            hex::decode(binding).unwrap(),
+                        ));
+                    }
                     ["nonces", owner, id, hiding, binding] => journals.nonces.push((
                         owner.to_string(),
                         id.parse().unwrap(),
