@@ -5,7 +5,7 @@
 //!
 //! Run: `cargo bench --workspace --all-features --bench signing`
 //! - `MPC_BENCH_SIGNATURES` (default 10000): signatures timed on each path, with
-//!   `MPC_BENCH_LATENCY_REQUESTS_PER_BLOCK` (default 20) at a block every 100 ms;
+//!   `MPC_BENCH_LATENCY_REQUESTS_PER_BLOCK` (default 4) at a block every 100 ms;
 //! - `MPC_BENCH_LOAD_REQUESTS_PER_BLOCK` (default 100) at a block every 100 ms: the
 //!   offered load of the sustained run, and `MPC_BENCH_LOAD_SECONDS` (default 30) its
 //!   length;
@@ -76,10 +76,10 @@ fn latencies(network: &mut SigningNetwork, path: &str, count: usize, skip: usize
 
 /// Sign latency on one path: presigned with a warm pool, or online (no pool).
 fn latency(path: &str, signatures: usize) {
-    // By default 20 requests every 100 ms: about 67 per second for each leader, under
-    // each node's generation rate, so the pools stay warm.
+    // By default 4 requests every 100 ms: about 13 per second for each leader, far
+    // under each node's generation rate, so the pools stay warm.
     let node_args: &[&str] = if path == "online" { &["--presignature-pool", "0"] } else { &[] };
-    let mut network = network("100ms", env_or("MPC_BENCH_LATENCY_REQUESTS_PER_BLOCK", 20), node_args);
+    let mut network = network("100ms", env_or("MPC_BENCH_LATENCY_REQUESTS_PER_BLOCK", 4), node_args);
     // Leave out the first signatures, made while the pools fill.
     let mut took = latencies(&mut network, path, signatures + 300, 300);
     let (p50, p99) = quantiles_ms(&mut took);
