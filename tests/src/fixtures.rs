@@ -88,9 +88,14 @@ pub fn newest_log(store: &Path) -> PathBuf {
 
 /// Flips bytes in the middle of `log`, as a disk error would.
 pub fn damage_the_middle(log: &Path) {
+    let middle = std::fs::metadata(log).unwrap().len() as usize / 2;
+    damage_at(log, middle);
+}
+
+/// Flips 8 bytes of `log` from `offset`, as a disk error would.
+pub fn damage_at(log: &Path, offset: usize) {
     let mut bytes = std::fs::read(log).unwrap();
-    let middle = bytes.len() / 2;
-    for byte in &mut bytes[middle..middle + 8] {
+    for byte in &mut bytes[offset..offset + 8] {
         *byte ^= 0xa5;
     }
     std::fs::write(log, bytes).unwrap();

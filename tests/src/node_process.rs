@@ -282,6 +282,17 @@ pub fn wait_for_first_block_count(node: &mut NodeProcess, count: usize) {
 }
 
 impl NodeProcess {
+    /// The exit status if the process has ended (reaping it), without waiting.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.reaped_at = Some(Instant::now());
+            self.status = Some(status);
+        }
+        self.status
+    }
+
     /// Panics (with the log) if the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {

@@ -606,7 +606,13 @@ impl SigningNetwork {
         let mut journals = Journals::default();
         for index in 0..self.nodes.len() {
             let text = std::fs::read_to_string(self.journal_path(index)).unwrap_or_default();
-            for line in text.lines() {
+            let lines: Vec<&str> = text.split('\n').collect();
+            for (number, line) in lines.iter().enumerate() {
+                // Skipped: a line torn by a SIGKILL (the next process marked it `torn`),
+                // and the file's end, which may still be being written.
+                if matches!(lines.get(number + 1), None | Some(&"torn")) {
+                    continue;
+                }
                 let words: Vec<&str> = line.split(' ').collect();
                 match words.as_slice() {
                     ["share", owner, id, request] => {
@@ -648,6 +654,7 @@ impl SigningNetwork {
                             journals.collected.entry(index).or_default().push((owner.to_string(), id.parse().unwrap()));
                         }
                     }
+                    ["started"] | ["torn"] => {}
                     _ => panic!("node {index}: unknown journal line {line:?}"),
                 }
             }

@@ -1,14 +1,14 @@
 //! Presignatures across a network of real processes: signatures from warm pools, a kill
 //! at every durable step of a presignature's life on every participant, orphans
-//! collected, ids unique over hundreds of kill-restart cycles, and an asset store that
-//! refuses a wrong key or a damaged log. Nothing may ever be used twice: checked from
+//! collected, ids unique over hundreds of kill-restart cycles, an asset store that
+//! refuses a wrong key or a damaged log, and the pool size and generation rate bounds. Nothing may ever be used twice: checked from
 //! the chain alone (every R distinct) and from the nodes' test journals.
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use mpc_node_process_tests::signing_network::{ANSWER_PATIENCE, QUICK_HOST, SigningNetwork};
-use mpc_node_process_tests::{CRASH_POINT_REACHED, NodeProcess, check, damage_the_middle, env_number, newest_log};
+use mpc_node_process_tests::{CRASH_POINT_REACHED, NodeProcess, check, damage_at, env_number, newest_log};
 
 /// A node's metric, from its `/metrics`.
 fn metric(network: &mut SigningNetwork, index: usize, name: &str) -> f64 {
@@ -21,8 +21,14 @@ fn metric(network: &mut SigningNetwork, index: usize, name: &str) -> f64 {
 
 /// Waits until every node has a full pool in each of its sets.
 fn wait_for_pools(network: &mut SigningNetwork, per_node: f64) {
+    let every: Vec<usize> = (0..network.nodes.len()).collect();
+    wait_for_pools_of(network, &every, per_node);
+}
+
+/// Waits until each of `nodes` has `per_node` presignatures ready.
+fn wait_for_pools_of(network: &mut SigningNetwork, nodes: &[usize], per_node: f64) {
     let started = Instant::now();
-    for index in 0..network.nodes.len() {
+    for &index in nodes {
         while metric(network, index, "mpc_signer_presignatures_ready") < per_node {
             assert!(started.elapsed() < Duration::from_secs(60), "node {index}'s pools did not fill");
             std::thread::sleep(Duration::from_millis(50));
@@ -95,11 +101,15 @@ fn a_kill_at_every_durable_step_of_a_presignature_on_every_participant_reuses_no
 #[test]
 fn orphans_of_an_owner_killed_mid_generation_or_after_taking_a_presignature_are_deleted_when_it_reconnects() {
     let (mut network, key) = SigningNetwork::signing(3, 2, QUICK_HOST);
-    // node1 dies at the deletion of orphans, which needs orphans: node0 dies first after
-    // its members stored their nonces, before it stored the presignature.
-    network.kill(1);
-    network.start(1, &[("MPC_TEST_CRASH_AT", "presign:orphans_deleted")]);
-    network.wait_signing(1);
+    // A member dies at the deletion of orphans, which needs orphans: node0 dies first
+    // after its members stored their nonces, before it stored the presignature. Which
+    // member holds them depends on the set being generated then, so both members run
+    // with the crash point.
+    for member in 1..3 {
+        network.kill(member);
+        network.start(member, &[("MPC_TEST_CRASH_AT", "presign:orphans_deleted")]);
+        network.wait_signing(member);
+    }
     network.kill(0);
     kill_at(&mut network, 0, "presign:members_confirmed");
     // Orphans: nonces node1 and node2 made for node0 whose generation node0, dead now,
@@ -113,24 +123,43 @@ fn orphans_of_an_owner_killed_mid_generation_or_after_taking_a_presignature_are_
         .filter(|key| key.0 == "node0.sandbox" && !journals.owner_nonces.contains(key))
         .collect();
     assert!(!orphans.is_empty(), "the kill left orphans");
-    let node1 = network.nodes[1].take().unwrap();
     network.start(0, &[]);
-    let mut node1 = node1;
-    let status = node1.wait_exit(Duration::from_secs(60));
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", node1.log());
-    assert!(node1.log().contains("presign:orphans_deleted"), "{}", node1.log());
-    network.start(1, &[]);
-    network.wait_signing(1);
+    // A member that dies at its deletion (it journals what it deleted first) is started
+    // again without the crash point; the others are left alone until every orphan is
+    // collected (a kill between a deletion and its journal line would hide it).
     let started = Instant::now();
+    let mut restarted = std::collections::BTreeSet::new();
     loop {
+        for member in 1..3 {
+            let node = network.node(member);
+            let died = node.try_exit_status().is_some_and(|status| status.signal() == Some(libc::SIGKILL));
+            if died {
+                assert!(node.log().contains("presign:orphans_deleted"), "{}", node.log());
+                network.kill(member);
+                network.start(member, &[]);
+                restarted.insert(member);
+            }
+        }
         let collected = network.journals().collected;
         let all: Vec<&(String, u64)> = collected.values().flatten().collect();
         // Each orphan is held by one member of node0's sets; whichever holds it deletes it.
-        if orphans.iter().all(|orphan| all.contains(&orphan)) {
+        if orphans.iter().all(|orphan| all.contains(&orphan)) && !restarted.is_empty() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "orphans {orphans:?} not collected: {all:?}");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "orphans {orphans:?} not collected: {all:?}, or no member died deleting them: {restarted:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A member still running with the crash point is replaced (killed: what it had to
+    // show is in its journal).
+    for member in 1..3 {
+        if !restarted.contains(&member) {
+            network.kill(member);
+            network.start(member, &[]);
+        }
+        network.wait_signing(member);
     }
     network.stop_and_check_everything(&key);
 }
@@ -167,7 +196,9 @@ fn the_asset_store_refuses_a_damaged_log_and_a_wrong_key_and_changes_nothing() {
     let store = home.join("assets");
     let log = newest_log(&store);
     let intact = std::fs::read(&log).unwrap();
-    damage_the_middle(&log);
+    // Early in the log (it has more than 4 KiB), so that many writes surely follow the
+    // damage: damage among a log's last records reads as a torn tail, tolerated.
+    damage_at(&log, 1024);
     let damaged = std::fs::read(&log).unwrap();
     let checked = check(&home);
     assert_eq!(checked.code, 1, "{}", checked.output);
@@ -196,4 +227,58 @@ fn the_asset_store_refuses_a_damaged_log_and_a_wrong_key_and_changes_nothing() {
     assert_eq!(node.wait_exit(Duration::from_secs(60)).code(), Some(3), "{}", node.log());
     assert!(node.log().contains("was written with another secrets key"), "{}", node.log());
     assert_eq!(files(&store), before, "nothing touched");
+}
+
+/// Starts every node of `network` with `args_of(index)` and waits until they sign.
+fn start_signing_with(network: &mut SigningNetwork, args_of: impl Fn(usize) -> Vec<&'static str>) {
+    for index in 0..network.nodes.len() {
+        network.start_with(index, &args_of(index), &[]);
+    }
+    network.wait_running();
+    for index in 0..network.nodes.len() {
+        network.wait_signing(index);
+    }
+}
+
+#[test]
+fn the_rate_bounds_generation() {
+    // 10 per second, with room for 128 in two sets of 64: unbounded, a node fills
+    // them within a second.
+    let mut network = SigningNetwork::create(3, 2, QUICK_HOST);
+    let started = Instant::now();
+    start_signing_with(&mut network, |_| vec!["--presignature-rate", "10"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let journals = network.journals();
+    // At most the rate over the time since the start, plus the bucket's 10.
+    let bound = 10.0 + 10.0 * started.elapsed().as_secs_f64();
+    for index in 0..3 {
+        let made = journals.stored.get(&index).map_or(0, Vec::len);
+        assert!(made > 0, "node {index} made none");
+        assert!((made as f64) <= bound, "node {index} made {made}, more than {bound:.0}");
+    }
+}
+
+#[test]
+fn the_pool_size_bounds_each_set_and_a_pool_of_zero_signs_online() {
+    // node0 keeps no pool; node1 and node2 keep 3 per set (two sets each).
+    let mut network = SigningNetwork::create(3, 2, QUICK_HOST);
+    start_signing_with(&mut network, |index| vec!["--presignature-pool", if index == 0 { "0" } else { "3" }]);
+    wait_for_pools_of(&mut network, &[1, 2], 6.0);
+    let sampling = Instant::now();
+    while sampling.elapsed() < Duration::from_secs(1) {
+        for index in 1..3 {
+            let ready = metric(&mut network, index, "mpc_signer_presignatures_ready");
+            assert!(ready <= 6.0, "node {index} holds {ready} ready presignatures, more than 2 sets of 3");
+        }
+        assert_eq!(metric(&mut network, 0, "mpc_signer_presignatures_ready"), 0.0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let from = network.head();
+    network.wait_answered_up_to(from + 20, ANSWER_PATIENCE);
+    assert_eq!(metric(&mut network, 0, "mpc_signer_signatures_total{path=\"presigned\"}"), 0.0);
+    assert!(metric(&mut network, 0, "mpc_signer_signatures_total{path=\"online\"}") > 0.0);
+    let presigned: f64 =
+        (1..3).map(|index| metric(&mut network, index, "mpc_signer_signatures_total{path=\"presigned\"}")).sum();
+    assert!(presigned > 0.0, "the nodes with pools signed from them");
+    assert!(!network.journals().stored.contains_key(&0), "node0 made presignatures with a pool of 0");
 }

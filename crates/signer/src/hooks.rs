@@ -73,8 +73,9 @@ impl SignerTestHooks {
 /// every share sent with the id and request it used, the secret nonces it made, every
 /// signature it aggregated with its path and latency), for the tests that check nothing
 /// is used twice and no nonce is stored in clear, and for the signing benchmark. One
-/// `write(2)` per line on a file opened for appending: a line is never split, and a
-/// SIGKILL loses none that was written. Nothing without the feature.
+/// `write(2)` per line on a file opened for appending, after a `started` line: a SIGKILL
+/// loses none that was written; a line it tears is the last of its process, and the
+/// next process marks it with a `torn` line. Nothing without the feature.
 pub fn journal(line: impl FnOnce() -> String) {
     #[cfg(feature = "test-hooks")]
     {
@@ -82,7 +83,12 @@ pub fn journal(line: impl FnOnce() -> String) {
         static JOURNAL: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> = std::sync::OnceLock::new();
         let file = JOURNAL.get_or_init(|| {
             let path = std::env::var_os("MPC_TEST_JOURNAL")?;
-            std::fs::OpenOptions::new().create(true).append(true).open(path).ok().map(std::sync::Mutex::new)
+            // A predecessor killed in the middle of a write may have left a torn last
+            // line: end it and say so, then mark where this process starts.
+            let torn = std::fs::read(&path).ok().is_some_and(|bytes| bytes.last().is_some_and(|byte| *byte != b'\n'));
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).ok()?;
+            let _ = file.write_all(if torn { b"\ntorn\nstarted\n" } else { b"started\n" });
+            Some(std::sync::Mutex::new(file))
         });
         if let Some(file) = file {
             let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
