@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use mpc_node_process_tests::{NodeProcess, fast_node_args, wait_for_first_block_count};
+use mpc_node_process_tests::{NodeProcess, fast_node_args, percentile, wait_for_first_block_count};
 
 fn summary(name: &str, mut values: Vec<f64>) {
     values.sort_by(f64::total_cmp);
-    let at = |p: f64| values[((p / 100.0 * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+    let at = |p: f64| percentile(&values, p);
     println!("{name}: n={} p50={:.1} ms p95={:.1} ms max={:.1} ms", values.len(), at(50.0), at(95.0), at(100.0));
 }
 

@@ -10,12 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, START_PATIENCE, wait_for_first_block_count};
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
+use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, START_PATIENCE, percentile, wait_for_first_block_count};
 
 fn summary(name: &str, mut values: Vec<f64>) {
     values.sort_by(f64::total_cmp);

@@ -17,17 +17,18 @@
 
 use std::time::{Duration, Instant};
 
+use mpc_node_process_tests::percentile;
 use mpc_node_process_tests::signing_network::{ANSWER_PATIENCE, SigningNetwork, answered};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
 
-/// p50 and p99 of `values` (sorted in place), in milliseconds.
-fn quantiles_ms(values: &mut [Duration]) -> (f64, f64) {
-    values.sort();
-    let at = |q: f64| values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
-    (at(0.50).as_secs_f64() * 1000.0, at(0.99).as_secs_f64() * 1000.0)
+/// p50 and p99 of `values`, in milliseconds.
+fn quantiles_ms(values: &[Duration]) -> (f64, f64) {
+    let mut ms: Vec<f64> = values.iter().map(|value| value.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    (percentile(&ms, 50.0), percentile(&ms, 99.0))
 }
 
 /// A network of three at threshold 2 whose host makes a block every `block_interval`
@@ -81,8 +82,8 @@ fn latency(path: &str, signatures: usize) {
     let node_args: &[&str] = if path == "online" { &["--presignature-pool", "0"] } else { &[] };
     let mut network = network("100ms", env_or("MPC_BENCH_LATENCY_REQUESTS_PER_BLOCK", 4), node_args);
     // Leave out the first signatures, made while the pools fill.
-    let mut took = latencies(&mut network, path, signatures + 300, 300);
-    let (p50, p99) = quantiles_ms(&mut took);
+    let took = latencies(&mut network, path, signatures + 300, 300);
+    let (p50, p99) = quantiles_ms(&took);
     let journals = network.journals();
     let on_other_path = journals.signed.iter().filter(|(_, made_on, _)| made_on != path).count();
     println!(
@@ -105,10 +106,10 @@ fn load(requests_per_block: u32, seconds: u64, stops: usize) {
     let made = (to_made - from_made) as f64 / elapsed.as_secs_f64();
     let journals = network.journals();
     let presigned = journals.signed.iter().filter(|(_, path, _)| path == "presigned").count();
-    let mut submits: Vec<Duration> = journals.submitted.iter().map(|(_, took)| *took).collect();
-    let (submit_p50, submit_p99) = quantiles_ms(&mut submits);
-    let mut took: Vec<Duration> = journals.signed.iter().map(|(_, _, took)| *took).collect();
-    let (sign_p50, sign_p99) = quantiles_ms(&mut took);
+    let submits: Vec<Duration> = journals.submitted.iter().map(|(_, took)| *took).collect();
+    let (submit_p50, submit_p99) = quantiles_ms(&submits);
+    let took: Vec<Duration> = journals.signed.iter().map(|(_, _, took)| *took).collect();
+    let (sign_p50, sign_p99) = quantiles_ms(&took);
     println!(
         "under load: sign latency p50={sign_p50:.3} ms p99={sign_p99:.3} ms; \
          respond acknowledged by the host p50={submit_p50:.3} ms p99={submit_p99:.3} ms"
@@ -156,14 +157,14 @@ fn load(requests_per_block: u32, seconds: u64, stops: usize) {
         network.wait_signing(index);
     }
     if stops > 0 {
-        let (p50, p99) = quantiles_ms(&mut exit);
-        let (report_p50, report_p99) = quantiles_ms(&mut report_ms);
+        let (p50, p99) = quantiles_ms(&exit);
+        let (report_p50, report_p99) = quantiles_ms(&report_ms);
         println!(
             "SIGTERM to exit while signing: n={stops} p50={p50:.3} ms p99={p99:.3} ms \
              (ShutdownReport.total_ms p50={report_p50:.3} p99={report_p99:.3})"
         );
-        for (phase, mut took) in phases {
-            let (p50, p99) = quantiles_ms(&mut took);
+        for (phase, took) in phases {
+            let (p50, p99) = quantiles_ms(&took);
             if p99 >= 1.0 {
                 println!("  phase {phase}: p50={p50:.3} ms p99={p99:.3} ms");
             }

@@ -101,7 +101,7 @@ impl DockerEngine {
     /// Makes this engine a one-node swarm, on loopback ports of its own (tests run
     /// side by side), left again when the engine is dropped.
     pub fn init_swarm(&self) {
-        let (control, data) = (free_loopback_port(), free_loopback_port());
+        let (control, data) = (crate::free_port(), crate::free_port());
         let address = format!("127.0.0.1:{control}");
         self.docker_ok(&[
             "swarm",
@@ -326,14 +326,6 @@ fn kill_processes_under(dir: &Path) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-}
-
-/// A loopback port nobody listens on right now.
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
 
 fn unique_suffix() -> u64 {

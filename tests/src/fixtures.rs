@@ -100,3 +100,35 @@ pub fn damage_at(log: &Path, offset: usize) {
     }
     std::fs::write(log, bytes).unwrap();
 }
+
+/// A free loopback port for a process the test starts later (bound and released).
+///
+/// Taken below the kernel's ephemeral range: a port from that range (what binding port
+/// 0 returns) can become the local port of any process's outgoing connection before
+/// the node binds it, and its listener then fails with "address in use". Each test
+/// process walks its own stretch of the range below, starting from its pid.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOWEST: u32 = 10_000;
+    let ephemeral_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_start.saturating_sub(LOWEST).max(1);
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let port = LOWEST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free loopback port below {ephemeral_start}");
+}
+
+/// The `p`-th percentile (0 to 100) of `sorted` (ascending, not empty), by the
+/// nearest-rank method the benchmarks report.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}

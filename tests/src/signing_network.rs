@@ -13,7 +13,7 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use mpc_chain::host::{NetworkConfig, Participant};
 
 use crate::sandbox_network::{NETWORK_PATIENCE, all_requests, follower_args, host_head, wait_until};
-use crate::{NodeProcess, get_json, http};
+use crate::{NodeProcess, free_port, get_json, http};
 
 /// How long a network may take to generate its key.
 pub const KEY_PATIENCE: Duration = Duration::from_secs(60);
@@ -25,31 +25,6 @@ pub const ANSWER_PATIENCE: Duration = Duration::from_secs(90);
 /// runs, after five blocks of history.
 pub const QUICK_HOST: &[&str] =
     &["--sandbox-block-interval", "50ms", "--sandbox-history-blocks", "5", "--sandbox-requests-per-block", "2"];
-
-/// A free loopback port for a process the test starts later (bound and released).
-///
-/// Taken below the kernel's ephemeral range: a port from that range (what binding port
-/// 0 returns) can become the local port of any process's outgoing connection before
-/// the node binds it, and its listener then fails with "address in use". Each test
-/// process walks its own stretch of the range below, starting from its pid.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    const LOWEST: u32 = 10_000;
-    let ephemeral_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768);
-    let span = ephemeral_start.saturating_sub(LOWEST).max(1);
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = std::process::id().wrapping_mul(2_654_435_761) % span;
-    for _ in 0..span {
-        let port = LOWEST + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
-            return port as u16;
-        }
-    }
-    panic!("no free loopback port below {ephemeral_start}");
-}
 
 /// The P2P public key of the home, created by `mpc-node p2p-key`.
 pub fn p2p_key_of(home: &Path) -> String {
@@ -625,21 +600,18 @@ impl SigningNetwork {
                         .or_default()
                         .push((from.parse().unwrap(), until.parse().unwrap())),
                     ["stored", _, id] => journals.stored.entry(index).or_default().push(id.parse().unwrap()),
-                    ["nonces", owner, id, hiding, binding] if *owner == format!("node{index}.sandbox") => {
-                        journals.owner_nonces.insert((owner.to_string(), id.parse().unwrap()));
+                    ["nonces", owner, id, hiding, binding] => {
+                        let key = (owner.to_string(), id.parse().unwrap());
+                        if *owner == format!("node{index}.sandbox") {
+                            journals.owner_nonces.insert(key.clone());
+                        }
                         journals.nonces.push((
-                            owner.to_string(),
-                            id.parse().unwrap(),
+                            key.0,
+                            key.1,
                             hex::decode(hiding).unwrap(),
                             hex::decode(binding).unwrap(),
                         ));
                     }
-                    ["nonces", owner, id, hiding, binding] => journals.nonces.push((
-                        owner.to_string(),
-                        id.parse().unwrap(),
-                        hex::decode(hiding).unwrap(),
-                        hex::decode(binding).unwrap(),
-                    )),
                     ["signed", request, path, micros] => journals.signed.push((
                         request.to_string(),
                         path.to_string(),

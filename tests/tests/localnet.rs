@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mpc_node_process_tests::free_port;
 use mpc_node_process_tests::node_binary;
-use mpc_node_process_tests::signing_network::free_port;
 
 /// A running `mpc-node localnet` and its printed lines.
 struct Localnet {

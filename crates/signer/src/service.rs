@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use mpc_chain::host_client::HostClient;
-use mpc_lifecycle::{LifecycleSender, ShutdownReason, Supervisor, TaskInfo};
+use mpc_lifecycle::{LifecycleSender, ShutdownReason, Supervisor, TaskInfo, millis};
 use mpc_mesh::{Mesh, MeshConfig, PeerInfo};
 use mpc_store::Store;
 use tokio::sync::{mpsc, watch};
@@ -304,12 +304,11 @@ impl Signer {
         if let Some(presign) = self.presign.take() {
             let _ = tokio::task::spawn_blocking(move || drop(presign)).await;
         }
-        let milliseconds = |took: Duration| format!("{:.3}", took.as_secs_f64() * 1000.0);
         tracing::info!(
-            protocols_ms = %milliseconds(protocols_done),
-            mesh_ms = %milliseconds(mesh_done - protocols_done),
-            tasks_ms = %milliseconds(tasks_done - mesh_done),
-            asset_store_ms = %milliseconds(started.elapsed() - tasks_done),
+            protocols_ms = millis(protocols_done),
+            mesh_ms = millis(mesh_done - protocols_done),
+            tasks_ms = millis(tasks_done - mesh_done),
+            asset_store_ms = millis(started.elapsed() - tasks_done),
             abandoned = abandoned.len(),
             "signing side stopped"
         );

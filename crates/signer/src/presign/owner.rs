@@ -86,28 +86,24 @@ async fn generate_with_id(context: &SigningContext, id: u64, set: &[String]) -> 
 /// round: the signing package to the members, their shares back.
 pub async fn sign_with(context: &SigningContext, request: &IndexedRequest, id: u64) -> Result<Signed, SessionError> {
     let _in_use = Ending { presign: &context.presign, id, end: Presignatures::used };
-    let key = presignature_key(id);
-    // Made by this process: decoded already. Else (made before this start) read first;
-    // either way deleted, durably, before anything derived from it exists.
-    let cached = context.presign.take_decoded(id);
-    let stored = match cached {
-        Some(_) => None,
-        None => Some(
-            context
+    // Made by this process: decoded already; else (made before this start) read, and
+    // decoded once deleted. Either way deleted, durably, before anything derived from
+    // it exists.
+    let presignature = match context.presign.take_decoded(id) {
+        Some(decoded) => {
+            delete_before_use(context, id).await?;
+            decoded
+        }
+        None => {
+            let stored = context
                 .presign
                 .assets()
-                .get_sealed(Column::Presignatures, &key)
+                .get_sealed(Column::Presignatures, &presignature_key(id))
                 .map_err(|err| SessionError::Invalid(format!("reading presignature {id}: {err}")))?
-                .ok_or_else(|| SessionError::Invalid(format!("presignature {id} is not in the store")))?,
-        ),
-    };
-    let mut update = StoreUpdate::new();
-    update.delete(Column::Presignatures, key);
-    commit(context, update).await?;
-    crash_point("presign:owner_deleted");
-    let presignature = match (cached, stored) {
-        (Some(decoded), _) => decoded,
-        (None, stored) => decode_stored(context, id, &stored.unwrap_or_default())?,
+                .ok_or_else(|| SessionError::Invalid(format!("presignature {id} is not in the store")))?;
+            delete_before_use(context, id).await?;
+            decode_stored(context, id, &stored)?
+        }
     };
     let DecodedPresignature { signers, nonces, commitments } = presignature;
     let members: Vec<String> = signers.iter().filter(|member| **member != context.me).cloned().collect();
@@ -143,6 +139,15 @@ impl Drop for Ending<'_> {
     fn drop(&mut self) {
         (self.end)(self.presign, self.id);
     }
+}
+
+/// Deletes presignature `id` from the store (synced): the step before its use.
+async fn delete_before_use(context: &SigningContext, id: u64) -> Result<(), SessionError> {
+    let mut update = StoreUpdate::new();
+    update.delete(Column::Presignatures, presignature_key(id));
+    commit(context, update).await?;
+    crash_point("presign:owner_deleted");
+    Ok(())
 }
 
 /// Decodes (and validates) a presignature read from the store.
