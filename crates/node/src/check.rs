@@ -13,11 +13,14 @@
 //! nothing lies beyond it. The asset store, if the home has one, must open with the
 //! secrets key and hold only records that decode, presignature ids below the
 //! allocator's mark, each with this node's nonces.
+//!
+//! A chain host's home (`mpc-node sandbox-chain`) holds only a chain store: it must be at
+//! this binary's chain schema and at a block boundary.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use mpc_chain::{chain_head, stored_streamer_message};
+use mpc_chain::{CHAIN_SCHEMA_VERSION, chain_head, stored_streamer_message};
 use mpc_indexer::extract_block_effects;
 use mpc_migrations::NODE_SCHEMA_VERSION;
 use mpc_migrations::layout::{
@@ -49,6 +52,8 @@ pub struct CheckSummary {
     pub responses: u64,
     /// Chain head height.
     pub chain_head: Option<u64>,
+    /// The home is a chain host's: a chain store and no node store.
+    pub chain_host: bool,
     /// The asset store (presignatures, held nonces), when the home has one.
     #[serde(skip)]
     pub assets: Option<(usize, usize, Option<u64>)>,
@@ -63,15 +68,13 @@ pub struct CheckSummary {
 pub fn check_home(home_path: &Path) -> Result<CheckSummary, StoreError> {
     let mut summary = CheckSummary::default();
     let home = Home::new(home_path);
+    if !home.node_store().exists() && home.chain_data().exists() {
+        return check_chain_host_home(&home, summary);
+    }
     let node =
         open_for_check(&home.node_store(), "node", "the blocks after its cursor are indexed again", &mut summary)?;
     let chain = open_for_check(&home.chain_data(), "chain", "the chain continues from its last block", &mut summary)?;
-    summary.schema_version = read_version(&node)?;
-    if summary.schema_version != Some(NODE_SCHEMA_VERSION) {
-        summary.problems.push(format!(
-            "node store schema is {:?}, expected {NODE_SCHEMA_VERSION}; run `mpc-node migrate`",
-            summary.schema_version
-        ));
+    if !at_schema(&node, "node", NODE_SCHEMA_VERSION, "run `mpc-node migrate`", &mut summary)? {
         return Ok(summary);
     }
     check_chain_boundary(&chain, &mut summary)?;
@@ -82,6 +85,35 @@ pub fn check_home(home_path: &Path) -> Result<CheckSummary, StoreError> {
     }
     summary.problems.extend(assets.problems);
     Ok(summary)
+}
+
+/// A chain host's home: its chain store alone.
+fn check_chain_host_home(home: &Home, mut summary: CheckSummary) -> Result<CheckSummary, StoreError> {
+    summary.chain_host = true;
+    let chain = open_for_check(&home.chain_data(), "chain", "the chain continues from its last block", &mut summary)?;
+    if at_schema(&chain, "chain", CHAIN_SCHEMA_VERSION, "start the host once to upgrade it", &mut summary)? {
+        check_chain_boundary(&chain, &mut summary)?;
+    }
+    Ok(summary)
+}
+
+/// Records `store`'s schema version; whether it is `expected`, else a problem saying
+/// what to do (`remedy`).
+fn at_schema(
+    store: &Store,
+    name: &str,
+    expected: u32,
+    remedy: &str,
+    summary: &mut CheckSummary,
+) -> Result<bool, StoreError> {
+    summary.schema_version = read_version(store)?;
+    if summary.schema_version == Some(expected) {
+        return Ok(true);
+    }
+    summary
+        .problems
+        .push(format!("{name} store schema is {:?}, expected {expected}; {remedy}", summary.schema_version));
+    Ok(false)
 }
 
 /// Opens the store at `path` for reading. A write-ahead log damaged before its end is
@@ -279,6 +311,13 @@ pub fn run(home: &Path) -> ExitCode {
 fn print_summary(summary: &CheckSummary) {
     let consistent = summary.problems.is_empty();
     println!("consistent: {}", if consistent { "yes" } else { "no" });
+    if summary.chain_host {
+        println!("home: a chain host's (chain store only)");
+        println!("chain schema version: {}", summary.schema_version.map_or("none".into(), |v| v.to_string()));
+        println!("chain head: {}", summary.chain_head.map_or("none".into(), |height| height.to_string()));
+        print_problems(summary);
+        return;
+    }
     println!("schema version: {}", summary.schema_version.map_or("none".into(), |v| v.to_string()));
     println!("last indexed height: {}", summary.last_indexed_height.map_or("none".into(), |height| height.to_string()));
     println!(
@@ -298,6 +337,10 @@ fn print_summary(summary: &CheckSummary) {
             summary.awaiting_resync
         );
     }
+    print_problems(summary);
+}
+
+fn print_problems(summary: &CheckSummary) {
     for problem in &summary.problems {
         println!("problem: {problem}");
     }

@@ -125,13 +125,15 @@ pub struct SigningView {
 }
 
 impl SigningView {
-    /// Why the signing side holds readiness back, if it does.
-    pub fn not_ready_because(&self) -> Option<String> {
+    /// Why the signing side holds readiness back, if it does; with `exclude_peers`,
+    /// leaving the peers out (see `SignerStatus::not_ready_excluding_peers_because`).
+    pub fn not_ready_because(&self, exclude_peers: bool) -> Option<String> {
         if !self.enabled {
             return None;
         }
         match &*self.handle.borrow() {
             None => Some("the signing side has not started".into()),
+            Some(handle) if exclude_peers => handle.status().not_ready_excluding_peers_because(),
             Some(handle) => handle.status().not_ready_because(),
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! `/healthz` answers while the process runs its loop; `/readyz` is 200 only in the
 //! `ready` phase (and, for a signing node, with its key loaded and enough peers) and 503
-//! from the instant a shutdown or restart begins; `/metrics` and
+//! from the instant a shutdown or restart begins; `/readyz?exclude=peers` leaves the
+//! peers out, for health checks that decide whether peers can find the node at all; `/metrics` and
 //! `/debug/lifecycle` describe the same snapshot. The admin endpoints send into the same
 //! shutdown channel as signals and require the bearer token from `<home>/admin-token`
 //! on every address, and are locked for a while after repeated failures. The server
@@ -14,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -54,11 +55,28 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// The checks `/readyz` may leave out: `?exclude=peers` (Kubernetes' `/readyz?exclude=`
+/// convention).
+#[derive(Debug, serde::Deserialize)]
+struct ReadyzQuery {
+    exclude: Option<String>,
+}
+
 /// Ready in the `ready` phase, and for a signing node also with its key loaded and
 /// `threshold - 1` peers connected; the body says which of the two holds it back.
-async fn readyz(State(state): State<OpsState>) -> Response {
+/// `?exclude=peers` leaves the peers out; any other exclusion is refused (400), so a
+/// misspelt probe fails loudly instead of checking less than its author meant.
+async fn readyz(State(state): State<OpsState>, Query(query): Query<ReadyzQuery>) -> Response {
+    let exclude_peers = match query.exclude.as_deref() {
+        None => false,
+        Some("peers") => true,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, format!("unknown check to exclude: {other:?} (known: peers)\n"))
+                .into_response();
+        }
+    };
     let phase = state.phase.current();
-    match state.signing.not_ready_because() {
+    match state.signing.not_ready_because(exclude_peers) {
         Some(why) if state.phase.is_ready() => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("{}; signing not ready: {why}\n", phase.name())).into_response()
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use mpc_chain::host::Participant;
-use mpc_migrations::layout::{CONTRACT_STATE_MONITOR, Hash32, SignRequestRecord, monitor_key};
+use mpc_migrations::layout::{BlockEncoding, CONTRACT_STATE_MONITOR, Hash32, SignRequestRecord, monitor_key};
 use mpc_store::{Column, Store, StoreHolder, StoreResult};
 
 /// Where the contract is, as this node's chain shows it.
@@ -106,14 +106,34 @@ impl ChainView {
         }))
     }
 
-    /// The request `request_id`, if this node's chain has it.
+    /// The request `request_id`, if this node's chain has it: through the index by
+    /// request id, or, in a schema without that index (v2, the previous release), by a
+    /// scan of the requests from the newest.
     pub fn request(&self, request_id: &[u8; 32]) -> StoreResult<Option<IndexedRequest>> {
+        if !BlockEncoding::CURRENT.request_id_index {
+            return self.scan_for_request(request_id);
+        }
         let Some(key) = self.store.get(Column::SignRequestsById, request_id)? else { return Ok(None) };
         let Some(record) = self.store.get_json::<SignRequestRecord>(Column::SignRequests, &key)? else {
             return Ok(None);
         };
         let Ok(key) = <[u8; 12]>::try_from(key.as_slice()) else { return Ok(None) };
         Ok(indexed_request(key, record))
+    }
+
+    /// The request `request_id` found by reading the requests newest first (a signer
+    /// asks about recent ones).
+    fn scan_for_request(&self, request_id: &[u8; 32]) -> StoreResult<Option<IndexedRequest>> {
+        for entry in self.store.iter_reverse(Column::SignRequests)? {
+            let (key, value) = entry?;
+            let Ok(key) = <[u8; 12]>::try_from(&*key) else { continue };
+            if let Ok(record) = serde_json::from_slice::<SignRequestRecord>(&value)
+                && record.request_id.0 == *request_id
+            {
+                return Ok(indexed_request(key, record));
+            }
+        }
+        Ok(None)
     }
 
     /// Whether the request has an accepted response on this node's chain.

@@ -4,6 +4,11 @@
 //! Kept in `<home>/p2p-key` (64 hex digits, mode 0600), created at the first start
 //! crash-atomically: a kill while it is written leaves no key or the whole key, never a
 //! part of one that would make the node a stranger to its network.
+//!
+//! `MPC_P2P_KEY_FILE` in the environment names another file instead (a Docker or
+//! Kubernetes secret, a systemd credential), for nodes whose identity is handed to them.
+//! That file is only read, never created: the network file already lists its public key,
+//! so a missing one is an error, not a reason to become someone else.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +16,8 @@ use ed25519_dalek::SigningKey;
 
 /// The file in the home that holds the P2P key.
 pub const P2P_KEY_FILE: &str = "p2p-key";
+/// The environment variable that names the file holding the P2P key instead.
+pub const P2P_KEY_FILE_ENV: &str = "MPC_P2P_KEY_FILE";
 
 /// Why the P2P key cannot be had.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +38,28 @@ pub enum IdentityError {
     },
 }
 
-/// The home's P2P key, created if it has none.
+/// The file `MPC_P2P_KEY_FILE` names, if it is set.
+fn key_file_from_environment() -> Option<PathBuf> {
+    std::env::var_os(P2P_KEY_FILE_ENV).filter(|path| !path.is_empty()).map(PathBuf::from)
+}
+
+/// This node's P2P key: the file `MPC_P2P_KEY_FILE` names (which must exist), or the
+/// home's, created if it has none.
 pub fn load_or_create_p2p_key(home: &Path) -> Result<SigningKey, IdentityError> {
-    if let Some(key) = load_p2p_key(home)? {
+    load_or_create_from(home, key_file_from_environment())
+}
+
+fn load_or_create_from(home: &Path, given: Option<PathBuf>) -> Result<SigningKey, IdentityError> {
+    if let Some(path) = given {
+        return read_key(&path)?.ok_or_else(|| IdentityError::Io {
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no such file (named by {P2P_KEY_FILE_ENV}; `mpc-node p2p-key --home DIR` makes one in DIR)"),
+            ),
+            path,
+        });
+    }
+    if let Some(key) = read_key(&home.join(P2P_KEY_FILE))? {
         return Ok(key);
     }
     let path = home.join(P2P_KEY_FILE);
@@ -48,9 +74,14 @@ pub fn load_or_create_p2p_key(home: &Path) -> Result<SigningKey, IdentityError> 
     Ok(key)
 }
 
-/// The home's P2P key, if it has one; never creates it.
+/// This node's P2P key (from `MPC_P2P_KEY_FILE` or the home), if it has one; never
+/// creates it.
 pub fn load_p2p_key(home: &Path) -> Result<Option<SigningKey>, IdentityError> {
-    let path = home.join(P2P_KEY_FILE);
+    read_key(&key_file_from_environment().unwrap_or_else(|| home.join(P2P_KEY_FILE)))
+}
+
+fn read_key(path: &Path) -> Result<Option<SigningKey>, IdentityError> {
+    let path = path.to_path_buf();
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -76,5 +107,20 @@ mod tests {
         assert_eq!(load_or_create_p2p_key(home.path()).unwrap().to_bytes(), created.to_bytes());
         std::fs::write(&path, "12\n").unwrap();
         assert!(matches!(load_or_create_p2p_key(home.path()), Err(IdentityError::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_key_file_named_by_the_environment_is_read_and_never_created() {
+        let home = tempfile::tempdir().unwrap();
+        let given = home.path().join("given-key");
+        let missing = load_or_create_from(home.path(), Some(given.clone())).unwrap_err();
+        assert!(missing.to_string().contains("given-key") && missing.to_string().contains(P2P_KEY_FILE_ENV));
+        assert!(!given.exists() && !home.path().join(P2P_KEY_FILE).exists(), "nothing created");
+
+        let made = load_or_create_p2p_key(home.path()).unwrap();
+        std::fs::rename(home.path().join(P2P_KEY_FILE), &given).unwrap();
+        let read = load_or_create_from(home.path(), Some(given)).unwrap();
+        assert_eq!(read.to_bytes(), made.to_bytes());
+        assert!(!home.path().join(P2P_KEY_FILE).exists(), "no key made in the home");
     }
 }

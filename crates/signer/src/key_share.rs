@@ -42,7 +42,7 @@ pub enum KeyShareError {
     },
     /// The secrets key does not open the file.
     #[error(
-        "key share {} {source}; give the secrets key it was written with (MPC_SECRETS_KEY or <home>/secrets-key). Nothing was deleted",
+        "key share {} {source}; give the secrets key it was written with (MPC_SECRETS_KEY, MPC_SECRETS_KEY_FILE or <home>/secrets-key). Nothing was deleted",
         path.display()
     )]
     Undecryptable {

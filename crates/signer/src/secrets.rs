@@ -5,7 +5,11 @@
 //! Where the key comes from, in this order:
 //! 1. `MPC_SECRETS_KEY` in the environment: 64 hex digits (for an orchestrator's secret
 //!    store: the key then never touches the node's disk).
-//! 2. `<home>/secrets-key`: 64 hex digits, mode 0600. Created at the first start, but
+//! 2. `MPC_SECRETS_KEY_FILE` in the environment: the path of a file holding 64 hex
+//!    digits (a Docker or Kubernetes secret, a systemd credential). Never created: a
+//!    missing file is an error, since the key it names is the one the secrets need.
+//!    Setting both variables is refused as ambiguous.
+//! 3. `<home>/secrets-key`: 64 hex digits, mode 0600. Created at the first start, but
 //!    only while no sealed secret exists in the home: a key made after a secret was
 //!    sealed could never open it, and would hide that the real key is missing.
 
@@ -17,6 +21,8 @@ use rand::RngCore;
 
 /// The environment variable that gives the secrets key.
 pub const SECRETS_KEY_ENV: &str = "MPC_SECRETS_KEY";
+/// The environment variable that names a file holding the secrets key.
+pub const SECRETS_KEY_FILE_ENV: &str = "MPC_SECRETS_KEY_FILE";
 /// The file in the home that holds the secrets key when the environment does not.
 pub const SECRETS_KEY_FILE: &str = "secrets-key";
 /// Bytes of an AES-GCM nonce, in front of every sealed value.
@@ -31,9 +37,12 @@ pub enum SecretsKeyError {
         /// `MPC_SECRETS_KEY` or the file's path.
         source_name: String,
     },
+    /// Both environment variables are set: which key is meant cannot be told.
+    #[error("both {SECRETS_KEY_ENV} and {SECRETS_KEY_FILE_ENV} are set; set only one")]
+    Ambiguous,
     /// A sealed secret exists but no key does.
     #[error(
-        "{secret} exists but there is no secrets key ({SECRETS_KEY_ENV} is unset and {} is missing); restore the key the secret was written with",
+        "{secret} exists but there is no secrets key ({SECRETS_KEY_ENV} and {SECRETS_KEY_FILE_ENV} are unset and {} is missing); restore the key the secret was written with",
         file.display()
     )]
     Missing {
@@ -50,6 +59,22 @@ pub enum SecretsKeyError {
         /// What failed.
         source: std::io::Error,
     },
+}
+
+/// What the environment says of the secrets key: its hex digits, or a file holding them.
+#[derive(Debug, Default)]
+struct KeySources {
+    key: Option<String>,
+    file: Option<PathBuf>,
+}
+
+impl KeySources {
+    fn from_environment() -> KeySources {
+        KeySources {
+            key: std::env::var(SECRETS_KEY_ENV).ok(),
+            file: std::env::var_os(SECRETS_KEY_FILE_ENV).filter(|path| !path.is_empty()).map(PathBuf::from),
+        }
+    }
 }
 
 /// A sealed value could not be opened: the key is not the one it was sealed with, the
@@ -75,7 +100,15 @@ impl SecretsKey {
     /// The key from the environment or the home's file; creates the file when neither
     /// exists and `sealed_secrets` (paths of sealed secrets in the home) are all absent.
     pub fn load_or_create(home: &Path, sealed_secrets: &[PathBuf]) -> Result<SecretsKey, SecretsKeyError> {
-        if let Some(key) = Self::load(home)? {
+        Self::load_or_create_from(home, sealed_secrets, &KeySources::from_environment())
+    }
+
+    fn load_or_create_from(
+        home: &Path,
+        sealed_secrets: &[PathBuf],
+        sources: &KeySources,
+    ) -> Result<SecretsKey, SecretsKeyError> {
+        if let Some(key) = Self::load_from(home, sources)? {
             return Ok(key);
         }
         let file = home.join(SECRETS_KEY_FILE);
@@ -94,9 +127,24 @@ impl SecretsKey {
     /// The key from the environment or the home's file, if either gives one; never
     /// creates anything (`mpc-node check`).
     pub fn load(home: &Path) -> Result<Option<SecretsKey>, SecretsKeyError> {
-        if let Ok(text) = std::env::var(SECRETS_KEY_ENV) {
-            return Self::from_hex(&text, SECRETS_KEY_ENV).map(Some);
+        Self::load_from(home, &KeySources::from_environment())
+    }
+
+    /// Like [`SecretsKey::load`], with the environment's two variables given.
+    fn load_from(home: &Path, sources: &KeySources) -> Result<Option<SecretsKey>, SecretsKeyError> {
+        match sources {
+            KeySources { key: Some(_), file: Some(_) } => Err(SecretsKeyError::Ambiguous),
+            KeySources { key: Some(text), file: None } => Self::from_hex(text, SECRETS_KEY_ENV).map(Some),
+            KeySources { key: None, file: Some(path) } => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| SecretsKeyError::Io { path: path.clone(), source })?;
+                Self::from_hex(&text, &path.display().to_string()).map(Some)
+            }
+            KeySources { key: None, file: None } => Self::load_home_file(home),
         }
+    }
+
+    fn load_home_file(home: &Path) -> Result<Option<SecretsKey>, SecretsKeyError> {
         let file = home.join(SECRETS_KEY_FILE);
         match std::fs::read_to_string(&file) {
             Ok(text) => Self::from_hex(&text, &file.display().to_string()).map(Some),
@@ -190,5 +238,31 @@ mod tests {
         std::fs::write(&file, "not hex\n").unwrap();
         let malformed = SecretsKey::load_or_create(home.path(), &[]).unwrap_err();
         assert!(matches!(malformed, SecretsKeyError::Malformed { .. }), "{malformed}");
+    }
+
+    #[test]
+    fn a_key_file_named_by_the_environment_is_read_never_created_and_not_combined() {
+        let home = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let path = outside.path().join("secrets-key");
+        let from_file = KeySources { key: None, file: Some(path.clone()) };
+        let missing = SecretsKey::load_or_create_from(home.path(), &[], &from_file).unwrap_err();
+        assert!(matches!(missing, SecretsKeyError::Io { .. }), "{missing}");
+        assert!(missing.to_string().contains(&path.display().to_string()), "{missing}");
+        assert!(!path.exists() && !home.path().join(SECRETS_KEY_FILE).exists(), "nothing created");
+
+        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        let key = SecretsKey::load_or_create_from(home.path(), &[], &from_file).unwrap();
+        assert_eq!(key.source_name(), path.display().to_string());
+        let same = SecretsKey::load_from(home.path(), &KeySources { key: Some("ab".repeat(32)), file: None });
+        let sealed = key.seal(b"a", b"b");
+        assert_eq!(same.unwrap().unwrap().open(b"a", &sealed).unwrap(), b"b", "the file's key");
+        assert!(!home.path().join(SECRETS_KEY_FILE).exists(), "no key file in the home");
+
+        std::fs::write(&path, "12\n").unwrap();
+        let malformed = SecretsKey::load_from(home.path(), &from_file).unwrap_err();
+        assert!(matches!(malformed, SecretsKeyError::Malformed { .. }), "{malformed}");
+        let both = KeySources { key: Some("ab".repeat(32)), file: Some(path) };
+        assert!(matches!(SecretsKey::load_from(home.path(), &both), Err(SecretsKeyError::Ambiguous)));
     }
 }

@@ -151,6 +151,17 @@ impl SignerStatus {
         }
     }
 
+    /// Why it is not ready leaving its peers out (`/readyz?exclude=peers`): the key
+    /// share is loaded, or being generated with the peers. For orchestrators that make a
+    /// node findable by name only once its health check passes (Docker Swarm): if that
+    /// check needed peers, nodes that must find each other first would never pass it.
+    pub fn not_ready_excluding_peers_because(&self) -> Option<String> {
+        match self.stage {
+            SignerStage::NotAParticipant | SignerStage::Signing | SignerStage::GettingKey => None,
+            SignerStage::WaitingForContract | SignerStage::Stopped => self.not_ready_because(),
+        }
+    }
+
     /// Why it is not ready, for `/readyz`.
     pub fn not_ready_because(&self) -> Option<String> {
         if self.ready() {

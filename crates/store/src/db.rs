@@ -283,14 +283,19 @@ impl Store {
         Ok(self.db.iterator_cf(family, mode).map(|item| item.map_err(|err| StoreError::from_rocksdb(&self.path, err))))
     }
 
+    /// Iterates a column in reverse key order, from its last entry: for a reader that
+    /// wants the newest entries of a column keyed by height first.
+    pub fn iter_reverse(&self, column: Column) -> StoreResult<impl Iterator<Item = StoreResult<Entry>> + '_> {
+        let family = self.column_family(column)?;
+        Ok(self
+            .db
+            .iterator_cf(family, IteratorMode::End)
+            .map(|item| item.map_err(|err| StoreError::from_rocksdb(&self.path, err))))
+    }
+
     /// The last entry of a column in key order.
     pub fn last(&self, column: Column) -> StoreResult<Option<Entry>> {
-        let family = self.column_family(column)?;
-        self.db
-            .iterator_cf(family, IteratorMode::End)
-            .next()
-            .transpose()
-            .map_err(|err| StoreError::from_rocksdb(&self.path, err))
+        self.iter_reverse(column)?.next().transpose()
     }
 
     /// Applies every write of `update` atomically (one RocksDB `WriteBatch`, WAL on).

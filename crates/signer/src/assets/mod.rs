@@ -46,7 +46,7 @@ pub enum AssetStoreError {
     Store(#[from] StoreError),
     /// The secrets key does not open the store's key check.
     #[error(
-        "asset store {} was written with another secrets key (its key check does not decrypt); give the secrets key it was written with (MPC_SECRETS_KEY or <home>/secrets-key). Nothing was changed",
+        "asset store {} was written with another secrets key (its key check does not decrypt); give the secrets key it was written with (MPC_SECRETS_KEY, MPC_SECRETS_KEY_FILE or <home>/secrets-key). Nothing was changed",
         path.display()
     )]
     WrongKey {

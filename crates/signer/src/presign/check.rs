@@ -37,9 +37,10 @@ pub fn check_assets(home: &Path) -> AssetCheck {
     let secrets = match SecretsKey::load(home) {
         Ok(Some(secrets)) => Arc::new(secrets),
         Ok(None) => {
-            check
-                .problems
-                .push("asset store: no secrets key (MPC_SECRETS_KEY or <home>/secrets-key) to open it".into());
+            check.problems.push(
+                "asset store: no secrets key (MPC_SECRETS_KEY, MPC_SECRETS_KEY_FILE or <home>/secrets-key) to open it"
+                    .into(),
+            );
             return check;
         }
         Err(error) => {
