@@ -63,14 +63,40 @@ impl DockerEngine {
 
     /// Runs `docker <args>` against this engine.
     pub fn docker(&self, args: &[&str]) -> Output {
+        self.docker_with_env(args, &[])
+    }
+
+    /// Runs `docker <args>` with `env` added to the client's environment (what a
+    /// compose file's variables are taken from).
+    pub fn docker_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new("docker")
             .arg("--host")
             .arg(&self.socket)
             .args(args)
             .env("DOCKER_BUILDKIT", "0")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .expect("the docker client could not be run (package docker.io)")
+    }
+
+    /// Runs `docker-compose <args>` on this engine with `env` added; it must succeed.
+    /// Returns its trimmed standard output.
+    pub fn compose(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let output = Command::new("docker-compose")
+            .env("DOCKER_HOST", &self.socket)
+            .envs(env.iter().copied())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker-compose not found: install the Debian package docker-compose (./dev test does)");
+        assert!(
+            output.status.success(),
+            "docker-compose {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
     /// Runs `docker <args>`, which must succeed; returns its trimmed standard output.
@@ -202,21 +228,18 @@ impl DockerEngine {
     /// `mpc-node check` on `volume` in a container of its own, from `image`; it must
     /// pass. Returns the last indexed height it printed.
     pub fn check_volume(&self, volume: &str, image: &str) -> u64 {
+        let check = self.check_volume_with(volume, image, &[]);
+        check.last_indexed_height().unwrap_or_else(|| panic!("no last indexed height in:\n{}", check.output))
+    }
+
+    /// Like [`Self::check_volume`] with `run_args` added to `docker run` (a secrets key
+    /// mounted, its variable set); returns what `check` printed.
+    pub fn check_volume_with(&self, volume: &str, image: &str, run_args: &[&str]) -> CheckResult {
         let mount = format!("{volume}:/data");
-        let output = self.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            &mount,
-            "--entrypoint",
-            "/usr/local/bin/mpc-node",
-            image,
-            "check",
-            "--home",
-            "/data",
-        ]);
+        let mut args = vec!["run", "--rm", "--network", "none", "-v", &mount];
+        args.extend_from_slice(run_args);
+        args.extend_from_slice(&["--entrypoint", "/usr/local/bin/mpc-node", image, "check", "--home", "/data"]);
+        let output = self.docker(&args);
         let check = CheckResult {
             code: output.status.code().unwrap_or(-1),
             output: format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
@@ -226,7 +249,7 @@ impl DockerEngine {
             "check failed on volume {volume}:\n{}",
             check.output
         );
-        check.last_indexed_height().unwrap_or_else(|| panic!("no last indexed height in:\n{}", check.output))
+        check
     }
 
     /// Waits until `container`'s health status is `healthy`; fails if it exits first.
@@ -263,6 +286,18 @@ impl DockerEngine {
         }
     }
 
+    /// `GET path` of the HTTP server on `port` of the container's own loopback, from
+    /// inside it (bash, no HTTP client needed): the body of a 200 answer. For servers
+    /// on a network the test's machine cannot reach.
+    pub fn http_get_inside(&self, container: &str, port: u16, path: &str) -> String {
+        let script =
+            format!("exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET %s HTTP/1.0\\r\\n\\r\\n' \"$0\" >&3 && cat <&3");
+        let answer = self.docker_ok(&["exec", container, "bash", "-c", &script, path]);
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no HTTP answer: {answer}"));
+        assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        body.to_owned()
+    }
+
     /// Everything the container wrote.
     pub fn logs(&self, container: &str) -> String {
         let output = self.docker(&["logs", container]);
@@ -285,6 +320,7 @@ impl Drop for DockerEngine {
             let removal: &[&str] = match *kind {
                 "container" => &["rm", "--force", "--volumes"],
                 "service" => &["service", "rm"],
+                "stack" => &["stack", "rm"],
                 "volume" => &["volume", "rm", "--force"],
                 "swarm" => &["swarm", "leave", "--force"],
                 _ => continue,

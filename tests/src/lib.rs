@@ -7,11 +7,13 @@
 pub mod docker_engine;
 mod fixtures;
 mod http;
+pub mod network_stack;
 mod node_process;
 mod outcome;
 mod proc_status;
 pub mod sandbox_network;
 pub mod signing_network;
+pub mod swarm;
 
 pub use fixtures::*;
 pub use http::*;

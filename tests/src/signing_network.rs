@@ -302,53 +302,61 @@ pub fn answered(requests: &[serde_json::Value]) -> Vec<Answered> {
 }
 
 impl SigningNetwork {
-    /// Checks what only the chain says: each signature verifies under `key` (ed25519-dalek,
-    /// strictly, and Python's `cryptography`); no two signatures share an R; and, since
-    /// a FROST R differs per message even from the same nonces, the nonce commitments
-    /// each response published: R must be the group commitment they make over the
-    /// payload (FROST's own computation, so they are the nonces really used), and no
-    /// signer's hiding commitment may appear in two responses (a nonce used twice).
-    /// Returns the responders' counts.
+    /// [`assert_chain_signatures`] over this network's participants.
     pub fn assert_signatures_valid_and_nonces_distinct(
         &self,
         answered: &[Answered],
         key: &VerifyingKey,
     ) -> BTreeMap<String, usize> {
-        let mut nonces = BTreeSet::new();
-        let mut commitments_seen = BTreeSet::new();
-        let mut responders = BTreeMap::new();
-        let group_key = frost_ed25519::VerifyingKey::deserialize(&key.to_bytes()).unwrap();
-        for answer in answered {
-            key.verify_strict(&answer.payload, &Signature::from_bytes(&answer.signature))
-                .unwrap_or_else(|_| panic!("the signature of {} does not verify", answer.request_id));
-            assert!(nonces.insert(answer.signature[..32].to_vec()), "R of {} was used before", answer.request_id);
-            assert!(!answer.commitments.is_empty(), "the response to {} published no commitments", answer.request_id);
-            let mut by_identifier = BTreeMap::new();
-            for (account, hex_commitments) in &answer.commitments {
-                let position = self.config.participants.iter().position(|p| &p.account_id == account).unwrap();
-                let identifier = frost_ed25519::Identifier::try_from(position as u16 + 1).unwrap();
-                let commitments =
-                    frost_ed25519::round1::SigningCommitments::deserialize(&hex::decode(hex_commitments).unwrap())
-                        .unwrap();
-                let hiding = commitments.hiding().serialize().unwrap();
-                assert!(
-                    commitments_seen.insert((account.clone(), hiding)),
-                    "{account}'s nonce of the response to {} served another signature before",
-                    answer.request_id
-                );
-                by_identifier.insert(identifier, commitments);
-            }
-            let package = frost_ed25519::SigningPackage::new(by_identifier, &answer.payload);
-            let factors = frost_core::compute_binding_factor_list(&package, &group_key, &[]).unwrap();
-            let group_commitment = frost_core::compute_group_commitment(&package, &factors).unwrap();
-            let r =
-                <frost_ed25519::Ed25519Group as frost_core::Group>::serialize(&group_commitment.to_element()).unwrap();
-            assert_eq!(r.as_slice(), &answer.signature[..32], "R of {} is not its commitments'", answer.request_id);
-            *responders.entry(answer.responder.clone()).or_insert(0) += 1;
-        }
-        verify_with_python(answered, key);
-        responders
+        assert_chain_signatures(&self.config, answered, key)
     }
+}
+
+/// Checks what only the chain says: each signature verifies under `key` (ed25519-dalek,
+/// strictly, and Python's `cryptography`); no two signatures share an R; and, since
+/// a FROST R differs per message even from the same nonces, the nonce commitments
+/// each response published: R must be the group commitment they make over the
+/// payload (FROST's own computation, so they are the nonces really used), and no
+/// signer's hiding commitment may appear in two responses (a nonce used twice).
+/// `config` gives each account's FROST identifier (its place in the network file).
+/// Returns the responders' counts.
+pub fn assert_chain_signatures(
+    config: &NetworkConfig,
+    answered: &[Answered],
+    key: &VerifyingKey,
+) -> BTreeMap<String, usize> {
+    let mut nonces = BTreeSet::new();
+    let mut commitments_seen = BTreeSet::new();
+    let mut responders = BTreeMap::new();
+    let group_key = frost_ed25519::VerifyingKey::deserialize(&key.to_bytes()).unwrap();
+    for answer in answered {
+        key.verify_strict(&answer.payload, &Signature::from_bytes(&answer.signature))
+            .unwrap_or_else(|_| panic!("the signature of {} does not verify", answer.request_id));
+        assert!(nonces.insert(answer.signature[..32].to_vec()), "R of {} was used before", answer.request_id);
+        assert!(!answer.commitments.is_empty(), "the response to {} published no commitments", answer.request_id);
+        let mut by_identifier = BTreeMap::new();
+        for (account, hex_commitments) in &answer.commitments {
+            let position = config.participants.iter().position(|p| &p.account_id == account).unwrap();
+            let identifier = frost_ed25519::Identifier::try_from(position as u16 + 1).unwrap();
+            let commitments =
+                frost_ed25519::round1::SigningCommitments::deserialize(&hex::decode(hex_commitments).unwrap()).unwrap();
+            let hiding = commitments.hiding().serialize().unwrap();
+            assert!(
+                commitments_seen.insert((account.clone(), hiding)),
+                "{account}'s nonce of the response to {} served another signature before",
+                answer.request_id
+            );
+            by_identifier.insert(identifier, commitments);
+        }
+        let package = frost_ed25519::SigningPackage::new(by_identifier, &answer.payload);
+        let factors = frost_core::compute_binding_factor_list(&package, &group_key, &[]).unwrap();
+        let group_commitment = frost_core::compute_group_commitment(&package, &factors).unwrap();
+        let r = <frost_ed25519::Ed25519Group as frost_core::Group>::serialize(&group_commitment.to_element()).unwrap();
+        assert_eq!(r.as_slice(), &answer.signature[..32], "R of {} is not its commitments'", answer.request_id);
+        *responders.entry(answer.responder.clone()).or_insert(0) += 1;
+    }
+    verify_with_python(answered, key);
+    responders
 }
 
 /// Verifies every signature with the Python `cryptography` package's Ed25519 verifier

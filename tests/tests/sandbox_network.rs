@@ -11,7 +11,7 @@ use mpc_node_process_tests::sandbox_network::{
     Indexed, NETWORK_PATIENCE, Network, all_requests, as_user, follower_args, host_head, payload_of, requests, submit,
     wait_until, wait_until_indexed,
 };
-use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, assert_consistent, env_number, get_json, http};
+use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, assert_consistent, check, env_number, get_json, http};
 use rand::{Rng, SeedableRng};
 
 /// A host whose contract runs from genesis under a key the test holds, producing a
@@ -37,6 +37,14 @@ fn the_host_stops_on_sigterm_with_exit_0_every_store_closed_and_resumes_where_it
     let report = host.shutdown_report().expect("a ShutdownReport");
     assert_eq!(report["exit_code"], 0, "{report}");
     assert_eq!(report["final_instance_count"], 0, "{report}");
+    // `check` knows a host's home (a chain store and no node store) and finds it whole.
+    let checked = check(&home);
+    assert_eq!(checked.code, 0, "{}", checked.output);
+    assert!(
+        checked.output.contains("a chain host's") && checked.output.contains("consistent: yes"),
+        "{}",
+        checked.output
+    );
 
     let mut again = NodeProcess::sandbox_chain(&home, &network.path, &quick_chain());
     let rpc = again.rpc_addr();

@@ -2,15 +2,16 @@
 //! under both `docker stack deploy` and Docker Compose.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use mpc_chain::CHAIN_SCHEMA_VERSION;
-use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, Release, repository_root};
+use mpc_node_process_tests::docker_engine::{DockerEngine, Release, repository_root};
+use mpc_node_process_tests::swarm::{
+    Replacement, container_json, is_healthy, out_of_turn, replacement_times, tasks, unix_now, wait_until,
+};
 use mpc_node_process_tests::{
     fast_node_args, home_indexed_to, last_shutdown_report, rewrite_chain_store_at_version_1,
     rewrite_node_store_at_version,
 };
-use serde_json::Value;
 
 const SERVICE: &str = "mpc";
 const REPLICAS: usize = 3;
@@ -36,43 +37,6 @@ fn volume_from_home(engine: &DockerEngine, name: &str, home: &Path, image: &str)
         "-c",
         "cp -a /src/. /data/ && chown -R mpc:mpc /data",
     ]);
-}
-
-/// One task of the service, as `docker inspect` shows it.
-struct Task {
-    slot: u64,
-    image: String,
-    container: String,
-}
-
-fn tasks(engine: &DockerEngine) -> Vec<Task> {
-    let ids = engine.docker_ok(&["service", "ps", SERVICE, "--quiet", "--no-trunc"]);
-    ids.lines()
-        .map(|id| {
-            let service_history = || engine.docker(&["service", "ps", SERVICE, "--no-trunc"]).stdout;
-            let task = engine.docker_explained(&["inspect", "--type", "task", "--format", "{{json .}}", id], || {
-                format!("the service's tasks:\n{}", String::from_utf8_lossy(&service_history()))
-            });
-            let task: Value = serde_json::from_str(&task).unwrap();
-            Task {
-                slot: task["Slot"].as_u64().unwrap_or_default(),
-                image: task["Spec"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_owned(),
-                container: task["Status"]["ContainerStatus"]["ContainerID"].as_str().unwrap_or_default().to_owned(),
-            }
-        })
-        .collect()
-}
-
-fn container_json(engine: &DockerEngine, id: &str) -> Value {
-    serde_json::from_str(&engine.docker_ok(&["inspect", "--type", "container", "--format", "{{json .}}", id])).unwrap()
-}
-
-fn wait_until(what: &str, done: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < ENGINE_PATIENCE, "{what}: not within {ENGINE_PATIENCE:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[test]
@@ -117,21 +81,17 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
     ]);
     engine.remove_later("service", SERVICE);
     wait_until("every task running and healthy", || {
-        let tasks = tasks(&engine);
-        tasks.len() == REPLICAS
-            && tasks.iter().all(|task| {
-                !task.container.is_empty()
-                    && container_json(&engine, &task.container)["State"]["Health"]["Status"] == "healthy"
-            })
+        let tasks = tasks(&engine, SERVICE);
+        tasks.len() == REPLICAS && tasks.iter().all(|task| is_healthy(&engine, &task.container))
     });
-    for task in tasks(&engine) {
+    for task in tasks(&engine, SERVICE) {
         let logs = engine.logs(&task.container);
         assert!(!logs.contains("migrated"), "slot {}: the previous release migrated its v2 volume:\n{logs}", task.slot);
     }
 
-    let update_began = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let update_began = unix_now();
     engine.docker_ok(&["service", "update", "--quiet", "--image", &new_image, SERVICE]);
-    let all = tasks(&engine);
+    let all = tasks(&engine, SERVICE);
     let (old, new): (Vec<_>, Vec<_>) = all.iter().partition(|task| task.image == old_image);
     assert_eq!((old.len(), new.len()), (REPLICAS, REPLICAS), "every slot replaced once");
     for task in &old {
@@ -152,23 +112,16 @@ fn a_rolling_upgrade_under_swarm_replaces_one_task_at_a_time_each_stopping_clean
     }
     // One at a time, gated on health: the next old task stops only after the task that
     // replaced the previous one passed its health check (from the engine's events).
-    let died = engine.container_events(update_began, "die");
-    let healthy = engine.container_events(update_began, "health_status: healthy");
-    let event_of = |events: &[(u128, String)], container: &str| {
-        events.iter().filter(|(_, id)| id == container).map(|(at, _)| *at).min()
-    };
-    let mut stops: Vec<(u128, u64)> =
-        old.iter().map(|task| (event_of(&died, &task.container).expect("the old task died"), task.slot)).collect();
-    stops.sort();
-    for pair in stops.windows(2) {
-        let ((_, previous_slot), (next_stopped_at, _)) = (pair[0], pair[1]);
-        let successor = new.iter().find(|task| task.slot == previous_slot).expect("a new task in the slot");
-        let healthy_at = event_of(&healthy, &successor.container).expect("the new task became healthy");
-        assert!(
-            healthy_at < next_stopped_at,
-            "slot {previous_slot}: the next old task stopped before its successor was healthy"
-        );
-    }
+    let replacements: Vec<Replacement> = old
+        .iter()
+        .map(|task| Replacement {
+            label: format!("slot {}", task.slot),
+            old: task.container.clone(),
+            new: new.iter().find(|new| new.slot == task.slot).expect("a new task in the slot").container.clone(),
+        })
+        .collect();
+    let violations = out_of_turn(&replacement_times(&engine, update_began, &replacements));
+    assert!(violations.is_empty(), "not one at a time: {violations:?}");
 
     engine.docker_ok(&["service", "rm", SERVICE]);
     wait_until("the service's containers to stop", || {
@@ -215,27 +168,11 @@ fn compose_yaml_runs_under_docker_stack_deploy_and_docker_compose() {
     // no bridge, and the tests stay off the network).
     let override_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(override_file.path(), "services:\n  mpc-node:\n    network_mode: none\n").unwrap();
+    let override_path = override_file.path().display().to_string();
     let compose_command = |args: &[&str]| {
-        let output = std::process::Command::new("docker-compose")
-            .env("DOCKER_HOST", engine.socket())
-            .args([
-                "--project-name",
-                "mpccompose",
-                "--file",
-                &compose,
-                "--file",
-                &override_file.path().display().to_string(),
-            ])
-            .args(args)
-            .output()
-            .expect("docker-compose not found: install the Debian package docker-compose (./dev test does)");
-        assert!(
-            output.status.success(),
-            "docker-compose {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        let mut all = vec!["--project-name", "mpccompose", "--file", &compose, "--file", &override_path];
+        all.extend_from_slice(args);
+        engine.compose(&all, &[])
     };
     compose_command(&["up", "--detach"]);
     engine.remove_later("volume", "mpccompose_home");

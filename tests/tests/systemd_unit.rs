@@ -4,12 +4,17 @@
 
 use std::time::{Duration, Instant};
 
+use mpc_chain::host::{NetworkConfig, Participant};
 use mpc_node_process_tests::docker_engine::{DockerEngine, ENGINE_PATIENCE, production_binary, repository_root};
+use mpc_node_process_tests::network_stack::ChainInside;
+use mpc_node_process_tests::signing_network::{answered, assert_chain_signatures, p2p_key_of};
 use mpc_node_process_tests::{fast_node_args, home_indexed_to, last_shutdown_report, rewrite_node_store_at_version};
 
 const IMAGE: &str = "mpc-node-systemd:test";
 const UNIT: &str = "mpc-node.service";
 const HOME: &str = "/var/lib/mpc-node";
+/// The chain host's RPC port in the participant test.
+const HOST_PORT: u16 = 3040;
 
 /// The install steps of docs/operations.md, as a Dockerfile on a Debian with systemd.
 const INSTALL: &str = "FROM debian-systemd:bookworm
@@ -60,8 +65,9 @@ impl Machine<'_> {
         }
     }
 
-    fn drop_in(&self, text: &str) {
-        let script = format!("mkdir -p /etc/systemd/system/{UNIT}.d && cat > /etc/systemd/system/{UNIT}.d/test.conf");
+    /// Writes `text` to `path` on the machine with `mode`, owned by root.
+    fn write_file(&self, path: &str, text: &str, mode: &str) {
+        let script = format!("mkdir -p \"$(dirname {path})\" && cat > {path} && chmod {mode} {path}");
         let output = std::process::Command::new("docker")
             .args(["--host", &self.engine_socket(), "exec", "-i", &self.id, "sh", "-c", &script])
             .stdin(std::process::Stdio::piped())
@@ -71,8 +77,13 @@ impl Machine<'_> {
                 child.stdin.take().expect("stdin").write_all(text.as_bytes())?;
                 child.wait_with_output()
             })
-            .expect("write the drop-in");
-        assert!(output.status.success());
+            .expect("write a file on the machine");
+        assert!(output.status.success(), "writing {path}");
+    }
+
+    /// Installs `text` as the drop-in `name` of the unit.
+    fn drop_in(&self, name: &str, text: &str) {
+        self.write_file(&format!("/etc/systemd/system/{UNIT}.d/{name}"), text, "0644");
         self.exec_ok(&["systemctl", "daemon-reload"]);
     }
 
@@ -180,9 +191,12 @@ fn the_watchdog_never_fires_during_a_long_catch_up_or_a_long_migration() {
 
     let engine = DockerEngine::start();
     let machine = boot(&engine);
-    machine.drop_in(&format!(
+    machine.drop_in(
+        "test.conf",
+        &format!(
         "[Service]\nWatchdogSec=1s\nEnvironment=MPC_MIGRATION_CHUNK_SIZE=1\nExecStart=\nExecStart=/usr/local/bin/mpc-node start --home {HOME} --shutdown-timeout 80s --sync-writes --sandbox-block-interval 0ms --sandbox-history-blocks 1000000\n"
-    ));
+        ),
+    );
 
     let source = format!("{}/.", old_home.path().display());
     let target = format!("{}:{HOME}", machine.id);
@@ -204,4 +218,109 @@ fn the_watchdog_never_fires_during_a_long_catch_up_or_a_long_migration() {
     eprintln!("start with migration took {migration:?}; watchdog 1 s never fired");
     machine.stop();
     machine.check_home();
+}
+
+/// The participant drop-in (deploy/mpc-node-participant.conf) as docs/operations.md
+/// installs it: the unit's node follows a chain host, takes its P2P key and secrets key
+/// from systemd credentials, and signs with two peers. The host and the peers run beside
+/// it as transient units on the machine's loopback (the container has no network).
+#[test]
+fn the_participant_drop_in_follows_a_host_signs_with_its_peers_and_stops_cleanly() {
+    let engine = DockerEngine::start();
+    let machine = boot(&engine);
+    let keys = tempfile::tempdir().unwrap();
+    let mut key_texts = Vec::new();
+    let participants = (0..3)
+        .map(|index| {
+            let home = keys.path().join(format!("participant-{index}"));
+            let p2p_public_key = p2p_key_of(&home);
+            key_texts.push(std::fs::read_to_string(home.join("p2p-key")).unwrap());
+            Participant {
+                account_id: format!("participant-{index}.sandbox"),
+                p2p_addr: format!("127.0.0.1:{}", 3050 + index),
+                p2p_public_key,
+            }
+        })
+        .collect();
+    let config = NetworkConfig { threshold: 2, participants, public_key: None };
+    machine.write_file("/etc/mpc-node/network.json", &serde_json::to_string(&config).unwrap(), "0644");
+    machine.write_file("/etc/mpc-node/p2p-key", &key_texts[0], "0600");
+    let mut secrets_key = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secrets_key);
+    machine.write_file("/etc/mpc-node/secrets-key", &format!("{}\n", hex::encode(secrets_key)), "0600");
+    machine.write_file("/etc/mpc-node/participant.env", &format!("MPC_CHAIN=http://127.0.0.1:{HOST_PORT}\n"), "0600");
+    let drop_in = std::fs::read_to_string(repository_root().join("deploy/mpc-node-participant.conf")).unwrap();
+    machine.drop_in("participant.conf", &drop_in);
+
+    let host_listen = format!("127.0.0.1:{HOST_PORT}");
+    machine.exec_ok(&[
+        "systemd-run",
+        "--unit=mpc-chain-host",
+        "/usr/local/bin/mpc-node",
+        "sandbox-chain",
+        "--home",
+        "/var/lib/mpc-chain-host",
+        "--listen",
+        &host_listen,
+        "--network",
+        "/etc/mpc-node/network.json",
+        "--sandbox-block-interval",
+        "100ms",
+        "--sandbox-requests-per-block",
+        "2",
+    ]);
+    let chain = format!("http://{host_listen}");
+    for (index, key_text) in key_texts.iter().enumerate().skip(1) {
+        let home = format!("/var/lib/mpc-peer-{index}");
+        machine.write_file(&format!("{home}/p2p-key"), key_text, "0600");
+        let (unit, web) = (format!("--unit=mpc-peer-{index}"), format!("127.0.0.1:{}", 3030 + index));
+        let command = ["start", "--home", &home, "--chain", &chain, "--web-addr", &web];
+        let mut args = vec!["systemd-run", unit.as_str(), "/usr/local/bin/mpc-node"];
+        args.extend(command);
+        machine.exec_ok(&args);
+    }
+
+    machine.exec_ok(&["systemctl", "start", UNIT]);
+    assert!(machine.journal().contains("node ready: first block indexed"), "{}", machine.journal());
+    let host = ChainInside { engine: &engine, container: machine.id.clone(), port: HOST_PORT };
+    let key = host.wait_group_key();
+    let explain = || machine.journal();
+    let from = host.head();
+    let answers = answered(&host.wait_answered(from, from + 30, Duration::from_secs(90), &explain));
+    assert_chain_signatures(&config, &answers, &key);
+    let mine = answers.iter().filter(|answer| answer.commitments.contains_key("participant-0.sandbox")).count();
+    assert!(mine > 0, "the unit's node signed none of {} requests:\n{}", answers.len(), machine.journal());
+    // Its identity came from the credentials: nothing secret was made in its home.
+    for file in ["p2p-key", "secrets-key"] {
+        let path = format!("{HOME}/{file}");
+        assert!(!machine.exec(&["test", "-e", &path]).status.success(), "{path} was created");
+    }
+
+    machine.stop();
+    // `check` needs the secrets key for the asset store: given as the same credential,
+    // to a transient unit of the service user. (`systemd-run --wait --pipe` would
+    // print its output, but needs a D-Bus daemon this machine does not have; the
+    // unit stays after it exits and its output is in the journal.)
+    machine.exec_ok(&[
+        "systemd-run",
+        "--unit=mpc-node-check",
+        "--remain-after-exit",
+        "--uid=mpc-node",
+        "-p",
+        "LoadCredential=secrets-key:/etc/mpc-node/secrets-key",
+        "-p",
+        "Environment=MPC_SECRETS_KEY_FILE=/run/credentials/mpc-node-check.service/secrets-key",
+        "/usr/local/bin/mpc-node",
+        "check",
+        "--home",
+        HOME,
+    ]);
+    let check_property =
+        |name: &str| machine.exec_ok(&["systemctl", "show", "mpc-node-check", "--property", name, "--value"]);
+    machine
+        .wait_until("check ran", |_| check_property("SubState") == "exited" || check_property("Result") != "success");
+    let printed = machine.exec_ok(&["journalctl", "--unit", "mpc-node-check", "--no-pager", "--output", "cat"]);
+    assert_eq!(check_property("ExecMainStatus"), "0", "{printed}");
+    assert!(printed.contains("consistent: yes") && printed.contains("asset store:"), "{printed}");
+    eprintln!("the participant signed {mine} of {} requests in 30 blocks", answers.len());
 }
