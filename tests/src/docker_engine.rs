@@ -20,12 +20,19 @@ use crate::{CheckResult, has_test_hooks, release_directory};
 /// Bound for the daemon to answer and for a container to become healthy.
 pub const ENGINE_PATIENCE: Duration = Duration::from_secs(120);
 
+/// Held by every engine that is a swarm, so that the swarms of one test binary run one
+/// at a time: overlay networks of two engines on one kernel get the same VXLAN ids,
+/// and their containers then cannot reach each other.
+static ONE_SWARM_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A private `dockerd`; dropping it removes everything it ran and stops it.
 pub struct DockerEngine {
     dir: PathBuf,
     socket: String,
     daemon: Child,
     made: std::cell::RefCell<Vec<(&'static str, String)>>,
+    /// Released after the engine is gone (fields drop after [`Drop::drop`]).
+    swarm_turn: std::cell::RefCell<Option<std::sync::MutexGuard<'static, ()>>>,
 }
 
 impl DockerEngine {
@@ -48,7 +55,7 @@ impl DockerEngine {
             .stderr(log)
             .spawn()
             .expect("dockerd could not be spawned");
-        let engine = DockerEngine { dir, socket, daemon, made: Default::default() };
+        let engine = DockerEngine { dir, socket, daemon, made: Default::default(), swarm_turn: Default::default() };
         let started = Instant::now();
         while !engine.docker(&["info"]).status.success() {
             assert!(
@@ -124,9 +131,13 @@ impl DockerEngine {
         &self.socket
     }
 
-    /// Makes this engine a one-node swarm, on loopback ports of its own (tests run
-    /// side by side), left again when the engine is dropped.
+    /// Makes this engine a one-node swarm, on loopback ports of its own, left again when
+    /// the engine is dropped. Waits until no other engine of this process is a swarm.
     pub fn init_swarm(&self) {
+        if self.swarm_turn.borrow().is_none() {
+            let turn = ONE_SWARM_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            *self.swarm_turn.borrow_mut() = Some(turn);
+        }
         let (control, data) = (crate::free_port(), crate::free_port());
         let address = format!("127.0.0.1:{control}");
         self.docker_ok(&[

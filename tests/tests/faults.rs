@@ -1,9 +1,11 @@
-//! Fault injection on the real binary: a full disk and a corrupted store file give a
-//! clear error and a non-zero exit, never a panic, and lose nothing committed.
+//! Fault injection on the real binary: a full disk (under a node or a chain host) and a
+//! corrupted store file give a clear error and a non-zero exit, never a panic, and lose
+//! nothing committed.
 
 use std::process::Command;
 
-use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, fast_node_args, home_indexed_to, node_binary};
+use mpc_node_process_tests::sandbox_network::Network;
+use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, fast_node_args, free_port, home_indexed_to, node_binary};
 
 #[test]
 fn a_full_disk_stops_the_node_with_an_error_and_the_next_start_after_the_fault_clears_is_consistent() {
@@ -42,6 +44,42 @@ fn a_full_disk_stops_the_node_with_an_error_and_the_next_start_after_the_fault_c
     assert_eq!(field(&stdout, "second-exit"), Some(0), "the next start did not run and stop cleanly: {context}");
     assert!(second_log.contains("node ready"), "{context}");
     assert_eq!(field(&stdout, "final-check-exit"), Some(0), "{context}");
+}
+
+#[test]
+fn a_chain_host_whose_disk_fills_stops_with_an_error_instead_of_serving_a_chain_that_no_longer_grows() {
+    // As above, the host's home on a 6 MiB tmpfs. Block production stops at the full
+    // disk; the host must then exit with an error (its orchestrator restarts it or
+    // alerts), not go on answering as if healthy. A host that stays up is stopped by
+    // `timeout` with SIGTERM and exits 0, which fails the test.
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let network = Network::write(dir.path(), 3, 2, None);
+    let script = format!(
+        "mount -t tmpfs -o size=6m tmpfs {m} || exit 90
+         timeout -s TERM 60 {b} sandbox-chain --home {m}/host --listen 127.0.0.1:{port} --network {net} \
+             --sandbox-block-interval 0ms --sandbox-history-blocks 1000000 --sandbox-requests-per-block 64 \
+             2>{m}/../host.log; echo \"host-exit $?\"",
+        m = mount.display(),
+        b = node_binary().display(),
+        port = free_port(),
+        net = network.path.display(),
+    );
+    let output = Command::new("timeout")
+        .args(["120", "unshare", "--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let log = std::fs::read_to_string(dir.path().join("host.log")).unwrap_or_default();
+    let context = format!("stdout:\n{stdout}\nhost:\n{}", tail(&log));
+    let exit = field(&stdout, "host-exit").unwrap_or_else(|| panic!("{context}"));
+    assert_eq!(exit, 1, "the host must fail once its chain stopped growing: {context}");
+    assert!(log.contains("block production stopped") && log.contains("no space left on device"), "{context}");
+    let report = mpc_node_process_tests::last_shutdown_report(&log).expect("a ShutdownReport");
+    assert_eq!(report["reason"]["kind"], "task_failed", "{report}");
+    assert_eq!(report["final_instance_count"], 0, "{report}");
+    assert!(!log.contains("panicked"), "{context}");
 }
 
 fn field(stdout: &str, name: &str) -> Option<i32> {

@@ -13,13 +13,14 @@
 use std::sync::Arc;
 
 use mpc_chain::host::{NetworkConfig, TransactionPool};
-use mpc_chain::{ChainConfig, ChainMode, ChainNode};
+use mpc_chain::{ChainConfig, ChainMode, ChainNode, ClientHandle, GetStatus};
 use mpc_lifecycle::{
     DeferredSignals, ExitCode, LifecycleRequest, OperatorSignal, ShutdownReason, ShutdownReport, Supervisor,
     install_signal_listener, lifecycle_channel,
 };
 use mpc_store::{OwnedStore, Reuse};
 use near_async::ActorSystem;
+use near_async::messaging::CanSendAsync;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::SandboxChainArgs;
@@ -130,8 +131,29 @@ async fn start(
     let rpc_tasks = Supervisor::new("chain_host", root_token.child_token(), lifecycle.clone());
     let app = router(rpc);
     rpc_tasks.spawn("host_rpc", move |cancel| crate::ops_connections::serve(listener, app, cancel));
+    let client = chain.client.clone();
+    rpc_tasks.spawn("block_production", move |cancel| watch_block_production(client, cancel));
     tracing::info!(%addr, participants = config_participants(&config), "chain host listening");
     Ok(RunningHost { root_token, rpc_tasks, chain_stop, chain_store })
+}
+
+/// How often the host asks its chain whether block production still runs.
+const PRODUCTION_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Fails (and with it the host: exit 1, `task_failed`) once the chain stopped producing
+/// blocks because its store failed: a host that serves a chain which no longer grows
+/// would look healthy to its orchestrator while every participant waits.
+async fn watch_block_production(client: ClientHandle, cancel: CancellationToken) -> Result<(), String> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(PRODUCTION_CHECK_INTERVAL) => {}
+        }
+        let status = client.send_async(GetStatus).await.map_err(|err| format!("the chain does not answer: {err:?}"))?;
+        if let Some(failure) = status.failure {
+            return Err(format!("block production stopped: {failure}"));
+        }
+    }
 }
 
 fn config_participants(config: &ChainConfig) -> usize {
