@@ -130,16 +130,23 @@ fn verify_rollout(
         .collect();
     let figures = format!(
         "blocks {from}..={to}: {} requests, each answered once with a valid signature and fresh nonces\n\
-         longest gap between two accepted responses: {longest_gap} blocks ({:.3} s)\n\
-         answered within 10 blocks: {within_10} of {} ({:.1} %); slowest: {slowest} blocks\n\
+         longest gap between two accepted responses: {} ({:.3} s)\n\
+         answered within 10 blocks: {within_10} of {} ({:.1} %); slowest: {}\n\
          each participant from its old task's stop to its new task's health: {outages:?}\n\
          responses by submitter: {responders:?}",
         requests.len(),
+        blocks(longest_gap),
         (longest_gap * BLOCK_MILLIS) as f64 / 1000.0,
         answers.len(),
         100.0 * within_10 as f64 / answers.len().max(1) as f64,
+        blocks(slowest),
     );
     Rollout { violations, figures }
+}
+
+/// `n` blocks, as a person writes it.
+fn blocks(n: u64) -> String {
+    if n == 1 { "1 block".to_owned() } else { format!("{n} blocks") }
 }
 
 /// The stack's network is internal (no gateway), and a participant has no route out.

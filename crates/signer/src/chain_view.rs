@@ -175,3 +175,37 @@ fn indexed_request(key: [u8; 12], record: SignRequestRecord) -> Option<IndexedRe
     let Hash32(request_id) = record.request_id;
     Some(IndexedRequest { key, request_id, payload, height: record.height })
 }
+
+#[cfg(test)]
+mod tests {
+    use mpc_migrations::layout::{BlockEffects, Cursor, block_update_encoded};
+    use mpc_store::StoreOptions;
+
+    use super::*;
+
+    #[test]
+    fn a_request_is_found_through_the_index_and_by_a_scan_where_a_v2_store_has_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("node"), &StoreOptions::new("node", "test")).unwrap();
+        for (height, version) in [(1u64, 2), (2, 3)] {
+            let request = SignRequestRecord {
+                request_id: Hash32([height as u8; 32]),
+                predecessor_id: "alice.sandbox".into(),
+                payload: hex::encode([height as u8]),
+                path: "m/0".into(),
+                height,
+            };
+            let cursor = Cursor { height, block_hash: Hash32([0; 32]) };
+            let effects = BlockEffects { cursor, requests: vec![request], responses: vec![] };
+            store.commit(block_update_encoded(&effects, height - 1, BlockEncoding::of_version(version))).unwrap();
+        }
+        let view = ChainView::new(&store, "test");
+        // The request of the v2 block has no index entry: only the scan finds it.
+        assert!(store.get(Column::SignRequestsById, [1u8; 32]).unwrap().is_none());
+        assert_eq!(view.scan_for_request(&[1; 32]).unwrap().map(|request| request.height), Some(1));
+        assert_eq!(view.scan_for_request(&[2; 32]).unwrap().map(|request| request.height), Some(2));
+        assert!(view.scan_for_request(&[3; 32]).unwrap().is_none());
+        assert_eq!(view.request(&[2; 32]).unwrap().map(|request| request.payload), Some(vec![2]));
+        assert!(view.request(&[3; 32]).unwrap().is_none());
+    }
+}
