@@ -11,16 +11,22 @@ use ed25519_dalek::VerifyingKey;
 use mpc_chain::host::{NetworkConfig, Participant};
 use rand::RngCore;
 
-use crate::CheckResult;
 use crate::docker_engine::{DockerEngine, ENGINE_PATIENCE, repository_root};
+use crate::sandbox_network::{requests_in_pieces, wait_until_answered};
 use crate::signing_network::p2p_key_of;
 use crate::swarm::{is_healthy, wait_until_explained};
+use crate::{CheckResult, last_lines};
 
 /// The participants of the stack, as its services are named.
 pub const PARTICIPANTS: [&str; 3] = ["participant-0", "participant-1", "participant-2"];
 
 /// The chain host's service.
 pub const CHAIN_HOST: &str = "chain-host";
+
+/// Every service of the stack: the chain host, then the participants.
+pub fn services() -> impl Iterator<Item = &'static str> {
+    std::iter::once(CHAIN_HOST).chain(PARTICIPANTS)
+}
 
 /// The port of the chain host's RPC (`--listen` in the compose file).
 const CHAIN_HOST_PORT: u16 = 3040;
@@ -157,7 +163,7 @@ impl<'a> NetworkStack<'a> {
                 }
             }
         }
-        for volume in std::iter::once(CHAIN_HOST).chain(PARTICIPANTS) {
+        for volume in services() {
             engine.remove_later("volume", &stack.volume(volume));
         }
         stack
@@ -206,29 +212,20 @@ impl<'a> NetworkStack<'a> {
     pub fn wait_healthy(&self) {
         wait_until_explained(
             "every service of the stack running and healthy",
-            || self.services().all(|service| self.container(service).is_some_and(|id| is_healthy(self.engine, &id))),
+            || services().all(|service| self.container(service).is_some_and(|id| is_healthy(self.engine, &id))),
             || self.explain(),
         );
-    }
-
-    fn services(&self) -> impl Iterator<Item = &'static str> {
-        std::iter::once(CHAIN_HOST).chain(PARTICIPANTS)
     }
 
     /// The engine's containers and the last lines of every service's log, for a
     /// failure's message.
     pub fn explain(&self) -> String {
         let mut explained = String::from_utf8_lossy(&self.engine.docker(&["ps", "--all"]).stdout).into_owned();
-        for service in self.services() {
+        for service in services() {
             let Some(id) = self.container(service) else { continue };
             let log = self.engine.logs(&id);
-            let tail: Vec<&str> =
-                log.lines().filter(|line| !line.contains("contract view failed")).rev().take(25).collect();
-            explained.push_str(&format!("--- {service} (last lines) ---\n"));
-            for line in tail.into_iter().rev() {
-                explained.push_str(line);
-                explained.push('\n');
-            }
+            let lines = log.lines().filter(|line| !line.contains("contract view failed"));
+            explained.push_str(&format!("--- {service} (last lines) ---\n{}", last_lines(lines, 25)));
         }
         explained
     }
@@ -292,15 +289,10 @@ impl ChainInside<'_> {
 
     /// The sign requests of heights `from..=to`, as `/v1/requests` shows them.
     pub fn requests(&self, from: u64, to: u64) -> Vec<serde_json::Value> {
-        let mut all = Vec::new();
-        let mut start = from;
-        while start <= to {
-            let end = (start + 9_999).min(to);
+        requests_in_pieces(from, to, |start, end| {
             let view = self.get_json(&format!("/v1/requests?from_height={start}&to_height={end}"));
-            all.extend(view.as_array().expect("an array").iter().cloned());
-            start = end + 1;
-        }
-        all
+            view.as_array().expect("an array").clone()
+        })
     }
 
     /// The key the participants generated, once the contract runs under it.
@@ -327,19 +319,6 @@ impl ChainInside<'_> {
         explain: &dyn Fn() -> String,
     ) -> Vec<serde_json::Value> {
         wait_until_explained(&format!("the host reached {to}"), || self.head() >= to, explain);
-        let started = Instant::now();
-        loop {
-            let requests = self.requests(from, to);
-            let open = requests.iter().filter(|request| request["response"].is_null()).count();
-            if open == 0 {
-                return requests;
-            }
-            assert!(
-                started.elapsed() < patience,
-                "{open} requests of {from}..={to} unanswered after {patience:?}\n{}",
-                explain()
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        wait_until_answered(&format!("of {from}..={to}"), patience, || self.requests(from, to), |_| true, explain)
     }
 }

@@ -76,3 +76,11 @@ pub fn assert_starts_ready_and_checks(home: &Path, context: &str) -> u64 {
     assert_eq!(result.code, 0, "{context}: check failed:\n{}", result.output);
     result.last_indexed_height().expect("check printed the last indexed height")
 }
+
+/// The last `count` of `lines` (a log's, perhaps filtered), each ending in a newline:
+/// the end of a log for a failure's message.
+pub fn last_lines<'a>(lines: impl DoubleEndedIterator<Item = &'a str>, count: usize) -> String {
+    let mut tail: Vec<&str> = lines.rev().take(count).collect();
+    tail.reverse();
+    tail.into_iter().map(|line| format!("{line}\n")).collect()
+}

@@ -79,15 +79,52 @@ pub fn requests(rpc: SocketAddr, from: u64, to: u64) -> Vec<serde_json::Value> {
 
 /// Every sign request from genesis to the host's head, in pieces of the largest range.
 pub fn all_requests(rpc: SocketAddr) -> Vec<serde_json::Value> {
-    let head = host_head(rpc);
+    requests_in_pieces(0, host_head(rpc), |from, to| requests(rpc, from, to))
+}
+
+/// The heights a `/v1/requests` call may span at most.
+const REQUESTS_RANGE: u64 = 10_000;
+
+/// The sign requests of heights `from..=to`, read with `fetch(from, to)` over ranges
+/// the host's `/v1/requests` accepts.
+pub fn requests_in_pieces(
+    from: u64,
+    to: u64,
+    mut fetch: impl FnMut(u64, u64) -> Vec<serde_json::Value>,
+) -> Vec<serde_json::Value> {
     let mut all = Vec::new();
-    let mut from = 0;
-    while from <= head {
-        let to = (from + 9_999).min(head);
-        all.extend(requests(rpc, from, to));
-        from = to + 1;
+    let mut start = from;
+    while start <= to {
+        let end = (start + REQUESTS_RANGE - 1).min(to);
+        all.extend(fetch(start, end));
+        start = end + 1;
     }
     all
+}
+
+/// Reads requests with `fetch` until every one that `counts` has its accepted
+/// response, at most `patience`; returns the last read. A failure's message names the
+/// first open one and ends with `explain()`.
+pub fn wait_until_answered(
+    what: &str,
+    patience: Duration,
+    mut fetch: impl FnMut() -> Vec<serde_json::Value>,
+    counts: impl Fn(&serde_json::Value) -> bool,
+    explain: impl Fn() -> String,
+) -> Vec<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let requests = fetch();
+        let open: Vec<&serde_json::Value> =
+            requests.iter().filter(|request| counts(request) && request["response"].is_null()).collect();
+        if open.is_empty() {
+            return requests;
+        }
+        if started.elapsed() > patience {
+            panic!("{} requests {what} unanswered after {patience:?}, first {}\n{}", open.len(), open[0], explain());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Arguments of a node that follows the host at `rpc`, quick like [`fast_node_args`].

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signature, VerifyingKey};
 use mpc_chain::host::{NetworkConfig, Participant};
 
-use crate::sandbox_network::{NETWORK_PATIENCE, all_requests, follower_args, host_head, wait_until};
-use crate::{NodeProcess, free_port, get_json, http};
+use crate::sandbox_network::{
+    NETWORK_PATIENCE, all_requests, follower_args, host_head, wait_until, wait_until_answered,
+};
+use crate::{NodeProcess, free_port, get_json, http, last_lines};
 
 /// How long a network may take to generate its key.
 pub const KEY_PATIENCE: Duration = Duration::from_secs(60);
@@ -208,26 +210,13 @@ impl SigningNetwork {
     /// every request of the chain.
     pub fn wait_answered_up_to(&mut self, height: u64, patience: Duration) -> Vec<serde_json::Value> {
         wait_until(&format!("the host reached {height}"), NETWORK_PATIENCE, || self.head() >= height);
-        let started = Instant::now();
-        loop {
-            let requests = all_requests(self.rpc);
-            let open: Vec<&serde_json::Value> = requests
-                .iter()
-                .filter(|request| request["height"].as_u64().unwrap() <= height && request["response"].is_null())
-                .collect();
-            if open.is_empty() {
-                return requests;
-            }
-            if started.elapsed() > patience {
-                panic!(
-                    "{} requests up to {height} unanswered after {patience:?}, first {}\n{}",
-                    open.len(),
-                    open[0],
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_answered(
+            &format!("up to {height}"),
+            patience,
+            || all_requests(self.rpc),
+            |request| request["height"].as_u64().unwrap() <= height,
+            || self.logs(),
+        )
     }
 
     /// Every node's log, for a failure message.
@@ -235,13 +224,7 @@ impl SigningNetwork {
         let mut logs = String::new();
         for (index, node) in self.nodes.iter().enumerate() {
             if let Some(node) = node {
-                let log = node.log();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                logs.push_str(&format!("--- node {index} (last lines) ---\n"));
-                for line in tail.into_iter().rev() {
-                    logs.push_str(line);
-                    logs.push('\n');
-                }
+                logs.push_str(&format!("--- node {index} (last lines) ---\n{}", last_lines(node.log().lines(), 40)));
             }
         }
         logs

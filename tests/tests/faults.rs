@@ -5,34 +5,28 @@
 use std::process::Command;
 
 use mpc_node_process_tests::sandbox_network::Network;
-use mpc_node_process_tests::{DOCKER_GRACE, NodeProcess, fast_node_args, free_port, home_indexed_to, node_binary};
+use mpc_node_process_tests::{
+    DOCKER_GRACE, NodeProcess, fast_node_args, free_port, home_indexed_to, last_lines, node_binary,
+};
 
 #[test]
 fn a_full_disk_stops_the_node_with_an_error_and_the_next_start_after_the_fault_clears_is_consistent() {
     // The home lives on a 6 MiB tmpfs in a private user and mount namespace (no root
     // needed). The node fills it, must stop with a non-zero exit and a clear message;
     // then the file system grows, `check` must pass and a new start must resume.
-    let dir = tempfile::tempdir().unwrap();
-    let mount = dir.path().join("small");
-    std::fs::create_dir(&mount).unwrap();
     let binary = node_binary();
     let args = fast_node_args().join(" ");
-    let script = format!(
-        "mount -t tmpfs -o size=6m tmpfs {m} || exit 90
-         {b} start --home {m}/home {args} --sandbox-block-interval 0ms --sandbox-history-blocks 1000000 \
-             --sandbox-requests-per-block 64 2>{m}/../first.log; echo \"first-exit $?\"
-         mount -o remount,size=256m {m} || exit 91
-         {b} check --home {m}/home; echo \"check-exit $?\"
-         timeout --preserve-status -s TERM 3 {b} start --home {m}/home {args} 2>{m}/../second.log; echo \"second-exit $?\"
-         {b} check --home {m}/home; echo \"final-check-exit $?\"",
-        m = mount.display(),
-        b = binary.display(),
-    );
-    let output = Command::new("timeout")
-        .args(["120", "unshare", "--user", "--map-root-user", "--mount", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (dir, stdout) = on_a_small_disk(|m| {
+        format!(
+            "{b} start --home {m}/home {args} --sandbox-block-interval 0ms --sandbox-history-blocks 1000000 \
+                 --sandbox-requests-per-block 64 2>{m}/../first.log; echo \"first-exit $?\"
+             mount -o remount,size=256m {m} || exit 91
+             {b} check --home {m}/home; echo \"check-exit $?\"
+             timeout --preserve-status -s TERM 3 {b} start --home {m}/home {args} 2>{m}/../second.log; echo \"second-exit $?\"
+             {b} check --home {m}/home; echo \"final-check-exit $?\"",
+            b = binary.display(),
+        )
+    });
     let first_log = std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default();
     let second_log = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
     let context = format!("stdout:\n{stdout}\nfirst run:\n{}\nsecond run:\n{second_log}", tail(&first_log));
@@ -52,25 +46,18 @@ fn a_chain_host_whose_disk_fills_stops_with_an_error_instead_of_serving_a_chain_
     // disk; the host must then exit with an error (its orchestrator restarts it or
     // alerts), not go on answering as if healthy. A host that stays up is stopped by
     // `timeout` with SIGTERM and exits 0, which fails the test.
-    let dir = tempfile::tempdir().unwrap();
-    let mount = dir.path().join("small");
-    std::fs::create_dir(&mount).unwrap();
-    let network = Network::write(dir.path(), 3, 2, None);
-    let script = format!(
-        "mount -t tmpfs -o size=6m tmpfs {m} || exit 90
-         timeout -s TERM 60 {b} sandbox-chain --home {m}/host --listen 127.0.0.1:{port} --network {net} \
-             --sandbox-block-interval 0ms --sandbox-history-blocks 1000000 --sandbox-requests-per-block 64 \
-             2>{m}/../host.log; echo \"host-exit $?\"",
-        m = mount.display(),
-        b = node_binary().display(),
-        port = free_port(),
-        net = network.path.display(),
-    );
-    let output = Command::new("timeout")
-        .args(["120", "unshare", "--user", "--map-root-user", "--mount", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let network_dir = tempfile::tempdir().unwrap();
+    let network = Network::write(network_dir.path(), 3, 2, None);
+    let (dir, stdout) = on_a_small_disk(|m| {
+        format!(
+            "timeout -s TERM 60 {b} sandbox-chain --home {m}/host --listen 127.0.0.1:{port} --network {net} \
+                 --sandbox-block-interval 0ms --sandbox-history-blocks 1000000 --sandbox-requests-per-block 64 \
+                 2>{m}/../host.log; echo \"host-exit $?\"",
+            b = node_binary().display(),
+            port = free_port(),
+            net = network.path.display(),
+        )
+    });
     let log = std::fs::read_to_string(dir.path().join("host.log")).unwrap_or_default();
     let context = format!("stdout:\n{stdout}\nhost:\n{}", tail(&log));
     let exit = field(&stdout, "host-exit").unwrap_or_else(|| panic!("{context}"));
@@ -82,13 +69,29 @@ fn a_chain_host_whose_disk_fills_stops_with_an_error_instead_of_serving_a_chain_
     assert!(!log.contains("panicked"), "{context}");
 }
 
+/// Runs the shell commands `steps(M)` (which print `name code` lines) after mounting a
+/// 6 MiB tmpfs at `M`, in a private user and mount namespace (no root needed), at most
+/// 120 s. Returns the directory that holds `M` (logs may go next to it) and what the
+/// commands printed.
+fn on_a_small_disk(steps: impl FnOnce(&str) -> String) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mount = mount.display().to_string();
+    let script = format!("mount -t tmpfs -o size=6m tmpfs {mount} || exit 90\n{}", steps(&mount));
+    let output = Command::new("timeout")
+        .args(["120", "unshare", "--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    (dir, String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 fn field(stdout: &str, name: &str) -> Option<i32> {
     stdout.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
 }
 
 fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    last_lines(log.lines(), 30)
 }
 
 #[test]

@@ -16,7 +16,7 @@ use ed25519_dalek::VerifyingKey;
 use mpc_chain::CHAIN_SCHEMA_VERSION;
 use mpc_node_process_tests::docker_engine::{DockerEngine, Release};
 use mpc_node_process_tests::last_shutdown_report;
-use mpc_node_process_tests::network_stack::{CHAIN_HOST, NetworkStack, Orchestrator, PARTICIPANTS, StackSettings};
+use mpc_node_process_tests::network_stack::{NetworkStack, Orchestrator, PARTICIPANTS, StackSettings, services};
 use mpc_node_process_tests::signing_network::{answered, assert_chain_signatures};
 use mpc_node_process_tests::swarm::{
     Replacement, container_json, out_of_turn, replacement_times, unix_now, wait_until,
@@ -188,6 +188,20 @@ fn start_signing<'a>(
     (stack, key)
 }
 
+/// The container of every service of the stack, which must all run.
+fn running_containers(stack: &NetworkStack) -> Vec<String> {
+    services().map(|service| stack.container(service).unwrap_or_else(|| panic!("{service} runs"))).collect()
+}
+
+/// Each of `containers` exited 0 with a ShutdownReport that closed every store.
+fn assert_stopped_cleanly(engine: &DockerEngine, containers: &[String]) {
+    for id in containers {
+        assert_eq!(engine.exit_code(id), 0, "{}", engine.logs(id));
+        let report = last_shutdown_report(&engine.logs(id)).expect("a ShutdownReport");
+        assert_eq!(report["final_instance_count"], 0, "{report}");
+    }
+}
+
 #[test]
 fn a_rolling_upgrade_of_the_network_under_swarm_keeps_signing_and_an_ungated_one_is_caught() {
     let engine = DockerEngine::start();
@@ -223,18 +237,12 @@ fn a_rolling_upgrade_of_the_network_under_swarm_keeps_signing_and_an_ungated_one
         ungated.violations
     );
 
-    let last: Vec<String> = std::iter::once(CHAIN_HOST)
-        .chain(PARTICIPANTS)
-        .map(|service| stack.container(service).expect("a running task"))
-        .collect();
+    let last = running_containers(&stack);
     engine.docker_ok(&["stack", "rm", &stack.name]);
     wait_until("the stack's tasks to stop", || {
         last.iter().all(|id| container_json(&engine, id)["State"]["Running"] == false)
     });
-    for id in &last {
-        assert_eq!(container_json(&engine, id)["State"]["ExitCode"], 0, "{}", engine.logs(id));
-        assert!(last_shutdown_report(&engine.logs(id)).is_some(), "{}", engine.logs(id));
-    }
+    assert_stopped_cleanly(&engine, &last);
     stack.check_volumes(&new_image);
 }
 
@@ -244,15 +252,8 @@ fn the_network_stack_signs_under_docker_compose_and_stops_cleanly() {
     let image = engine.build_node_image("mpc-node:latest");
     let (stack, _) = start_signing(&engine, Orchestrator::Compose, &image, &image);
 
-    let containers: Vec<String> = std::iter::once(CHAIN_HOST)
-        .chain(PARTICIPANTS)
-        .map(|service| stack.container(service).expect("a running container"))
-        .collect();
+    let containers = running_containers(&stack);
     stack.compose(&["stop"]);
-    for id in &containers {
-        assert_eq!(engine.exit_code(id), 0, "{}", engine.logs(id));
-        let report = last_shutdown_report(&engine.logs(id)).expect("a ShutdownReport");
-        assert_eq!(report["final_instance_count"], 0, "{report}");
-    }
+    assert_stopped_cleanly(&engine, &containers);
     stack.check_volumes(&image);
 }

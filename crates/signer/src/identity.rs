@@ -59,10 +59,10 @@ fn load_or_create_from(home: &Path, given: Option<PathBuf>) -> Result<SigningKey
             path,
         });
     }
-    if let Some(key) = read_key(&home.join(P2P_KEY_FILE))? {
+    let path = home.join(P2P_KEY_FILE);
+    if let Some(key) = read_key(&path)? {
         return Ok(key);
     }
-    let path = home.join(P2P_KEY_FILE);
     let key = SigningKey::generate(&mut rand::rngs::OsRng);
     let text = format!("{}\n", hex::encode(key.to_bytes()));
     mpc_store::directories::write_file_durably(&path, text.as_bytes(), 0o600, || {})

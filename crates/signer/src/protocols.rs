@@ -165,13 +165,6 @@ mod tests {
         assert!(protocols.in_flight().is_empty());
         assert!(!protocols.spawn("late".into(), async {}), "no new work after a stop");
     }
-}
-
-#[cfg(test)]
-mod cut_tests {
-    use std::sync::Arc;
-
-    use super::*;
 
     #[tokio::test]
     async fn a_stop_with_only_cuttable_work_ends_without_waiting_for_its_bound() {
